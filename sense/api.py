@@ -1,0 +1,142 @@
+"""The JSON API (django-ninja): authentication, the error format, and the core routes.
+
+Apps add their routers in sense/urls.py. Every error is `{"error": "...", "code": "..."}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import HttpBearer, SessionAuth
+
+from sense import tenancy
+from sense.errors import ServiceError
+from sense.models import ApiToken, Membership
+
+log = logging.getLogger("sense.api")
+
+
+class BearerAuth(HttpBearer):
+    openapi_description = "An API token issued with `manage.py issuetoken` or in the admin."
+
+    def authenticate(self, request: HttpRequest, token: str) -> Membership | None:
+        api_token = ApiToken.authenticate(token)
+        if api_token is None:
+            return None
+        request.api_token = api_token  # type: ignore[attr-defined]
+        tenancy.attach(request, api_token.membership)
+        return api_token.membership
+
+
+class SessionMembershipAuth(SessionAuth):
+    """A logged-in browser session with a membership (CSRF checked on unsafe methods)."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Membership | None:
+        membership = getattr(request, "membership", None)
+        if membership is None:
+            membership = tenancy.membership_for_session(request)
+        if membership is None:
+            return None
+        tenancy.attach(request, membership)
+        return membership
+
+
+api = NinjaAPI(
+    title="Sense API",
+    version="1.0",
+    description="Campaigns, deliveries, contacts and media for one tenant. "
+    "Authenticate with `Authorization: Bearer <token>`.",
+    auth=[BearerAuth(), SessionMembershipAuth()],
+    urls_namespace="api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+
+def error_response(request: HttpRequest, message: str, code: str, status: int, **extra: Any) -> HttpResponse:
+    return api.create_response(request, {"error": message, "code": code, **extra}, status=status)
+
+
+@api.exception_handler(ServiceError)
+def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
+    return error_response(request, exc.message, exc.code, exc.status)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(request, "Authentication required: send a valid Bearer token.", "unauthenticated", 401)
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(request, str(exc) or "You may not do this.", "forbidden", 403)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(request, "Not found.", "not_found", 404)
+
+
+@api.exception_handler(ObjectDoesNotExist)
+def _does_not_exist(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(request, "Not found.", "not_found", 404)
+
+
+@api.exception_handler(NinjaValidationError)
+def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    details = []
+    for err in exc.errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "payload"))
+        details.append({"field": loc, "message": err.get("msg", "invalid")})
+    summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+    return error_response(request, f"Invalid input: {summary}", "invalid", 422, details=details)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return error_response(request, str(exc), "http_error", exc.status_code)
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _db_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.error("database unavailable: %s", exc.__class__.__name__)
+    return error_response(request, "The database is unavailable; try again shortly.", "unavailable", 503)
+
+
+@api.exception_handler(DatabaseError)
+def _db_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.exception("database error")
+    return error_response(request, "Internal error.", "internal", 500)
+
+
+@api.exception_handler(Exception)
+def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.exception("unhandled API error")
+    return error_response(request, "Internal error.", "internal", 500)
+
+
+class TenantOut(Schema):
+    id: UUID
+    slug: str
+    name: str
+
+
+class MeOut(Schema):
+    username: str
+    role: str
+    tenant: TenantOut
+
+
+@api.get("/me/", response=MeOut, tags=["account"], summary="The caller and the tenant it acts for")
+def me(request: tenancy.TenantHttpRequest) -> dict[str, Any]:
+    membership = request.membership
+    return {"username": membership.user.get_username(), "role": membership.role, "tenant": membership.tenant}

@@ -1,0 +1,348 @@
+"""Sense settings: one module, every value read from the environment.
+
+Absent variables fall back to the *embedded defaults* (SQLite under var/, local files
+under var/media, local-memory cache, in-memory channel layer, Dramatiq actors run by a
+worker inside the web process) so that `make run` works on any machine. Setting
+DATABASE_URL, REDIS_URL, RABBITMQ_URL and S3_BUCKET switches each piece to the full
+stack. A bad value stops start-up with ImproperlyConfigured naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("SENSE_VAR_DIR") or BASE_DIR / "var")
+
+env = environ.Env()
+
+T = TypeVar("T")
+
+
+def _read(name: str, parse: Callable[[str], T], default: T) -> T:
+    """Read NAME with PARSE; any parse error becomes a message that names the variable."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(f"{name}: invalid value {raw!r} ({exc})") from None
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int(minimum: int = 0) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _float(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parsed = urlparse(raw)
+        if parsed.scheme not in schemes or not (parsed.hostname or parsed.path):
+            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return raw
+
+    return parse
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+# --- Core ---------------------------------------------------------------------------
+
+DEBUG = _read("DEBUG", _bool, False)
+SECRET_KEY = _read("SECRET_KEY", _str, "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY: must be set when DEBUG is off (generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`)"
+        )
+    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
+
+ALLOWED_HOSTS = _read("ALLOWED_HOSTS", _list, ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", _list, [])
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if "://" not in _origin:
+        raise ImproperlyConfigured(f"CSRF_TRUSTED_ORIGINS: {_origin!r} must include the scheme")
+TIME_ZONE = _read("TIME_ZONE", _str, "America/Sao_Paulo")
+try:
+    import zoneinfo
+
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(f"TIME_ZONE: unknown time zone {TIME_ZONE!r}") from None
+USE_TZ = True
+LANGUAGE_CODE = "pt-br"
+LANGUAGES = [("pt-br", "Português (Brasil)"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+
+# Behind a PaaS router (Railway, Heroku) TLS ends at the proxy.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "channels",
+    "django_dramatiq",
+    "ninja",
+    "sense",
+    "media",
+    "campaigns",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "sense.tenancy.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "sense.urls"
+WSGI_APPLICATION = "sense.wsgi.application"
+ASGI_APPLICATION = "sense.asgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "admin:login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "sense.tenancy.tenant_context",
+            ],
+        },
+    }
+]
+
+# --- Database -------------------------------------------------------------------------
+
+DATABASE_URL = _read("DATABASE_URL", _url("postgres", "postgresql", "sqlite"), "")
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "sense.sqlite3"}}
+
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded worker threads write while requests write: WAL lets readers go on,
+    # IMMEDIATE takes the write lock at BEGIN (no lock upgrade deadlock), and the busy
+    # timeout makes a writer wait instead of raising "database is locked".
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+    }
+else:
+    # Under ASGI every request runs its sync code in a fresh thread, so CONN_MAX_AGE
+    # would leak one connection per thread; psycopg's pool keeps connections across
+    # requests and checks each one before handing it out.
+    _db["CONN_MAX_AGE"] = 0
+    _db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": _read("DATABASE_POOL_MIN", _int(0), 1),
+        "max_size": _read("DATABASE_POOL_MAX", _int(1), 20),
+        "timeout": _read("DATABASE_POOL_TIMEOUT", _float, 10.0),
+    }
+    _db["CONN_HEALTH_CHECKS"] = True  # with a pool: ConnectionPool.check_connection on checkout
+    _db["OPTIONS"].setdefault("connect_timeout", 5)
+
+# --- Cache and channel layer --------------------------------------------------------
+
+REDIS_URL = _read("REDIS_URL", _url("redis", "rediss"), "")
+REDIS_TIMEOUT = _read("REDIS_TIMEOUT", _float, 1.0)
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "sense",
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_TIMEOUT,
+                "socket_timeout": REDIS_TIMEOUT,
+                "health_check_interval": 30,
+            },
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "sense"},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sense"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Files ----------------------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_URL = "/media-files/"
+MEDIA_ROOT = Path(_read("MEDIA_ROOT", _str, str(VAR_DIR / "media")))
+
+S3_BUCKET = _read("S3_BUCKET", _str, "")
+S3_ENDPOINT_URL = _read("S3_ENDPOINT_URL", _url("http", "https"), "")
+S3_PUBLIC_ENDPOINT_URL = _read("S3_PUBLIC_ENDPOINT_URL", _url("http", "https"), "")
+S3_ACCESS_KEY = _read("S3_ACCESS_KEY", _str, "")
+S3_SECRET_KEY = _read("S3_SECRET_KEY", _str, "")
+S3_REGION = _read("S3_REGION", _str, "us-east-1")
+S3_TIMEOUT = _read("S3_TIMEOUT", _float, 5.0)
+MEDIA_URL_EXPIRY = _read("MEDIA_URL_EXPIRY", _int(1), 600)
+
+_staticfiles_backend = (
+    "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    if not DEBUG
+    else "django.contrib.staticfiles.storage.StaticFilesStorage"
+)
+if S3_BUCKET:
+    _s3_options: dict[str, Any] = {
+        "bucket_name": S3_BUCKET,
+        "endpoint_url": S3_ENDPOINT_URL or None,
+        "access_key": S3_ACCESS_KEY or None,
+        "secret_key": S3_SECRET_KEY or None,
+        "region_name": S3_REGION,
+        "addressing_style": "path",
+        "signature_version": "s3v4",
+        "default_acl": "private",
+        "querystring_auth": True,
+        "querystring_expire": MEDIA_URL_EXPIRY,
+        "file_overwrite": False,
+        "custom_domain": None,
+        "client_config": None,  # filled in by sense.lib.storage.client_config()
+    }
+    from sense.lib.storage import client_config
+
+    _s3_options["client_config"] = client_config(connect_timeout=S3_TIMEOUT)
+    STORAGES = {
+        "default": {"BACKEND": "sense.lib.storage.MediaS3Storage", "OPTIONS": _s3_options},
+        "staticfiles": {"BACKEND": _staticfiles_backend},
+    }
+else:
+    STORAGES = {
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": MEDIA_ROOT, "base_url": MEDIA_URL},
+        },
+        "staticfiles": {"BACKEND": _staticfiles_backend},
+    }
+
+# --- Tasks (Dramatiq) -----------------------------------------------------------------
+
+RABBITMQ_URL = _read("RABBITMQ_URL", _url("amqp", "amqps"), "") or _read(
+    "RABBITMQ_PRIVATE_URL", _url("amqp", "amqps"), ""
+)
+# Without a broker the web process runs the actors itself (sense.tasks.start_embedded_worker).
+TASKS_EMBEDDED = not RABBITMQ_URL
+EMBEDDED_WORKER_THREADS = _read("EMBEDDED_WORKER_THREADS", _int(1), 2)
+_dramatiq_middleware = [
+    "dramatiq.middleware.AgeLimit",
+    "dramatiq.middleware.TimeLimit",
+    "dramatiq.middleware.Callbacks",
+    "dramatiq.middleware.Retries",
+    "django_dramatiq.middleware.DbConnectionsMiddleware",
+]
+if RABBITMQ_URL:
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+        "OPTIONS": {"url": RABBITMQ_URL, "confirm_delivery": True},
+        "MIDDLEWARE": _dramatiq_middleware,
+    }
+else:
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.stub.StubBroker",
+        "OPTIONS": {},
+        "MIDDLEWARE": _dramatiq_middleware,
+    }
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+DRAMATIQ_TASKS_DATABASE = "default"
+
+# --- Observability --------------------------------------------------------------------
+
+LOG_LEVEL = _read("LOG_LEVEL", _str, "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL: invalid value {LOG_LEVEL!r}")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "sense.lib.logs.RedactSecretsFilter"}},
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line", "filters": ["redact"]}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "pika": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}
+
+SENTRY_DSN = _read("SENTRY_DSN", _url("http", "https"), "")
+if SENTRY_DSN:
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=SENTRY_DSN, send_default_pii=False, traces_sample_rate=0.0)
+
+METRICS_TOKEN = _read("METRICS_TOKEN", _str, "")
+HEALTH_CHECK_TIMEOUT = _read("HEALTH_CHECK_TIMEOUT", _float, 2.0)
+HTTP_TIMEOUT = _read("HTTP_TIMEOUT", _float, 10.0)
+HTTP_CONNECT_TIMEOUT = _read("HTTP_CONNECT_TIMEOUT", _float, 3.0)

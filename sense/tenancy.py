@@ -1,0 +1,119 @@
+"""Resolving a request to one (user, tenant) pair, and tenant-scoped lookups.
+
+Browser sessions carry the chosen tenant in the session (default: the user's first
+membership); API clients send `Authorization: Bearer <token>`, whose membership fixes
+the tenant. Another tenant's object always answers 404, never 403, so its existence
+is not confirmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.http import Http404, HttpRequest, HttpResponse
+
+from sense.models import ApiToken, Membership, Tenant
+
+SESSION_TENANT_KEY = "sense_tenant_id"
+
+M = TypeVar("M", bound=models.Model)
+
+
+class TenantHttpRequest(HttpRequest):
+    """A request resolved to a membership (for type hints in views)."""
+
+    membership: Membership
+    tenant: Tenant
+    api_token: ApiToken | None
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def membership_for_session(request: HttpRequest) -> Membership | None:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    memberships = Membership.objects.select_related("tenant", "user").filter(user=user)
+    wanted = request.session.get(SESSION_TENANT_KEY) if hasattr(request, "session") else None
+    if wanted:
+        membership = memberships.filter(tenant_id=wanted).first()
+        if membership is not None:
+            return membership
+    return memberships.order_by("tenant__name").first()
+
+
+def membership_for_bearer(request: HttpRequest) -> Membership | None:
+    raw = bearer_token(request)
+    if raw is None:
+        return None
+    token = ApiToken.authenticate(raw)
+    if token is None:
+        return None
+    request.api_token = token  # type: ignore[attr-defined]
+    return token.membership
+
+
+def attach(request: HttpRequest, membership: Membership) -> None:
+    request.membership = membership  # type: ignore[attr-defined]
+    request.tenant = membership.tenant  # type: ignore[attr-defined]
+    if not getattr(request, "user", None) or not request.user.is_authenticated:
+        request.user = membership.user
+
+
+def authenticate(request: HttpRequest) -> Membership | None:
+    """Resolve a request by Bearer token first, then by session; attach and return the membership."""
+    membership = membership_for_bearer(request) if bearer_token(request) else membership_for_session(request)
+    if membership is not None:
+        attach(request, membership)
+    return membership
+
+
+def get_for_tenant(queryset: models.QuerySet[M] | type[M], tenant: Tenant, **lookup: Any) -> M:
+    """The object matching LOOKUP inside TENANT, or Http404 (also for other tenants' objects)."""
+    qs = queryset._default_manager.all() if isinstance(queryset, type) else queryset
+    try:
+        return qs.get(tenant=tenant, **lookup)
+    except (qs.model.DoesNotExist, ValueError, ValidationError):  # a malformed UUID is a 404 too
+        raise Http404 from None
+
+
+class TenantMiddleware:
+    """Sets request.membership and request.tenant for logged-in browser sessions.
+
+    Bearer tokens are resolved by the API's auth classes (and `authenticate`) instead, so
+    a page request never treats a token as a session.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.membership = None  # type: ignore[attr-defined]
+        request.tenant = None  # type: ignore[attr-defined]
+        request.api_token = None  # type: ignore[attr-defined]
+        membership = membership_for_session(request)
+        if membership is not None:
+            request.membership = membership  # type: ignore[attr-defined]
+            request.tenant = membership.tenant  # type: ignore[attr-defined]
+        return self.get_response(request)
+
+
+def tenant_context(request: HttpRequest) -> dict[str, Any]:
+    """Template context: the current tenant and, for the switcher, the user's other tenants."""
+    membership = getattr(request, "membership", None)
+    if membership is None:
+        return {"current_tenant": None, "user_memberships": []}
+    return {
+        "current_tenant": membership.tenant,
+        "current_membership": membership,
+        "user_memberships": Membership.objects.filter(user=membership.user).select_related("tenant"),
+    }

@@ -1,0 +1,42 @@
+"""The embedded task worker: in embedded mode (no RABBITMQ_URL) the web process runs the
+Dramatiq actors itself on a StubBroker, so uploads still get thumbnails and campaigns
+still send with nothing but `make run`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import dramatiq
+from django.conf import settings
+from django.utils.module_loading import autodiscover_modules
+
+log = logging.getLogger("sense.tasks")
+
+_lock = threading.Lock()
+_worker: dramatiq.Worker | None = None
+
+
+def start_embedded_worker() -> dramatiq.Worker | None:
+    """Start the in-process worker once; returns it, or None outside embedded mode."""
+    global _worker
+    if not settings.TASKS_EMBEDDED:
+        return None
+    with _lock:
+        if _worker is None:
+            autodiscover_modules(*settings.DRAMATIQ_AUTODISCOVER_MODULES)
+            broker = dramatiq.get_broker()
+            broker.emit_after("process_boot")
+            _worker = dramatiq.Worker(broker, worker_threads=settings.EMBEDDED_WORKER_THREADS, worker_timeout=100)
+            _worker.start()
+            log.info("[RABBITMQ] no broker configured: running tasks in-process (%d threads)",
+                     settings.EMBEDDED_WORKER_THREADS)
+    return _worker
+
+
+def stop_embedded_worker() -> None:
+    global _worker
+    with _lock:
+        if _worker is not None:
+            _worker.stop()
+            _worker = None

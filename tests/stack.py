@@ -1,0 +1,66 @@
+"""pytest plugin (loaded with -p before Django is set up) that points Sense at the full stack.
+
+PostgreSQL, Redis and RabbitMQ are the machine's services (override with the usual
+variables); S3 is moto's server mode on a free port, started here, so every storage call
+goes over HTTP as it would to MinIO. SENSE_TEST_EMBEDDED=1 skips all of it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+moto_server = None
+
+if not os.environ.get("SENSE_TEST_EMBEDDED"):
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto_server.start()
+    defaults = {
+        "DEBUG": "false",
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/sense",
+        "REDIS_URL": "redis://127.0.0.1:6379/14",
+        "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "S3_BUCKET": "sense-test",
+        "S3_ACCESS_KEY": "testing",
+        "S3_SECRET_KEY": "testing",
+        "S3_REGION": "us-east-1",
+        "SENSE_VAR_DIR": os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"),
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    # Keep tests from talking to real AWS by accident.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+def pytest_sessionstart(session: object) -> None:
+    import django
+    from django.conf import settings
+
+    django.setup()
+    from django.core.management import call_command
+
+    # Production settings serve hashed static files from a manifest; build it once.
+    call_command("collectstatic", interactive=False, verbosity=0)
+    if settings.S3_BUCKET:
+        from sense.lib.storage import ensure_bucket
+
+        ensure_bucket()
+
+
+def pytest_sessionfinish(session: object, exitstatus: int) -> None:
+    if moto_server is not None:
+        moto_server.stop()
