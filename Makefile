@@ -52,7 +52,7 @@ test-fast: $(STAMP_TEST) ## Run the suite without the slow (fault, browser, end-
 lint: $(STAMP_TEST) ## ruff and mypy (django-stubs)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy .
+	DEBUG=true $(VENV)/bin/mypy .
 
 fmt: $(STAMP_TEST) ## Format and autofix with ruff
 	$(VENV)/bin/ruff check --fix .

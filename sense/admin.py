@@ -47,7 +47,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     raw_id_fields = ["membership"]
     actions = ["revoke"]
 
-    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[Any]:
         if obj is None:
             return ["membership", "name"]
         return ["membership", "name", "prefix", "created_at", "last_used_at", "revoked_at"]

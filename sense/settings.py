@@ -94,7 +94,7 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
 
 ALLOWED_HOSTS = _read("ALLOWED_HOSTS", _list, ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
-CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", _list, [])
+CSRF_TRUSTED_ORIGINS: list[str] = _read("CSRF_TRUSTED_ORIGINS", _list, [])
 for _origin in CSRF_TRUSTED_ORIGINS:
     if "://" not in _origin:
         raise ImproperlyConfigured(f"CSRF_TRUSTED_ORIGINS: {_origin!r} must include the scheme")
@@ -300,7 +300,11 @@ _dramatiq_middleware = [
     "dramatiq.middleware.Callbacks",
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    "sense.scheduler.Periodic",
 ]
+# Sweepers and due-campaign checks run in each worker (sense.scheduler); off in tests that
+# drive them by hand.
+PERIODIC_ENABLED = _read("PERIODIC_ENABLED", _bool, True)
 if RABBITMQ_URL:
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
 
@@ -82,7 +82,7 @@ def get_for_tenant(queryset: models.QuerySet[M] | type[M], tenant: Tenant, **loo
     qs = queryset._default_manager.all() if isinstance(queryset, type) else queryset
     try:
         return qs.get(tenant=tenant, **lookup)
-    except (qs.model.DoesNotExist, ValueError, ValidationError):  # a malformed UUID is a 404 too
+    except (ObjectDoesNotExist, ValueError, ValidationError):  # a malformed UUID is a 404 too
         raise Http404 from None
 
 

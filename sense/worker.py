@@ -29,8 +29,10 @@ def start_embedded_worker() -> dramatiq.Worker | None:
             broker.emit_after("process_boot")
             _worker = dramatiq.Worker(broker, worker_threads=settings.EMBEDDED_WORKER_THREADS, worker_timeout=100)
             _worker.start()
-            log.info("[RABBITMQ] no broker configured: running tasks in-process (%d threads)",
-                     settings.EMBEDDED_WORKER_THREADS)
+            log.info(
+                "[RABBITMQ] no broker configured: running tasks in-process (%d threads)",
+                settings.EMBEDDED_WORKER_THREADS,
+            )
     return _worker
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -12,15 +13,15 @@ from django.test import Client
 
 from sense.models import ApiToken, Membership, Tenant
 
+pytest_plugins = ["tests.workers"]
+
 PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Any:
-    try:
+    with contextlib.suppress(Exception):  # a test may point the cache at a stopped server
         cache.clear()
-    except Exception:  # a test may point the cache at a stopped server
-        pass
     yield
 
 

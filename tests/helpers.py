@@ -63,9 +63,22 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 def clean_env(**overrides: str) -> dict[str, str]:
     """The environment without any full-stack variable, plus OVERRIDES (embedded mode)."""
     drop = {
-        "DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "RABBITMQ_PRIVATE_URL", "S3_BUCKET", "S3_ENDPOINT_URL",
-        "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION", "S3_PUBLIC_ENDPOINT_URL", "SECRET_KEY", "DEBUG",
-        "ALLOWED_HOSTS", "SENSE_VAR_DIR", "DJANGO_SETTINGS_MODULE", "MEDIA_ROOT",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "RABBITMQ_URL",
+        "RABBITMQ_PRIVATE_URL",
+        "S3_BUCKET",
+        "S3_ENDPOINT_URL",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+        "S3_REGION",
+        "S3_PUBLIC_ENDPOINT_URL",
+        "SECRET_KEY",
+        "DEBUG",
+        "ALLOWED_HOSTS",
+        "SENSE_VAR_DIR",
+        "DJANGO_SETTINGS_MODULE",
+        "MEDIA_ROOT",
     }
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(overrides)

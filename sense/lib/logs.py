@@ -10,7 +10,9 @@ import re
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(authorization:\s*bearer\s+)[^\s'\"]+"),
     re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._\-]{8,}"),
-    re.compile(r"(?i)((?:api[_-]?key|apikey|access[_-]?token|app[_-]?secret|secret[_-]?key|password|token)[\"']?\s*[:=]\s*[\"']?)[^\s,'\"&}]+"),
+    re.compile(
+        r"(?i)((?:api[_-]?key|apikey|access[_-]?token|app[_-]?secret|secret[_-]?key|password|token)[\"']?\s*[:=]\s*[\"']?)[^\s,'\"&}]+"
+    ),
     re.compile(r"(amqps?://[^:/\s]+:)[^@\s]+(@)"),
     re.compile(r"(rediss?://[^:/\s]*:)[^@\s]+(@)"),
     re.compile(r"(postgres(?:ql)?://[^:/\s]+:)[^@\s]+(@)"),

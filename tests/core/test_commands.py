@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 from io import StringIO
 from typing import Any
@@ -34,8 +35,14 @@ def test_createtenant_refuses_a_bad_slug(db: None) -> None:
 
 def test_addmember_creates_the_user_and_sets_the_role(acme: Tenant) -> None:
     result = run("addmember", "dora", "--tenant", "acme", "--role", "admin", "--password", "s3cret-pass")
-    assert result == {"user_id": result["user_id"], "username": "dora", "tenant": "acme", "role": "admin",
-                      "user_created": True, "created": True}
+    assert result == {
+        "user_id": result["user_id"],
+        "username": "dora",
+        "tenant": "acme",
+        "role": "admin",
+        "user_created": True,
+        "created": True,
+    }
     assert Client().login(username="dora", password="s3cret-pass")
     again = run("addmember", "dora", "--tenant", "acme", "--role", "operator")
     assert again["user_created"] is False and again["role"] == "operator"
@@ -74,10 +81,8 @@ def test_ensure_bucket_creates_a_missing_bucket(db: None, settings: Any) -> None
 
     client = s3_client()
     settings.S3_BUCKET = "sense-ensure-test"
-    try:
+    with contextlib.suppress(Exception):
         client.delete_bucket(Bucket="sense-ensure-test")
-    except Exception:
-        pass
     assert run("ensure_bucket") == {"bucket": "created"}
     assert run("ensure_bucket") == {"bucket": "exists"}
     client.delete_bucket(Bucket="sense-ensure-test")

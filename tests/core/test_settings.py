@@ -37,17 +37,28 @@ def test_debug_off_without_a_secret_key_refuses_to_start(tmp_path: object) -> No
 
 def test_rabbitmq_private_url_is_read_too(tmp_path: object) -> None:
     env = clean_env(DEBUG="true", SENSE_VAR_DIR=str(tmp_path), RABBITMQ_PRIVATE_URL="amqp://u:p@rabbit:5672/")
-    result = manage("shell", "--no-imports", "-c", "from django.conf import settings; print(settings.TASKS_EMBEDDED,"
-                    " settings.DRAMATIQ_BROKER['BROKER'])", env=env)
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings; print(settings.TASKS_EMBEDDED, settings.DRAMATIQ_BROKER['BROKER'])",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "dramatiq.brokers.rabbitmq.RabbitmqBroker"]
 
 
 def test_embedded_defaults_need_no_variables(tmp_path: object) -> None:
     env = clean_env(DEBUG="true", SENSE_VAR_DIR=str(tmp_path))
-    result = manage("shell", "--no-imports", "-c", "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'],"
-                    " s.CACHES['default']['BACKEND'], s.STORAGES['default']['BACKEND'], s.TASKS_EMBEDDED,"
-                    " s.TIME_ZONE)", env=env)
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'],"
+        " s.CACHES['default']['BACKEND'], s.STORAGES['default']['BACKEND'], s.TASKS_EMBEDDED,"
+        " s.TIME_ZONE)",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.sqlite3",

@@ -43,8 +43,9 @@ def test_a_user_without_membership_is_not_authenticated_for_the_api(db: None) ->
     assert client.get("/api/me/").status_code == 401
 
 
-def test_get_for_tenant_answers_404_for_another_tenants_row(alice: User, charlie: User, acme: Tenant,
-                                                           globex: Tenant) -> None:
+def test_get_for_tenant_answers_404_for_another_tenants_row(
+    alice: User, charlie: User, acme: Tenant, globex: Tenant
+) -> None:
     alice_membership = Membership.objects.get(user=alice)
     token, _ = ApiToken.issue(membership=alice_membership)
     # Membership is tenant-owned: alice's row is found in acme and is a 404 from globex.

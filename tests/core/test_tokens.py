@@ -83,9 +83,7 @@ def test_last_used_is_not_rewritten_on_every_call(alice_token: str, django_asser
 
 def test_admin_shows_a_new_token_once_and_never_again(admin_client: Client, alice: User) -> None:
     membership = Membership.objects.get(user=alice)
-    response = admin_client.post(
-        "/admin/sense/apitoken/add/", {"membership": membership.pk, "name": "ci"}, follow=True
-    )
+    response = admin_client.post("/admin/sense/apitoken/add/", {"membership": membership.pk, "name": "ci"}, follow=True)
     assert response.status_code == 200
     token = ApiToken.objects.get(name="ci")
     shown = [str(m) for m in response.context["messages"]]

@@ -54,7 +54,12 @@ class Command(JsonCommand):
         human = "\n".join([f"Demo tenant {tenant.slug} ({tenant.id}); log in at /admin/ as {login}", *notes])
         self.emit(
             options,
-            {"tenant": tenant.slug, "tenant_id": str(tenant.id), "username": user.get_username(),
-             "password": password, "notes": notes},
+            {
+                "tenant": tenant.slug,
+                "tenant_id": str(tenant.id),
+                "username": user.get_username(),
+                "password": password,
+                "notes": notes,
+            },
             human,
         )

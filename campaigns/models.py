@@ -1,0 +1,298 @@
+"""Contacts, WhatsApp connections, campaigns, deliveries and their status events.
+
+Counters: a campaign's `stat_*` columns change only in `Delivery.move`, in the same
+transaction as the delivery's conditional status UPDATE, with F() expressions, so they
+never drift; `manage.py recalc_campaign_stats` proves it.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import secrets
+import uuid
+from functools import reduce
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, models, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Cast
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from sense.models import TenantOwned, TenantQuerySet
+
+
+def new_webhook_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class ContactQuerySet(TenantQuerySet):
+    def with_any_tag(self, tags: list[str]) -> ContactQuerySet:
+        """Contacts having at least one of TAGS (all contacts when TAGS is empty)."""
+        if not tags:
+            return self
+        if connections[self.db].vendor == "sqlite":
+            # SQLite has no JSON containment: match each quoted tag in the list's JSON text.
+            qs = self.annotate(_tags_text=Cast("tags", models.TextField()))
+            return qs.filter(reduce(operator.or_, (Q(_tags_text__contains=json.dumps(t)) for t in tags)))
+        return self.filter(reduce(operator.or_, (Q(tags__contains=[t]) for t in tags)))
+
+    def sendable(self) -> ContactQuerySet:
+        return self.filter(opted_out=False)
+
+
+class Contact(TenantOwned):
+    phone = models.CharField(_("phone"), max_length=20, help_text=_("E.164, e.g. +5511999999999"))
+    name = models.CharField(_("name"), max_length=200, blank=True)
+    attributes = models.JSONField(_("attributes"), default=dict, blank=True)
+    tags = models.JSONField(_("tags"), default=list, blank=True)
+    opted_out = models.BooleanField(_("opted out"), default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ContactQuerySet.as_manager()  # type: ignore[misc]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "phone"], name="contact_unique_tenant_phone")]
+        ordering = ["name", "phone"]
+        verbose_name = _("contact")
+        verbose_name_plural = _("contacts")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.phone})" if self.name else self.phone
+
+
+class Connection(TenantOwned):
+    """A tenant's WhatsApp number on a gateway. `credentials` is write-only: never shown,
+    never logged (Evolution: instance, api_key, jwt_key; Cloud API: phone_number_id,
+    access_token, app_secret, verify_token)."""
+
+    class Provider(models.TextChoices):
+        EVOLUTION = "evolution", _("Evolution API")
+        CLOUD = "cloud", _("WhatsApp Cloud API")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(_("name"), max_length=200)
+    provider = models.CharField(_("provider"), max_length=16, choices=Provider.choices)
+    base_url = models.URLField(_("base URL"), max_length=500)
+    credentials = models.JSONField(default=dict, blank=True)
+    rate_per_minute = models.PositiveIntegerField(_("messages per minute"), default=60)
+    webhook_token = models.CharField(max_length=64, unique=True, default=new_webhook_token, editable=False)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("connection")
+        verbose_name_plural = _("connections")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_provider_display()})"
+
+    def credential(self, name: str) -> str:
+        return str(self.credentials.get(name) or "")
+
+    def __repr__(self) -> str:  # credentials stay out of reprs, tracebacks and logs
+        return f"<Connection {self.pk} {self.provider} {self.name!r}>"
+
+
+class Campaign(TenantOwned):
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        SCHEDULED = "scheduled", _("Scheduled")
+        RUNNING = "running", _("Running")
+        PAUSED = "paused", _("Paused")
+        CANCELLED = "cancelled", _("Cancelled")
+        FINISHED = "finished", _("Finished")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(_("name"), max_length=200)
+    connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="campaigns")
+    message = models.TextField(_("message"))
+    media = models.ForeignKey("media.Asset", null=True, blank=True, on_delete=models.PROTECT, related_name="campaigns")
+    tags = models.JSONField(_("audience tags"), default=list, blank=True, help_text=_("empty: all contacts"))
+    scheduled_at = models.DateTimeField(_("scheduled at"), null=True, blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT)
+    pause_reason = models.TextField(_("pause reason"), blank=True)
+    consecutive_errors = models.PositiveIntegerField(default=0)
+
+    stat_total = models.PositiveIntegerField(default=0)
+    stat_pending = models.PositiveIntegerField(default=0)
+    stat_sent = models.PositiveIntegerField(default=0)
+    stat_delivered = models.PositiveIntegerField(default=0)
+    stat_read = models.PositiveIntegerField(default=0)
+    stat_failed = models.PositiveIntegerField(default=0)
+    stat_cancelled = models.PositiveIntegerField(default=0)
+    stat_unknown = models.PositiveIntegerField(default=0)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "status"], name="campaign_tenant_status"),
+            models.Index(fields=["status", "scheduled_at"], name="campaign_status_scheduled"),
+        ]
+        verbose_name = _("campaign")
+        verbose_name_plural = _("campaigns")
+
+    def __str__(self) -> str:
+        return self.name
+
+    STAT_NAMES = ("total", "pending", "sent", "delivered", "read", "failed", "cancelled", "unknown")
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {name: getattr(self, f"stat_{name}") for name in self.STAT_NAMES}
+
+
+class Delivery(TenantOwned):
+    """One message of a campaign to one contact."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        DELIVERED = "delivered", _("Delivered")
+        READ = "read", _("Read")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+        UNKNOWN = "unknown", _("Unknown")
+
+    # Which campaign counters a delivery in each status contributes to (see Campaign.stats).
+    COUNTERS: dict[str, tuple[str, ...]] = {
+        Status.PENDING: ("pending",),
+        Status.SENDING: ("pending",),
+        Status.SENT: ("sent",),
+        Status.DELIVERED: ("sent", "delivered"),
+        Status.READ: ("sent", "delivered", "read"),
+        Status.FAILED: ("failed",),
+        Status.CANCELLED: ("cancelled",),
+        Status.UNKNOWN: ("unknown",),
+    }
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries")
+    phone = models.CharField(max_length=20)
+    text = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    provider_message_id = models.CharField(max_length=128, null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "contact"], name="delivery_unique_campaign_contact"),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "status"], name="delivery_campaign_status"),
+            models.Index(fields=["provider_message_id"], name="delivery_provider_msg"),
+            models.Index(fields=["status", "claimed_at"], name="delivery_status_claimed"),
+        ]
+        ordering = ["id"]
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
+
+    def __str__(self) -> str:
+        return f"{self.phone} ({self.status})"
+
+    @classmethod
+    def stat_deltas(cls, old: str, new: str) -> dict[str, int]:
+        """Counter changes when a delivery moves from OLD to NEW status."""
+        deltas: dict[str, int] = {}
+        for name in cls.COUNTERS[old]:
+            deltas[name] = deltas.get(name, 0) - 1
+        for name in cls.COUNTERS[new]:
+            deltas[name] = deltas.get(name, 0) + 1
+        return {name: d for name, d in deltas.items() if d}
+
+    @classmethod
+    def move(cls, delivery_id: int, *, from_status: str, to_status: str, **fields: Any) -> bool:
+        """Move one delivery FROM_STATUS -> TO_STATUS with a conditional UPDATE and apply the
+        counter deltas to its campaign in the same transaction. Returns False (changing
+        nothing) when the delivery was no longer in FROM_STATUS: someone else moved it."""
+        with transaction.atomic():
+            changed = cls.objects.filter(pk=delivery_id, status=from_status).update(
+                status=to_status, updated_at=timezone.now(), **fields
+            )
+            if not changed:
+                return False
+            deltas = cls.stat_deltas(from_status, to_status)
+            if deltas:
+                campaign_id = cls.objects.filter(pk=delivery_id).values_list("campaign_id", flat=True).get()
+                Campaign.objects.filter(pk=campaign_id).update(
+                    **{f"stat_{name}": F(f"stat_{name}") + d for name, d in deltas.items()}
+                )
+        return True
+
+
+class WebhookEvent(TenantOwned):
+    """A provider webhook call, stored raw inside the request before it is processed."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        PROCESSED = "processed", _("Processed")
+        IGNORED = "ignored", _("Ignored")
+        FAILED = "failed", _("Failed")
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="webhook_events")
+    provider = models.CharField(max_length=16, choices=Connection.Provider.choices)
+    event_type = models.CharField(max_length=64)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="webhook_status_received"),
+            models.Index(fields=["tenant", "-received_at"], name="webhook_tenant_received"),
+        ]
+        ordering = ["-received_at"]
+        verbose_name = _("webhook event")
+        verbose_name_plural = _("webhook events")
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_type} {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class DeliveryEvent(TenantOwned):
+    """One status event received for a delivery (the delivery-log modal's rows)."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    webhook_event = models.ForeignKey(
+        WebhookEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="delivery_events"
+    )
+    status = models.CharField(max_length=16, choices=Delivery.Status.choices)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    event = models.CharField(max_length=64, help_text=_("the provider's event type"))
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        indexes = [models.Index(fields=["delivery", "occurred_at"], name="deliveryevent_delivery_time")]
+        verbose_name = _("delivery event")
+        verbose_name_plural = _("delivery events")
+
+    def __str__(self) -> str:
+        return f"{self.status} at {self.occurred_at}"

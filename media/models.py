@@ -1,0 +1,52 @@
+"""Media assets: files uploaded by operators, stored in S3 (or local files), with thumbnails."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from sense.models import TenantOwned
+
+
+class Asset(TenantOwned):
+    class FileType(models.TextChoices):
+        IMAGE = "image", _("Image")
+        VIDEO = "video", _("Video")
+        AUDIO = "audio", _("Audio")
+        DOCUMENT = "document", _("Document")
+
+    class Status(models.TextChoices):
+        PROCESSING = "processing", _("Processing")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    original_name = models.CharField(_("original name"), max_length=255)
+    key = models.CharField(_("object key"), max_length=512, unique=True)
+    file_type = models.CharField(_("type"), max_length=16, choices=FileType.choices)
+    mime_type = models.CharField(_("MIME type"), max_length=127)
+    size = models.BigIntegerField(_("size"))
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PROCESSING)
+    failure_reason = models.TextField(_("failure reason"), blank=True)
+    thumbnail_key = models.CharField(max_length=512, blank=True)
+    thumbnail_size = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="asset_tenant_created")]
+        verbose_name = _("asset")
+        verbose_name_plural = _("assets")
+
+    def __str__(self) -> str:
+        return self.original_name
