@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run worker migrate test test-fast lint fmt clean
+.PHONY: help install install-test run worker migrate test test-fast lint fmt clean bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,3 +60,6 @@ fmt: $(STAMP_TEST) ## Format and autofix with ruff
 
 clean: ## Remove the venv and var/ (database, media, static)
 	rm -rf $(VENV) var
+
+bench: $(STAMP_TEST) ## Run every benchmark; prints one table, writes bench/results.json and bench/REPORT.md
+	$(PY) bench/run.py $(BENCH)
