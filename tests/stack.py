@@ -47,7 +47,11 @@ if not os.environ.get("SENSE_TEST_EMBEDDED"):
 
 
 def pytest_sessionstart(session: object) -> None:
+    import logging
+
     import django
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
     from django.conf import settings
 
     django.setup()

@@ -1,0 +1,81 @@
+"""The tenant WebSocket: who may connect, and what reaches them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import Client
+
+from sense.asgi import application
+from sense.models import Tenant
+from sense.realtime import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, broadcast
+from tests.conftest import PASSWORD, token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HEADERS = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+
+
+def session_cookie(username: str) -> tuple[bytes, bytes]:
+    client = Client()
+    assert client.login(username=username, password=PASSWORD)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+async def close_code(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    communicator = WebsocketCommunicator(application, path, headers=[*HEADERS, *(headers or [])])
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected  # accepted first, then closed with an application code the page can read
+    message = await communicator.receive_output(timeout=5)
+    assert message["type"] == "websocket.close"
+    await communicator.wait()
+    return int(message["code"])
+
+
+def test_an_anonymous_socket_is_closed_with_4401(acme: Tenant) -> None:
+    assert asyncio.run(close_code(f"/ws/tenant/{acme.id}/")) == CLOSE_UNAUTHENTICATED
+
+
+def test_a_bad_token_is_closed_with_4401(acme: Tenant) -> None:
+    assert asyncio.run(close_code(f"/ws/tenant/{acme.id}/?token=sense_nope")) == CLOSE_UNAUTHENTICATED
+
+
+def test_an_outsider_is_closed_with_4403(charlie: User, acme: Tenant) -> None:
+    assert asyncio.run(close_code(f"/ws/tenant/{acme.id}/", [session_cookie("charlie")])) == CLOSE_FORBIDDEN
+
+
+def test_a_token_for_another_tenant_is_closed_with_4403(charlie: User, globex: Tenant, acme: Tenant) -> None:
+    token = token_for(charlie, globex)
+    assert asyncio.run(close_code(f"/ws/tenant/{acme.id}/?token={token}")) == CLOSE_FORBIDDEN
+
+
+async def receive_broadcast(path: str, headers: list[tuple[bytes, bytes]], tenant_id: Any,
+                            other_tenant_id: Any) -> list[dict[str, Any]]:
+    communicator = WebsocketCommunicator(application, path, headers=[*HEADERS, *headers])
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    loop = asyncio.get_running_loop()
+    # broadcast() is the synchronous API workers use; run it off the event loop.
+    await loop.run_in_executor(None, broadcast, other_tenant_id, {"type": "campaign.stats", "campaign_id": "other"})
+    await loop.run_in_executor(None, broadcast, tenant_id, {"type": "campaign.stats", "campaign_id": "mine"})
+    received = [await communicator.receive_json_from(timeout=5)]
+    assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.disconnect()
+    return received
+
+
+def test_a_member_session_receives_its_tenants_broadcasts_only(alice: User, acme: Tenant, globex: Tenant) -> None:
+    got = asyncio.run(receive_broadcast(f"/ws/tenant/{acme.id}/", [session_cookie("alice")], acme.id, globex.id))
+    assert got == [{"type": "campaign.stats", "campaign_id": "mine"}]
+
+
+def test_an_api_client_with_a_token_receives_broadcasts(alice: User, acme: Tenant, globex: Tenant) -> None:
+    token = token_for(alice, acme)
+    got = asyncio.run(receive_broadcast(f"/ws/tenant/{acme.id}/?token={token}", [], acme.id, globex.id))
+    assert got == [{"type": "campaign.stats", "campaign_id": "mine"}]
