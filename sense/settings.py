@@ -183,6 +183,8 @@ else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "sense.sqlite3"}}
 
 _db = DATABASES["default"]
+if os.environ.get("DATABASE_TEST_NAME"):
+    _db["TEST"] = {"NAME": os.environ["DATABASE_TEST_NAME"]}
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded worker threads write while requests write: WAL lets readers go on,
     # IMMEDIATE takes the write lock at BEGIN (no lock upgrade deadlock), and the busy

@@ -19,6 +19,30 @@ def free_port() -> int:
 
 moto_server = None
 
+
+def _private_vhost() -> str | None:
+    """A RabbitMQ vhost of this test run, so parallel runs never consume each other's messages."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("rabbitmqctl"):
+        return None
+    vhost = f"sense-test-{os.getpid()}"
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return vhost
+
+
+created_vhost: str | None = None
+
 if not os.environ.get("SENSE_TEST_EMBEDDED"):
     from moto.server import ThreadedMotoServer
 
@@ -30,7 +54,6 @@ if not os.environ.get("SENSE_TEST_EMBEDDED"):
         "SECRET_KEY": "test-secret-key-not-for-production",
         "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/sense",
-        "REDIS_URL": "redis://127.0.0.1:6379/14",
         "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "S3_BUCKET": "sense-test",
@@ -39,6 +62,14 @@ if not os.environ.get("SENSE_TEST_EMBEDDED"):
         "S3_REGION": "us-east-1",
         "SENSE_VAR_DIR": os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"),
     }
+    if "RABBITMQ_URL" not in os.environ:
+        created_vhost = _private_vhost()
+        if created_vhost:
+            defaults["RABBITMQ_URL"] = f"amqp://guest:guest@127.0.0.1:5672/{created_vhost}"
+    # Parallel runs (several developers, or CI beside a session) get their own test database
+    # and Redis database.
+    defaults["DATABASE_TEST_NAME"] = f"test_sense_{os.getpid()}"
+    defaults["REDIS_URL"] = f"redis://127.0.0.1:6379/{1 + os.getpid() % 14}"
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     # Keep tests from talking to real AWS by accident.
@@ -68,3 +99,7 @@ def pytest_sessionstart(session: object) -> None:
 def pytest_sessionfinish(session: object, exitstatus: int) -> None:
     if moto_server is not None:
         moto_server.stop()
+    if created_vhost:
+        import subprocess
+
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", created_vhost], capture_output=True, timeout=30)
