@@ -84,8 +84,14 @@ def test_embedded_mode_keeps_its_data_under_var(embedded_server: tuple[str, dict
     _, _, var = embedded_server
     assert (var / "sense.sqlite3").exists()
     journal = subprocess.run(
-        [sys.executable, "-c", f"import sqlite3; print(sqlite3.connect({str(var / 'sense.sqlite3')!r})"
-         ".execute('PRAGMA journal_mode').fetchone()[0])"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3; print(sqlite3.connect({str(var / 'sense.sqlite3')!r})"
+            ".execute('PRAGMA journal_mode').fetchone()[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert journal.stdout.strip() == "wal"
