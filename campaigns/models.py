@@ -21,6 +21,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from sense.errors import Conflict
 from sense.models import TenantOwned, TenantQuerySet
 
 
@@ -29,6 +30,9 @@ def new_webhook_token() -> str:
 
 
 class ContactQuerySet(TenantQuerySet):
+    def for_tenant(self, tenant: Any) -> ContactQuerySet:  # typed so that the filters below chain
+        return self.filter(tenant=tenant)
+
     def with_any_tag(self, tags: list[str]) -> ContactQuerySet:
         """Contacts having at least one of TAGS (all contacts when TAGS is empty)."""
         if not tags:
@@ -98,6 +102,12 @@ class Connection(TenantOwned):
         return f"<Connection {self.pk} {self.provider} {self.name!r}>"
 
 
+class InvalidTransition(Conflict):
+    """A lifecycle change the campaign's current status does not allow (HTTP 409)."""
+
+    code = "invalid_transition"
+
+
 class Campaign(TenantOwned):
     class Status(models.TextChoices):
         DRAFT = "draft", _("Draft")
@@ -134,6 +144,9 @@ class Campaign(TenantOwned):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When a sender last worked on (or plans to resume) this campaign; the periodic kick
+    # re-enqueues senders for running campaigns whose senders the broker lost.
+    dispatch_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -152,6 +165,78 @@ class Campaign(TenantOwned):
     @property
     def stats(self) -> dict[str, int]:
         return {name: getattr(self, f"stat_{name}") for name in self.STAT_NAMES}
+
+    # Lifecycle (listmonk's). Each change is a conditional UPDATE on the status this
+    # instance holds, so two racing callers cannot both win; the loser gets InvalidTransition.
+    # Side effects (audience snapshot, senders, live updates) live in campaigns.services.
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+    def _transition(self, action: str, allowed: set[Any], to_status: str, **fields: Any) -> None:
+        if self.status not in allowed:
+            raise InvalidTransition(
+                f"Cannot {action} a campaign that is {self.get_status_display().lower()}.",
+            )
+        fields["updated_at"] = timezone.now()
+        changed = Campaign.objects.filter(pk=self.pk, status=self.status).update(status=to_status, **fields)
+        if not changed:
+            self.refresh_from_db(fields=["status"])
+            raise InvalidTransition(f"Cannot {action}: the campaign just became {self.status}.")
+        self.status = to_status
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def schedule(self) -> None:
+        """draft -> scheduled; needs a scheduled_at in the future."""
+        if self.scheduled_at is None or self.scheduled_at <= timezone.now():
+            raise InvalidTransition("Cannot schedule a campaign without a start time in the future.")
+        self._transition("schedule", {self.Status.DRAFT}, self.Status.SCHEDULED)
+
+    def unschedule(self) -> None:
+        """scheduled -> draft."""
+        self._transition("unschedule", {self.Status.SCHEDULED}, self.Status.DRAFT)
+
+    def start(self) -> None:
+        """draft or scheduled -> running (the caller snapshots the audience in the same transaction)."""
+        allowed = {self.Status.DRAFT, self.Status.SCHEDULED}
+        self._transition(
+            "start", allowed, self.Status.RUNNING, started_at=timezone.now(), pause_reason="", consecutive_errors=0
+        )
+
+    def pause(self, reason: str = "") -> None:
+        """running -> paused."""
+        self._transition("pause", {self.Status.RUNNING}, self.Status.PAUSED, pause_reason=reason)
+
+    def resume(self) -> None:
+        """paused -> running, with the error run forgotten."""
+        self._transition("resume", {self.Status.PAUSED}, self.Status.RUNNING, pause_reason="", consecutive_errors=0)
+
+    def cancel(self) -> None:
+        """scheduled, running or paused -> cancelled (the caller cancels unsent deliveries)."""
+        allowed = {self.Status.SCHEDULED, self.Status.RUNNING, self.Status.PAUSED}
+        self._transition("cancel", allowed, self.Status.CANCELLED, finished_at=timezone.now())
+
+    def finish(self) -> None:
+        """running -> finished (the caller checks that nothing is left to send)."""
+        self._transition("finish", {self.Status.RUNNING}, self.Status.FINISHED, finished_at=timezone.now())
+
+    @classmethod
+    def record_provider_success(cls, campaign_id: Any) -> None:
+        """End a run of provider errors (a no-op write-free UPDATE when there is none)."""
+        cls.objects.filter(pk=campaign_id, consecutive_errors__gt=0).update(consecutive_errors=0)
+
+    @classmethod
+    def record_provider_error(cls, campaign_id: Any, *, limit: int, reason: str) -> bool:
+        """Count one provider error; pause the campaign (running -> paused, with REASON) when
+        the run reaches LIMIT. Returns True when this call paused it."""
+        with transaction.atomic():
+            cls.objects.filter(pk=campaign_id).update(consecutive_errors=F("consecutive_errors") + 1)
+            paused = cls.objects.filter(
+                pk=campaign_id, status=cls.Status.RUNNING, consecutive_errors__gte=limit
+            ).update(status=cls.Status.PAUSED, pause_reason=reason, updated_at=timezone.now())
+        return bool(paused)
 
 
 class Delivery(TenantOwned):
@@ -241,6 +326,47 @@ class Delivery(TenantOwned):
                 )
         return True
 
+    @classmethod
+    def move_each(
+        cls, *, campaign_id: Any, from_status: str, to_status: str, changes: dict[int, dict[str, Any]]
+    ) -> list[int]:
+        """`move` for several deliveries of one campaign, each with its own FIELDS (CHANGES maps
+        id -> fields), in one transaction with one counter update. Returns the ids that moved
+        (the others were no longer in FROM_STATUS)."""
+        moved = []
+        with transaction.atomic():
+            now = timezone.now()
+            for delivery_id, fields in changes.items():
+                if cls.objects.filter(pk=delivery_id, status=from_status).update(
+                    status=to_status, updated_at=now, **fields
+                ):
+                    moved.append(delivery_id)
+            deltas = cls.stat_deltas(from_status, to_status)
+            if moved and deltas:
+                Campaign.objects.filter(pk=campaign_id).update(
+                    **{f"stat_{name}": F(f"stat_{name}") + d * len(moved) for name, d in deltas.items()}
+                )
+        return moved
+
+    @classmethod
+    def move_many(
+        cls, *, campaign_id: Any, from_status: str, to_status: str, ids: list[int] | None = None, **fields: Any
+    ) -> int:
+        """`move` for many deliveries of one campaign: every one in FROM_STATUS (only IDS when
+        given) moves to TO_STATUS, and the counters change by the number moved, in one
+        transaction. Returns how many moved."""
+        with transaction.atomic():
+            qs = cls.objects.filter(campaign_id=campaign_id, status=from_status)
+            if ids is not None:
+                qs = qs.filter(pk__in=ids)
+            changed = qs.update(status=to_status, updated_at=timezone.now(), **fields)
+            deltas = cls.stat_deltas(from_status, to_status)
+            if changed and deltas:
+                Campaign.objects.filter(pk=campaign_id).update(
+                    **{f"stat_{name}": F(f"stat_{name}") + d * changed for name, d in deltas.items()}
+                )
+        return changed
+
 
 class WebhookEvent(TenantOwned):
     """A provider webhook call, stored raw inside the request before it is processed."""
@@ -296,3 +422,51 @@ class DeliveryEvent(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.status} at {self.occurred_at}"
+
+
+class PendingStatus(TenantOwned):
+    """A status event whose message id matched no delivery yet: providers can call the
+    webhook before the send call has returned the id. Applied (and deleted) once a
+    delivery records that id, by `campaigns.tracking.apply_early_events` or the sweeper."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    webhook_event = models.ForeignKey(WebhookEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    provider_message_id = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=Delivery.Status.choices)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    event = models.CharField(max_length=64)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "provider_message_id"], name="pendingstatus_tenant_msg"),
+            models.Index(fields=["received_at"], name="pendingstatus_received"),
+        ]
+        verbose_name = _("early status event")
+        verbose_name_plural = _("early status events")
+
+    def __str__(self) -> str:
+        return f"{self.provider_message_id} {self.status}"
+
+
+class WebhookRejection(TenantOwned):
+    """How many webhook calls a connection refused per day and reason (bad signature,
+    JWT or instance): nothing of such a call is stored, so this is what the ops page shows."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    reason = models.CharField(max_length=32)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "day", "reason"], name="webhookrejection_unique_day")
+        ]
+        ordering = ["-day"]
+        verbose_name = _("rejected webhook calls")
+        verbose_name_plural = _("rejected webhook calls")
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.reason}: {self.count}"

@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+from campaigns import services
+from campaigns.models import Campaign, Connection, Contact, Delivery
+from sense.errors import ServiceError
+
+CREDENTIAL_FIELDS = {
+    "instance": _("Evolution instance name"),
+    "api_key": _("Evolution API key"),
+    "jwt_key": _("Evolution webhook JWT key"),
+    "phone_number_id": _("Cloud API phone number id"),
+    "access_token": _("Cloud API access token"),
+    "app_secret": _("Cloud API app secret"),
+    "verify_token": _("Cloud API verify token"),
+}
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ["phone", "name", "tenant", "tags", "opted_out", "updated_at"]
+    list_filter = ["opted_out", "tenant"]
+    search_fields = ["phone", "name"]
+    list_select_related = ["tenant"]
+    readonly_fields = ["created_at", "updated_at"]
+    actions = ["opt_out", "opt_in"]
+
+    def save_model(self, request: HttpRequest, obj: Contact, form: Any, change: bool) -> None:
+        with contextlib.suppress(ValueError):  # keep what was typed; the unique constraint still holds
+            obj.phone = services.normalize_phone(obj.phone)
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description=_("Opt out (never send to them)"))
+    def opt_out(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
+        self.message_user(request, _("%(n)d contact(s) opted out.") % {"n": queryset.update(opted_out=True)})
+
+    @admin.action(description=_("Opt back in"))
+    def opt_in(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
+        self.message_user(request, _("%(n)d contact(s) opted in.") % {"n": queryset.update(opted_out=False)})
+
+
+def _secret(name: str) -> forms.CharField:
+    return forms.CharField(
+        label=CREDENTIAL_FIELDS[name],
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+
+class ConnectionForm(forms.ModelForm):
+    """Credentials are write-only: each is a password field that never shows the stored
+    value; leaving it blank keeps it."""
+
+    cred_instance = _secret("instance")
+    cred_api_key = _secret("api_key")
+    cred_jwt_key = _secret("jwt_key")
+    cred_phone_number_id = _secret("phone_number_id")
+    cred_access_token = _secret("access_token")
+    cred_app_secret = _secret("app_secret")
+    cred_verify_token = _secret("verify_token")
+
+    class Meta:
+        model = Connection
+        fields = ["tenant", "name", "provider", "base_url", "rate_per_minute", "is_active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stored = self.instance.credentials if self.instance and self.instance.pk else {}
+        for name in CREDENTIAL_FIELDS:
+            if stored.get(name):
+                self.fields[f"cred_{name}"].help_text = _("stored; leave blank to keep")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        provider = data.get("provider")
+        creds = {**(self.instance.credentials if self.instance.pk else {})}
+        for name in CREDENTIAL_FIELDS:
+            value = (data.get(f"cred_{name}") or "").strip()
+            if value:
+                creds[name] = value
+        if provider in services.ALLOWED_CREDENTIALS:
+            allowed = services.ALLOWED_CREDENTIALS[provider]
+            creds = {k: v for k, v in creds.items() if k in allowed}
+            missing = [k for k in services.REQUIRED_CREDENTIALS[provider] if not creds.get(k)]
+            if missing:
+                raise forms.ValidationError(_("Missing credential(s): %(names)s") % {"names": ", ".join(missing)})
+        self.instance.credentials = creds
+        return data
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    form = ConnectionForm
+    list_display = ["name", "tenant", "provider", "base_url", "rate_per_minute", "is_active", "created_at"]
+    list_filter = ["provider", "is_active", "tenant"]
+    search_fields = ["name", "base_url"]
+    list_select_related = ["tenant"]
+    readonly_fields = ["id", "webhook_url", "created_at"]
+
+    @admin.display(description=_("webhook path"))
+    def webhook_url(self, obj: Connection) -> str:
+        return services.connection_webhook_path(obj) if obj.pk else "-"
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "tenant",
+        "status",
+        "stat_total",
+        "stat_pending",
+        "stat_sent",
+        "stat_delivered",
+        "stat_read",
+        "stat_failed",
+        "stat_cancelled",
+        "stat_unknown",
+        "scheduled_at",
+        "started_at",
+    ]
+    list_filter = ["status", "tenant"]
+    search_fields = ["name"]
+    list_select_related = ["tenant"]
+    raw_id_fields = ["connection", "media", "created_by"]
+    actions = ["start", "pause", "resume", "cancel", "recalc_stats"]
+    readonly_fields = [
+        "status",
+        "pause_reason",
+        "consecutive_errors",
+        "started_at",
+        "finished_at",
+        "created_by",
+        "created_at",
+        *[f"stat_{n}" for n in Campaign.STAT_NAMES],
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> list[str]:
+        fields = list(self.readonly_fields)
+        if obj is not None and not obj.is_editable:  # only drafts can be edited
+            fields += ["tenant", "name", "connection", "message", "media", "tags", "scheduled_at"]
+        return fields
+
+    def _run(self, request: HttpRequest, queryset: QuerySet[Campaign], service: Any, verb: str) -> None:
+        done = 0
+        for campaign in queryset.select_related("connection", "tenant"):
+            try:
+                service(campaign=campaign, user=request.user)
+                done += 1
+            except ServiceError as exc:
+                self.message_user(request, f"{campaign.name}: {exc.message}", level=messages.ERROR)
+        if done:
+            self.message_user(request, _("%(n)d campaign(s) %(verb)s.") % {"n": done, "verb": verb})
+
+    @admin.action(description=_("Start selected campaigns"))
+    def start(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._run(request, queryset, services.campaign_start, "started")
+
+    @admin.action(description=_("Pause selected campaigns"))
+    def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._run(request, queryset, services.campaign_pause, "paused")
+
+    @admin.action(description=_("Resume selected campaigns"))
+    def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._run(request, queryset, services.campaign_resume, "resumed")
+
+    @admin.action(description=_("Cancel selected campaigns"))
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._run(request, queryset, services.campaign_cancel, "cancelled")
+
+    @admin.action(description=_("Recount stats from deliveries"))
+    def recalc_stats(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        from campaigns.tracking import campaign_recalc_stats
+
+        drifts = campaign_recalc_stats(campaign_ids=list(queryset.values_list("pk", flat=True)))
+        for drift in drifts:
+            changed = ", ".join(
+                f"{n} {drift.before[n]} -> {drift.after[n]}" for n in drift.before if drift.before[n] != drift.after[n]
+            )
+            self.message_user(request, f"{drift.name}: {changed}", messages.WARNING)
+        if not drifts:
+            self.message_user(request, _("The stored counters matched the deliveries."))
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ["phone", "campaign", "status", "provider_message_id", "attempts", "sent_at", "error_code"]
+    list_filter = ["status", "tenant", "campaign"]
+    search_fields = ["phone", "provider_message_id"]
+    list_select_related = ["campaign"]
+    raw_id_fields = ["campaign", "contact"]
+    readonly_fields = [f.name for f in Delivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Statuses change only through Delivery.move (counters stay exact).
+        return False

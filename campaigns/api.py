@@ -1,0 +1,351 @@
+"""JSON API for contacts, connections and campaigns: schemas in, a service call, schemas out.
+
+Every lookup is scoped to the caller's tenant: another tenant's object is a 404.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from ninja import File, Router, Schema
+from ninja.files import UploadedFile
+from ninja.responses import Status
+
+from campaigns import services
+from campaigns.models import Campaign, Connection, Contact, Delivery
+from sense.errors import ServiceError
+from sense.tenancy import TenantHttpRequest, get_for_tenant
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def _page(qs: QuerySet[Any], page: int, page_size: int) -> tuple[int, QuerySet[Any]]:
+    page = max(page, 1)
+    page_size = min(max(page_size, 1), MAX_PAGE_SIZE)
+    start = (page - 1) * page_size
+    return qs.count(), qs[start : start + page_size]
+
+
+def _require_admin(request: TenantHttpRequest) -> None:
+    if not request.membership.is_admin:
+        raise PermissionDenied("Only tenant admins may manage connections.")
+
+
+# --- Contacts --------------------------------------------------------------------------------
+
+contacts_router = Router(tags=["contacts"])
+
+
+class ContactOut(Schema):
+    id: int
+    phone: str
+    name: str
+    attributes: dict[str, Any]
+    tags: list[str]
+    opted_out: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactIn(Schema):
+    phone: str
+    name: str = ""
+    attributes: dict[str, Any] = {}
+    tags: list[str] = []
+    opted_out: bool = False
+
+
+class ContactPatch(Schema):
+    phone: str | None = None
+    name: str | None = None
+    attributes: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    opted_out: bool | None = None
+
+
+class ContactPage(Schema):
+    count: int
+    items: list[ContactOut]
+
+
+class ImportError_(Schema):
+    row: int
+    error: str
+
+
+class ImportOut(Schema):
+    created: int
+    updated: int
+    errors: list[ImportError_]
+
+
+@contacts_router.get("/", response=ContactPage, summary="Contacts, filtered by tag, text or opt-out")
+def list_contacts(
+    request: TenantHttpRequest,
+    q: str = "",
+    tag: str = "",
+    opted_out: bool | None = None,
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+) -> dict[str, Any]:
+    qs: Any = Contact.objects.for_tenant(request.tenant).order_by("name", "phone", "pk")
+    if tag:
+        qs = qs.with_any_tag([tag])
+    if q:
+        qs = qs.filter(Q(name__icontains=q) | Q(phone__contains=q))
+    if opted_out is not None:
+        qs = qs.filter(opted_out=opted_out)
+    count, items = _page(qs, page, page_size)
+    return {"count": count, "items": list(items)}
+
+
+@contacts_router.post("/", response={201: ContactOut}, summary="Add a contact (phone normalized to E.164)")
+def create_contact(request: TenantHttpRequest, payload: ContactIn) -> Status[Contact]:
+    return Status(201, services.contact_create(tenant=request.tenant, **payload.dict()))
+
+
+@contacts_router.post("/import/", response=ImportOut, summary="Import contacts from a CSV file (field `file`)")
+def import_contacts_csv(request: TenantHttpRequest, file: UploadedFile = File(...)) -> dict[str, Any]:  # noqa: B008
+    result = services.contacts_import(tenant=request.tenant, file=file)
+    return result.as_dict()  # type: ignore[no-any-return]
+
+
+@contacts_router.get("/{int:contact_id}/", response=ContactOut)
+def get_contact(request: TenantHttpRequest, contact_id: int) -> Contact:
+    return get_for_tenant(Contact, request.tenant, pk=contact_id)
+
+
+@contacts_router.patch("/{int:contact_id}/", response=ContactOut, summary="Change a contact (e.g. opt it out)")
+def update_contact(request: TenantHttpRequest, contact_id: int, payload: ContactPatch) -> Contact:
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    return services.contact_update(contact=contact, **payload.dict(exclude_unset=True))
+
+
+@contacts_router.delete("/{int:contact_id}/", response={204: None})
+def delete_contact(request: TenantHttpRequest, contact_id: int) -> Status[None]:
+    get_for_tenant(Contact, request.tenant, pk=contact_id).delete()
+    return Status(204, None)
+
+
+# --- Connections -------------------------------------------------------------------------------
+
+connections_router = Router(tags=["connections"])
+
+
+class ConnectionOut(Schema):
+    id: UUID
+    name: str
+    provider: str
+    base_url: str
+    rate_per_minute: int
+    is_active: bool
+    webhook_url: str
+    credentials_set: list[str]
+    created_at: datetime
+
+    @staticmethod
+    def resolve_webhook_url(obj: Connection) -> str:
+        return services.connection_webhook_path(obj)
+
+    @staticmethod
+    def resolve_credentials_set(obj: Connection) -> list[str]:
+        """Which credentials are stored (their values are write-only)."""
+        return sorted(k for k, v in obj.credentials.items() if v)
+
+
+class ConnectionIn(Schema):
+    name: str
+    provider: str
+    base_url: str = ""
+    rate_per_minute: int = 60
+    is_active: bool = True
+    credentials: dict[str, str]
+
+
+class ConnectionPatch(Schema):
+    name: str | None = None
+    base_url: str | None = None
+    rate_per_minute: int | None = None
+    is_active: bool | None = None
+    credentials: dict[str, str] | None = None
+
+
+@connections_router.get("/", response=list[ConnectionOut])
+def list_connections(request: TenantHttpRequest) -> QuerySet[Connection]:
+    return Connection.objects.for_tenant(request.tenant).order_by("name")
+
+
+@connections_router.post("/", response={201: ConnectionOut}, summary="Add a WhatsApp connection (admins)")
+def create_connection(request: TenantHttpRequest, payload: ConnectionIn) -> Status[Connection]:
+    _require_admin(request)
+    return Status(201, services.connection_create(tenant=request.tenant, **payload.dict()))
+
+
+@connections_router.get("/{uuid:connection_id}/", response=ConnectionOut)
+def get_connection(request: TenantHttpRequest, connection_id: UUID) -> Connection:
+    return get_for_tenant(Connection, request.tenant, pk=connection_id)
+
+
+@connections_router.patch("/{uuid:connection_id}/", response=ConnectionOut, summary="Change a connection (admins)")
+def update_connection(request: TenantHttpRequest, connection_id: UUID, payload: ConnectionPatch) -> Connection:
+    connection = get_for_tenant(Connection, request.tenant, pk=connection_id)
+    _require_admin(request)
+    return services.connection_update(connection=connection, **payload.dict(exclude_unset=True))
+
+
+# --- Campaigns ---------------------------------------------------------------------------------
+
+campaigns_router = Router(tags=["campaigns"])
+
+
+class Stats(Schema):
+    total: int
+    pending: int
+    sent: int
+    delivered: int
+    read: int
+    failed: int
+    cancelled: int
+    unknown: int
+
+
+class CampaignOut(Schema):
+    id: UUID
+    name: str
+    status: str
+    connection_id: UUID
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    stats: Stats
+    message: str
+    media_id: UUID | None
+    tags: list[str]
+    pause_reason: str
+    created_at: datetime
+
+
+class CampaignPage(Schema):
+    count: int
+    items: list[CampaignOut]
+
+
+class CampaignIn(Schema):
+    name: str
+    connection_id: UUID
+    message: str
+    media_id: UUID | None = None
+    tags: list[str] = []
+    scheduled_at: datetime | None = None
+
+
+class CampaignPatch(Schema):
+    name: str | None = None
+    connection_id: UUID | None = None
+    message: str | None = None
+    media_id: UUID | None = None
+    tags: list[str] | None = None
+    scheduled_at: datetime | None = None
+
+
+class DeliveryOut(Schema):
+    id: int
+    phone: str
+    status: str
+    provider_message_id: str | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    failed_at: datetime | None
+    error: str | None
+    error_code: str
+    attempts: int
+
+    @staticmethod
+    def resolve_error(obj: Delivery) -> str | None:
+        return obj.error_message or None
+
+
+class DeliveryPage(Schema):
+    count: int
+    items: list[DeliveryOut]
+
+
+def _campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
+    return get_for_tenant(Campaign.objects.select_related("connection", "tenant"), request.tenant, pk=campaign_id)
+
+
+@campaigns_router.get("/", response=CampaignPage, summary="Campaigns, newest first")
+def list_campaigns(request: TenantHttpRequest, status: str = "", page: int = 1, page_size: int = PAGE_SIZE) -> Any:
+    qs = Campaign.objects.for_tenant(request.tenant).order_by("-created_at")
+    if status:
+        qs = qs.filter(status=status)
+    count, items = _page(qs, page, page_size)
+    return {"count": count, "items": list(items)}
+
+
+@campaigns_router.post("/", response={201: CampaignOut}, summary="Create a draft campaign")
+def create_campaign(request: TenantHttpRequest, payload: CampaignIn) -> Status[Campaign]:
+    campaign = services.campaign_create(tenant=request.tenant, user=request.user, **payload.dict())
+    return Status(201, campaign)
+
+
+@campaigns_router.get("/{uuid:campaign_id}/", response=CampaignOut)
+def get_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
+    return _campaign(request, campaign_id)
+
+
+@campaigns_router.patch("/{uuid:campaign_id}/", response=CampaignOut, summary="Edit a draft campaign")
+def update_campaign(request: TenantHttpRequest, campaign_id: UUID, payload: CampaignPatch) -> Campaign:
+    campaign = _campaign(request, campaign_id)
+    return services.campaign_update(campaign=campaign, **payload.dict(exclude_unset=True))
+
+
+@campaigns_router.post("/{uuid:campaign_id}/start/", response=CampaignOut, summary="Start (or schedule) a draft")
+def start_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
+    return services.campaign_start(campaign=_campaign(request, campaign_id), user=request.user)
+
+
+@campaigns_router.post("/{uuid:campaign_id}/pause/", response=CampaignOut)
+def pause_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
+    return services.campaign_pause(campaign=_campaign(request, campaign_id), user=request.user)
+
+
+@campaigns_router.post("/{uuid:campaign_id}/resume/", response=CampaignOut)
+def resume_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
+    return services.campaign_resume(campaign=_campaign(request, campaign_id), user=request.user)
+
+
+@campaigns_router.post("/{uuid:campaign_id}/cancel/", response=CampaignOut)
+def cancel_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
+    return services.campaign_cancel(campaign=_campaign(request, campaign_id), user=request.user)
+
+
+@campaigns_router.post("/{uuid:campaign_id}/unschedule/", response=CampaignOut, summary="Scheduled back to draft")
+def unschedule_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
+    return services.campaign_unschedule(campaign=_campaign(request, campaign_id), user=request.user)
+
+
+@campaigns_router.get("/{uuid:campaign_id}/deliveries/", response=DeliveryPage, summary="A campaign's deliveries")
+def list_deliveries(
+    request: TenantHttpRequest, campaign_id: UUID, status: str = "", page: int = 1, page_size: int = PAGE_SIZE
+) -> dict[str, Any]:
+    campaign = _campaign(request, campaign_id)
+    qs = Delivery.objects.filter(campaign=campaign, tenant=request.tenant).order_by("pk")
+    if status:
+        if status not in Delivery.Status.values:
+            raise ServiceError(f"Unknown status {status!r}.", code="invalid", status=422)
+        qs = qs.filter(status=status)
+    count, items = _page(qs, page, page_size)
+    return {"count": count, "items": list(items)}
+
+
+@campaigns_router.get("/{uuid:campaign_id}/deliveries/{int:delivery_id}/", response=DeliveryOut)
+def get_delivery(request: TenantHttpRequest, campaign_id: UUID, delivery_id: int) -> Delivery:
+    campaign = _campaign(request, campaign_id)
+    return get_for_tenant(Delivery.objects.filter(campaign=campaign), request.tenant, pk=delivery_id)

@@ -1,0 +1,567 @@
+"""Campaign workflows: every entry point (API, admin, commands, actors) calls these.
+
+Keyword-only functions named `<entity>_<action>`. Lifecycle rules about one campaign row
+are `Campaign` methods; the functions here add what crosses rows and processes: the
+audience snapshot, cancelling unsent deliveries, enqueuing senders on commit, live updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import phonenumbers
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, transaction
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from campaigns.models import Campaign, Connection, Contact, Delivery, InvalidTransition
+from media.models import Asset
+from sense import realtime
+from sense.errors import Conflict, ServiceError
+from sense.models import Tenant
+
+log = logging.getLogger("sense.campaigns")
+
+PLACEHOLDER = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
+SNAPSHOT_BATCH = 2000
+
+
+# --- Contacts ---------------------------------------------------------------------------
+
+
+def normalize_phone(raw: str, *, region: str | None = None) -> str:
+    """RAW as E.164 (`+5511999999999`); numbers without a country code are read in REGION
+    (default DEFAULT_PHONE_REGION). Raises ValueError for anything that is not a valid number."""
+    text = (raw or "").strip()
+    if not text:
+        raise ValueError("missing phone")
+    try:
+        number = phonenumbers.parse(text, region or settings.DEFAULT_PHONE_REGION)
+    except phonenumbers.NumberParseException:
+        raise ValueError("invalid phone") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("invalid phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Tags stripped, without empties or repeats, in their first order."""
+    seen: dict[str, None] = {}
+    for tag in tags:
+        tag = str(tag).strip()
+        if tag:
+            seen.setdefault(tag, None)
+    return list(seen)
+
+
+def contact_create(
+    *,
+    tenant: Tenant,
+    phone: str,
+    name: str = "",
+    attributes: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    opted_out: bool = False,
+) -> Contact:
+    try:
+        e164 = normalize_phone(phone)
+    except ValueError as exc:
+        raise ServiceError(f"{exc}: {phone!r}", code="invalid_phone") from None
+    try:
+        with transaction.atomic():
+            return Contact.objects.create(
+                tenant=tenant,
+                phone=e164,
+                name=name.strip(),
+                attributes=attributes or {},
+                tags=clean_tags(tags or []),
+                opted_out=opted_out,
+            )
+    except IntegrityError:
+        raise Conflict(f"A contact with phone {e164} already exists.", code="duplicate_phone") from None
+
+
+def contact_update(*, contact: Contact, **changes: Any) -> Contact:
+    """Change NAME, ATTRIBUTES, TAGS, OPTED_OUT or PHONE (keys absent are left alone)."""
+    if "phone" in changes:
+        try:
+            changes["phone"] = normalize_phone(changes["phone"])
+        except ValueError as exc:
+            raise ServiceError(f"{exc}: {changes['phone']!r}", code="invalid_phone") from None
+    if "tags" in changes:
+        changes["tags"] = clean_tags(changes["tags"] or [])
+    if "name" in changes:
+        changes["name"] = (changes["name"] or "").strip()
+    for field, value in changes.items():
+        setattr(contact, field, value)
+    try:
+        with transaction.atomic():
+            contact.save(update_fields=[*changes, "updated_at"])
+    except IntegrityError:
+        raise Conflict(f"A contact with phone {contact.phone} already exists.", code="duplicate_phone") from None
+    return contact
+
+
+def contacts_import(*, tenant: Tenant, file: Iterable[bytes | str]) -> Any:
+    """Import a CSV FILE (an uploaded file, an open binary file or lines) into TENANT; returns
+    an ImportResult (created, updated, errors [{row, error}])."""
+    from campaigns.csv_import import import_contacts
+
+    result = import_contacts(tenant=tenant, lines=file)
+    log.info(
+        "[CAMPAIGN] contacts imported for %s: %d created, %d updated, %d bad rows",
+        tenant.slug,
+        result.created,
+        result.updated,
+        result.error_count,
+    )
+    return result
+
+
+# --- Connections --------------------------------------------------------------------------
+
+REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    Connection.Provider.EVOLUTION: ("instance", "api_key"),
+    Connection.Provider.CLOUD: ("phone_number_id", "access_token", "app_secret", "verify_token"),
+}
+ALLOWED_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    Connection.Provider.EVOLUTION: ("instance", "api_key", "jwt_key"),
+    Connection.Provider.CLOUD: ("phone_number_id", "access_token", "app_secret", "verify_token"),
+}
+
+
+def connection_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    provider: str,
+    credentials: dict[str, str],
+    base_url: str = "",
+    rate_per_minute: int = 60,
+    is_active: bool = True,
+) -> Connection:
+    """A new connection. Evolution needs instance and api_key (jwt_key optional); Cloud API
+    needs phone_number_id, access_token, app_secret and verify_token (base_url defaults
+    to CLOUD_API_BASE_URL)."""
+    if provider not in REQUIRED_CREDENTIALS:
+        raise ServiceError(f"Unknown provider {provider!r}: use evolution or cloud.", code="invalid_provider")
+    creds = {k: str(v).strip() for k, v in credentials.items() if v is not None and str(v).strip()}
+    unknown = sorted(set(creds) - set(ALLOWED_CREDENTIALS[provider]))
+    if unknown:
+        raise ServiceError(f"Unknown credential(s) for {provider}: {', '.join(unknown)}.", code="invalid_credentials")
+    missing = [k for k in REQUIRED_CREDENTIALS[provider] if not creds.get(k)]
+    if missing:
+        raise ServiceError(f"Missing credential(s) for {provider}: {', '.join(missing)}.", code="invalid_credentials")
+    if not base_url:
+        if provider != Connection.Provider.CLOUD:
+            raise ServiceError("base_url is required for Evolution API connections.", code="invalid_base_url")
+        base_url = settings.CLOUD_API_BASE_URL
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        raise ServiceError("base_url must be an http(s) URL.", code="invalid_base_url")
+    if rate_per_minute < 0:
+        raise ServiceError("rate_per_minute must be 0 (no limit) or more.", code="invalid_rate")
+    connection = Connection.objects.create(
+        tenant=tenant,
+        name=name.strip() or provider,
+        provider=provider,
+        base_url=base_url.rstrip("/"),
+        credentials=creds,
+        rate_per_minute=rate_per_minute,
+        is_active=is_active,
+    )
+    log.info("[CAMPAIGN] connection %s (%s) created for tenant %s", connection.pk, provider, tenant.slug)
+    return connection
+
+
+def connection_update(
+    *, connection: Connection, credentials: dict[str, str] | None = None, **changes: Any
+) -> Connection:
+    """Change NAME, BASE_URL, RATE_PER_MINUTE or IS_ACTIVE; CREDENTIALS given are merged in
+    (a blank value keeps the stored one: they are write-only)."""
+    if credentials:
+        allowed = ALLOWED_CREDENTIALS[connection.provider]
+        unknown = sorted(set(credentials) - set(allowed))
+        if unknown:
+            raise ServiceError(f"Unknown credential(s): {', '.join(unknown)}.", code="invalid_credentials")
+        connection.credentials = {
+            **connection.credentials,
+            **{k: str(v).strip() for k, v in credentials.items() if v is not None and str(v).strip()},
+        }
+        changes["credentials"] = connection.credentials
+    if changes.get("rate_per_minute") is not None and changes["rate_per_minute"] < 0:
+        raise ServiceError("rate_per_minute must be 0 (no limit) or more.", code="invalid_rate")
+    for field, value in changes.items():
+        setattr(connection, field, value)
+    if changes:
+        connection.save(update_fields=list(changes))
+    return connection
+
+
+def connection_webhook_path(connection: Connection) -> str:
+    """The path the provider must call with status webhooks."""
+    name = "webhook-evolution" if connection.provider == Connection.Provider.EVOLUTION else "webhook-whatsapp"
+    try:
+        return reverse(name, args=[connection.webhook_token])
+    except NoReverseMatch:
+        kind = "evolution" if connection.provider == Connection.Provider.EVOLUTION else "whatsapp"
+        return f"/api/webhooks/{kind}/{connection.webhook_token}/"
+
+
+# --- Campaigns ----------------------------------------------------------------------------
+
+
+def render_text(template: str, *, name: str, phone: str, attributes: dict[str, Any]) -> str:
+    """TEMPLATE with {{name}}, {{phone}} and {{<attribute>}} filled in; unknown ones render empty."""
+
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key == "name":
+            return name
+        if key == "phone":
+            return phone
+        found = attributes.get(key)
+        return "" if found is None else str(found)
+
+    return PLACEHOLDER.sub(value, template)
+
+
+def render_message(template: str, contact: Contact) -> str:
+    """TEMPLATE rendered for CONTACT (see render_text)."""
+    return render_text(template, name=contact.name, phone=contact.phone, attributes=contact.attributes or {})
+
+
+def _connection_for(tenant: Tenant, connection_id: UUID | str) -> Connection:
+    connection = Connection.objects.filter(tenant=tenant, pk=connection_id).first()
+    if connection is None:
+        raise ServiceError("No such connection.", code="invalid_connection", status=422)
+    return connection
+
+
+def _media_for(tenant: Tenant, media_id: UUID | str | None) -> Asset | None:
+    if not media_id:
+        return None
+    asset = Asset.objects.filter(tenant=tenant, pk=media_id).first()
+    if asset is None:
+        raise ServiceError("No such media asset.", code="invalid_media", status=422)
+    if asset.status != Asset.Status.READY:
+        raise ServiceError("The media asset is not ready yet.", code="media_not_ready", status=422)
+    return asset
+
+
+def _user(user: AbstractBaseUser | AnonymousUser | None) -> Any:
+    return user if user is not None and user.is_authenticated else None
+
+
+def campaign_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    message: str,
+    connection_id: UUID | str | None = None,
+    connection: Connection | None = None,
+    media_id: UUID | str | None = None,
+    media: Asset | None = None,
+    tags: list[str] | None = None,
+    scheduled_at: datetime | None = None,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+) -> Campaign:
+    """A new draft campaign on a connection (CONNECTION or CONNECTION_ID) of TENANT, with an
+    optional ready media asset (MEDIA or MEDIA_ID)."""
+    if not message.strip():
+        raise ServiceError("The message is empty.", code="invalid_message", status=422)
+    connection_ref = connection.pk if connection is not None else connection_id
+    if connection_ref is None:
+        raise ServiceError("A connection is required.", code="invalid_connection", status=422)
+    campaign = Campaign.objects.create(
+        tenant=tenant,
+        name=name.strip() or "Untitled campaign",
+        connection=_connection_for(tenant, connection_ref),
+        message=message,
+        media=_media_for(tenant, media.pk if media is not None else media_id),
+        tags=clean_tags(tags or []),
+        scheduled_at=scheduled_at,
+        created_by=_user(user),
+    )
+    log.info("[CAMPAIGN] %s created (tenant %s)", campaign.pk, tenant.slug)
+    return campaign
+
+
+def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
+    """Edit a draft: NAME, CONNECTION_ID, MESSAGE, MEDIA_ID, TAGS, SCHEDULED_AT."""
+    if not campaign.is_editable:
+        raise Conflict("Only draft campaigns can be edited.", code="not_editable")
+    updates: dict[str, Any] = {}
+    if "name" in changes:
+        campaign.name = updates["name"] = (changes["name"] or "").strip() or campaign.name
+    if "message" in changes:
+        if not (changes["message"] or "").strip():
+            raise ServiceError("The message is empty.", code="invalid_message", status=422)
+        campaign.message = updates["message"] = changes["message"]
+    if "connection_id" in changes:
+        campaign.connection = _connection_for(campaign.tenant, changes["connection_id"])
+        updates["connection_id"] = campaign.connection.pk
+    if "media_id" in changes:
+        campaign.media = _media_for(campaign.tenant, changes["media_id"])
+        updates["media_id"] = campaign.media.pk if campaign.media else None
+    if "tags" in changes:
+        campaign.tags = updates["tags"] = clean_tags(changes["tags"] or [])
+    if "scheduled_at" in changes:
+        campaign.scheduled_at = updates["scheduled_at"] = changes["scheduled_at"]
+    # Conditional on still being a draft: a start that wins the race is not edited behind its back.
+    edited = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.DRAFT).update(
+        updated_at=timezone.now(), **updates
+    )
+    if not edited:
+        raise Conflict("Only draft campaigns can be edited.", code="not_editable")
+    return campaign
+
+
+def broadcast_stats(campaign_id: Any) -> None:
+    """Send CAMPAIGN_ID's status and counters to its tenant's live group (best effort)."""
+    names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
+    try:
+        row = (
+            Campaign.objects.filter(pk=campaign_id).values("id", "tenant_id", "status", "pause_reason", *names).first()
+        )
+    except Exception as exc:  # a live update must never fail the work that triggered it
+        log.warning("[CAMPAIGN] stats broadcast skipped: %s", exc.__class__.__name__)
+        return
+    if row is None:
+        return
+    realtime.broadcast(
+        row["tenant_id"],
+        {
+            "type": "campaign.stats",
+            "campaign_id": str(row["id"]),
+            "status": row["status"],
+            "pause_reason": row["pause_reason"],
+            "stats": {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES},
+        },
+    )
+
+
+def _on_commit_broadcast(campaign_id: Any) -> None:
+    transaction.on_commit(lambda: broadcast_stats(campaign_id))
+
+
+def _enqueue_senders(campaign_id: Any) -> None:
+    """Start the campaign's senders once the transaction that made it runnable commits."""
+    from campaigns.tasks import dispatch_campaign
+
+    def send() -> None:
+        for _ in range(settings.CAMPAIGN_SENDERS):
+            dispatch_campaign.send(str(campaign_id))
+
+    transaction.on_commit(send)
+
+
+def snapshot_audience(campaign: Campaign) -> int:
+    """Create one pending Delivery per sendable contact of CAMPAIGN's audience (opted-out
+    contacts left out; once per contact even if run twice) and set the counters. Returns
+    how many deliveries the campaign has. Run inside the start transaction."""
+    audience: Any = Contact.objects.for_tenant(campaign.tenant)
+    contacts = (
+        audience.with_any_tag(campaign.tags).sendable().order_by("pk").values_list("pk", "phone", "name", "attributes")
+    )
+    batch: list[Delivery] = []
+    for contact_id, phone, name, attributes in contacts.iterator(chunk_size=SNAPSHOT_BATCH):
+        text = render_text(campaign.message, name=name, phone=phone, attributes=attributes or {})
+        batch.append(
+            Delivery(tenant_id=campaign.tenant_id, campaign=campaign, contact_id=contact_id, phone=phone, text=text)
+        )
+        if len(batch) >= SNAPSHOT_BATCH:
+            Delivery.objects.bulk_create(batch, ignore_conflicts=True)
+            batch = []
+    if batch:
+        Delivery.objects.bulk_create(batch, ignore_conflicts=True)
+    total = Delivery.objects.filter(campaign=campaign).count()
+    pending = Delivery.objects.filter(
+        campaign=campaign, status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
+    ).count()
+    Campaign.objects.filter(pk=campaign.pk).update(stat_total=total, stat_pending=pending)
+    campaign.stat_total, campaign.stat_pending = total, pending
+    return total
+
+
+def _run(campaign: Campaign) -> Campaign:
+    """draft/scheduled -> running: snapshot, then senders on commit (finished at once when
+    the audience is empty)."""
+    with transaction.atomic():
+        campaign.start()
+        total = snapshot_audience(campaign)
+        if total == 0:
+            campaign.finish()
+        else:
+            _enqueue_senders(campaign.pk)
+        _on_commit_broadcast(campaign.pk)
+    log.info("[CAMPAIGN] %s started with %d deliveries", campaign.pk, total)
+    return campaign
+
+
+def campaign_start(*, campaign: Campaign, user: Any = None) -> Campaign:
+    """Start a draft: scheduled when its scheduled_at is in the future, running otherwise."""
+    if campaign.status != Campaign.Status.DRAFT:
+        raise_invalid("start", campaign)
+    if not campaign.connection.is_active:
+        raise Conflict("The campaign's connection is disabled.", code="connection_inactive")
+    if campaign.scheduled_at is not None and campaign.scheduled_at > timezone.now():
+        with transaction.atomic():
+            campaign.schedule()
+            _on_commit_broadcast(campaign.pk)
+        log.info("[CAMPAIGN] %s scheduled for %s", campaign.pk, campaign.scheduled_at.isoformat())
+        return campaign
+    return _run(campaign)
+
+
+def raise_invalid(action: str, campaign: Campaign) -> None:
+    raise InvalidTransition(f"Cannot {action} a campaign that is {campaign.get_status_display().lower()}.")
+
+
+def campaign_unschedule(*, campaign: Campaign, user: Any = None) -> Campaign:
+    with transaction.atomic():
+        campaign.unschedule()
+        _on_commit_broadcast(campaign.pk)
+    return campaign
+
+
+def campaign_pause(*, campaign: Campaign, user: Any = None, reason: str = "") -> Campaign:
+    """running -> paused. Senders claim nothing once this commits (their claim requires a
+    running campaign); a send already in flight completes and is recorded."""
+    with transaction.atomic():
+        campaign.pause(reason)
+        _on_commit_broadcast(campaign.pk)
+    log.info("[CAMPAIGN] %s paused", campaign.pk)
+    return campaign
+
+
+def campaign_resume(*, campaign: Campaign, user: Any = None) -> Campaign:
+    with transaction.atomic():
+        campaign.resume()
+        Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
+        _enqueue_senders(campaign.pk)
+        _on_commit_broadcast(campaign.pk)
+    log.info("[CAMPAIGN] %s resumed", campaign.pk)
+    return campaign
+
+
+def campaign_cancel(*, campaign: Campaign, user: Any = None) -> Campaign:
+    """Stop for good: unsent (pending) deliveries become cancelled. A send in flight completes."""
+    with transaction.atomic():
+        campaign.cancel()
+        cancelled = Delivery.move_many(
+            campaign_id=campaign.pk, from_status=Delivery.Status.PENDING, to_status=Delivery.Status.CANCELLED
+        )
+        _on_commit_broadcast(campaign.pk)
+    log.info("[CAMPAIGN] %s cancelled (%d unsent deliveries cancelled)", campaign.pk, cancelled)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def campaign_finish_if_done(*, campaign_id: Any) -> bool:
+    """running -> finished when no delivery is pending or being sent. True when it finished."""
+    left = Delivery.objects.filter(
+        campaign_id=campaign_id, status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
+    ).exists()
+    if left:
+        return False
+    finished = Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.RUNNING).update(
+        status=Campaign.Status.FINISHED, finished_at=timezone.now(), updated_at=timezone.now()
+    )
+    if finished:
+        log.info("[CAMPAIGN] %s finished", campaign_id)
+        _on_commit_broadcast(campaign_id)
+    return bool(finished)
+
+
+# --- Periodic work ----------------------------------------------------------------------------
+
+
+def campaigns_start_due(*, now: datetime | None = None) -> list[UUID]:
+    """Run every scheduled campaign whose time has come; returns their ids. Two workers may
+    race: the conditional status update lets one win, the other skips."""
+    now = now or timezone.now()
+    started = []
+    due = Campaign.objects.filter(status=Campaign.Status.SCHEDULED, scheduled_at__lte=now).order_by("scheduled_at")
+    for campaign in due.select_related("tenant")[:50]:
+        try:
+            _run(campaign)
+        except Conflict:
+            continue
+        started.append(campaign.pk)
+    return started
+
+
+def deliveries_sweep_stale(*, older_than: timedelta | None = None) -> int:
+    """Move deliveries stuck in `sending` (their worker died between the provider call and
+    recording the answer) to `unknown`. Never re-sends: the provider may have sent it.
+    Returns how many moved."""
+    if older_than is None:
+        older_than = timedelta(seconds=settings.CAMPAIGN_SENDING_STALE_SECONDS)
+    cutoff = timezone.now() - older_than
+    stale = list(
+        Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_at__lt=cutoff).values_list("pk", "campaign_id")[
+            :5000
+        ]
+    )
+    moved = 0
+    campaigns: set[Any] = set()
+    for delivery_id, campaign_id in stale:
+        if Delivery.move(
+            delivery_id,
+            from_status=Delivery.Status.SENDING,
+            to_status=Delivery.Status.UNKNOWN,
+            error_code="interrupted",
+            error_message="The sender stopped between the provider call and recording its answer: "
+            "the message may or may not have been sent. It is not re-sent automatically.",
+        ):
+            moved += 1
+            campaigns.add(campaign_id)
+    for campaign_id in campaigns:
+        campaign_finish_if_done(campaign_id=campaign_id)
+        _on_commit_broadcast(campaign_id)
+    if moved:
+        log.warning("[CAMPAIGN] %d delivery(ies) left in sending moved to unknown", moved)
+    return moved
+
+
+def campaigns_kick_stalled(*, stalled_for: timedelta = timedelta(seconds=60)) -> list[UUID]:
+    """Re-enqueue senders for running campaigns nobody has worked on for STALLED_FOR (the
+    broker lost their messages), clean up what cancelled campaigns left pending, and finish
+    running campaigns with nothing left. Returns the ids kicked."""
+    now = timezone.now()
+    kicked = []
+    for campaign_id in Campaign.objects.filter(status=Campaign.Status.RUNNING, stat_pending=0).values_list(
+        "pk", flat=True
+    ):
+        campaign_finish_if_done(campaign_id=campaign_id)
+    stale = Campaign.objects.filter(status=Campaign.Status.RUNNING, stat_pending__gt=0).exclude(
+        dispatch_seen_at__gte=now - stalled_for
+    )
+    for campaign_id in stale.values_list("pk", flat=True):
+        claimed = (
+            Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.RUNNING)
+            .exclude(dispatch_seen_at__gte=now - stalled_for)
+            .update(dispatch_seen_at=now)
+        )
+        if claimed:
+            with transaction.atomic():
+                _enqueue_senders(campaign_id)
+            kicked.append(campaign_id)
+    for campaign_id in (
+        Delivery.objects.filter(status=Delivery.Status.PENDING, campaign__status=Campaign.Status.CANCELLED)
+        .values_list("campaign_id", flat=True)
+        .distinct()
+    ):
+        Delivery.move_many(
+            campaign_id=campaign_id, from_status=Delivery.Status.PENDING, to_status=Delivery.Status.CANCELLED
+        )
+    if kicked:
+        log.warning("[CAMPAIGN] re-enqueued senders for %d stalled campaign(s)", len(kicked))
+    return kicked

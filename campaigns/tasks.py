@@ -1,0 +1,53 @@
+"""Dramatiq actors and periodic jobs of the campaigns app. Actors are thin: they take ids
+and call the service functions, which hold the business rules."""
+
+from __future__ import annotations
+
+import dramatiq
+from django.conf import settings
+
+from campaigns import sending, services, tracking
+from sense.scheduler import periodic
+
+# --- Delivery tracking ---------------------------------------------------------------------
+
+
+@dramatiq.actor(queue_name="webhooks", max_retries=5, min_backoff=500, max_backoff=30_000)
+def process_webhook_event(event_id: str) -> None:
+    """Apply one stored webhook event (a no-op if it was already processed)."""
+    tracking.process_event(int(event_id))
+
+
+@periodic(settings.WEBHOOK_SWEEP_SECONDS)
+def sweep_webhooks() -> None:
+    """Stored events the actor never got (broker down), and early status events whose
+    message id has been recorded since."""
+    tracking.sweep()
+
+
+# --- Sending ---------------------------------------------------------------------------------
+
+
+@dramatiq.actor(
+    queue_name=settings.CAMPAIGN_QUEUE, max_retries=3, min_backoff=1_000, max_backoff=30_000, time_limit=300_000
+)
+def dispatch_campaign(campaign_id: str) -> None:
+    """Send a running campaign's deliveries for a while, then hand over to a fresh message."""
+    outcome = sending.dispatch(campaign_id)
+    if outcome.reschedule_in is not None:
+        dispatch_campaign.send_with_options(args=(campaign_id,), delay=int(outcome.reschedule_in * 1000) or None)
+
+
+@periodic(settings.CAMPAIGN_DUE_CHECK_SECONDS)
+def start_due_campaigns() -> None:
+    services.campaigns_start_due()
+
+
+@periodic(30)
+def sweep_stale_deliveries() -> None:
+    services.deliveries_sweep_stale()
+
+
+@periodic(15)
+def kick_stalled_campaigns() -> None:
+    services.campaigns_kick_stalled()

@@ -1,0 +1,195 @@
+"""Fixtures for campaign tests: the provider simulator, connections on it, contacts, and
+real `rundramatiq` worker processes for the tests that kill or multiply workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection as db_connection
+
+from campaigns import ratelimit
+from campaigns.models import Campaign, Connection, Contact
+from sense.models import Tenant
+from tests.helpers import ROOT
+from tests.simulator import ProviderSimulator
+
+
+@pytest.fixture
+def sim() -> Iterator[ProviderSimulator]:
+    with ProviderSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limiter() -> Iterator[None]:
+    ratelimit.reset()
+    yield
+    ratelimit.reset()
+
+
+@pytest.fixture
+def evolution(acme: Tenant, sim: ProviderSimulator) -> Connection:
+    return Connection.objects.create(
+        tenant=acme,
+        name="Evolution on the simulator",
+        provider=Connection.Provider.EVOLUTION,
+        base_url=sim.base_url,
+        credentials={"instance": "acme-1", "api_key": "evo-secret-key"},
+        rate_per_minute=0,
+    )
+
+
+@pytest.fixture
+def cloud(acme: Tenant, sim: ProviderSimulator) -> Connection:
+    return Connection.objects.create(
+        tenant=acme,
+        name="Cloud API on the simulator",
+        provider=Connection.Provider.CLOUD,
+        base_url=f"{sim.base_url}/v21.0",
+        credentials={
+            "phone_number_id": "1234567890",
+            "access_token": "cloud-secret-token",
+            "app_secret": "app-secret",
+            "verify_token": "verify",
+        },
+        rate_per_minute=0,
+    )
+
+
+def phone(i: int) -> str:
+    """A valid Brazilian mobile number, distinct for each I."""
+    return f"+55119{10000000 + i:08d}"
+
+
+@pytest.fixture
+def make_contacts(acme: Tenant) -> Callable[..., list[Contact]]:
+    def make(n: int, *, tenant: Tenant | None = None, start: int = 0, **fields: Any) -> list[Contact]:
+        return Contact.objects.bulk_create(
+            [
+                Contact(tenant=tenant or acme, phone=phone(start + i), name=f"Contact {start + i}", **fields)
+                for i in range(n)
+            ]
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_campaign(acme: Tenant, alice: Any) -> Callable[..., Campaign]:
+    def make(connection: Connection, **fields: Any) -> Campaign:
+        fields.setdefault("name", "Spring sale")
+        fields.setdefault("message", "Hi {{name}}")
+        return Campaign.objects.create(tenant=connection.tenant, connection=connection, created_by=alice, **fields)
+
+    return make
+
+
+class WorkerProcess:
+    """`manage.py rundramatiq` in its own process group, on the test database."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "rundramatiq",
+                "--processes",
+                "1",
+                "--threads",
+                "4",
+                "--queues",
+                settings.CAMPAIGN_QUEUE,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole group (the dramatiq parent and its worker process): no cleanup."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker_processes(transactional_db: Any) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes: `start(**env_overrides)`. All are stopped at the end."""
+    from tests.workers import flush_queues
+
+    flush_queues()
+    started: list[WorkerProcess] = []
+    db = db_connection.settings_dict
+    database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+    def start(**overrides: str) -> WorkerProcess:
+        env = {**os.environ, "DATABASE_URL": database_url, "PERIODIC_ENABLED": "false", **overrides}
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        worker = WorkerProcess(env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+    flush_queues()
+
+
+def tcp_ports_of_group(pgid: int) -> set[int]:
+    """Local TCP ports of every process in process group PGID (from /proc: no psutil)."""
+    inodes: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # fields after the name: state, ppid, pgrp, ...
+                continue
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except (OSError, IndexError, ValueError):
+            continue
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[9] in inodes:
+                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports
+
+
+def queue_consumers(queue: str) -> int:
+    """How many consumers RabbitMQ has on QUEUE."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+    try:
+        channel = connection.channel()
+        return int(channel.queue_declare(queue=queue, passive=True, durable=True).method.consumer_count)
+    finally:
+        connection.close()

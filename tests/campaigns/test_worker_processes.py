@@ -1,0 +1,98 @@
+"""Real `rundramatiq` processes: killed mid-batch (at most once), and two of them sharing
+one connection's rate limit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from campaigns import services
+from campaigns.models import Campaign, Delivery
+from tests.campaigns.conftest import queue_consumers, tcp_ports_of_group
+from tests.helpers import wait_for
+from tests.simulator import ProviderSimulator
+
+pytestmark = pytest.mark.slow
+
+
+def _status(campaign: Campaign) -> str:
+    campaign.refresh_from_db()
+    return campaign.status
+
+
+def test_a_worker_killed_mid_batch_never_causes_a_second_send(
+    worker_processes: Any, sim: ProviderSimulator, evolution: Any, make_contacts: Any, make_campaign: Any
+) -> None:
+    make_contacts(150)
+    sim.latency = 0.05  # sends are in flight most of the time: the kill lands between call and record
+    first = worker_processes()
+    wait_for(lambda: queue_consumers(settings.CAMPAIGN_QUEUE) >= 1, timeout=30, what="worker consuming")
+    campaign = make_campaign(evolution)
+    services.campaign_start(campaign=campaign)
+    wait_for(lambda: len(sim.sends) >= 20, timeout=30, what="sends under way")
+
+    first.kill()
+    sent_before = len(sim.sends)
+    in_flight = Delivery.objects.filter(campaign=campaign, status=Delivery.Status.SENDING).count()
+    assert in_flight >= 1  # claimed, maybe sent, never recorded
+    moved = services.deliveries_sweep_stale(older_than=timedelta(0))
+    assert moved == in_flight
+    unknown = set(
+        Delivery.objects.filter(campaign=campaign, status=Delivery.Status.UNKNOWN).values_list("phone", flat=True)
+    )
+
+    # RabbitMQ redelivers the killed worker's unacknowledged messages to the next worker.
+    worker_processes()
+    wait_for(lambda: _status(campaign) == Campaign.Status.FINISHED, timeout=60, what="campaign finished")
+
+    counts = sim.count_by_number()
+    assert max(counts.values()) == 1, sim.duplicates()
+    assert len(sim.sends) > sent_before
+    by_status = {s: Delivery.objects.filter(campaign=campaign, status=s).count() for s in Delivery.Status.values}
+    assert by_status["sent"] + by_status["unknown"] == 150
+    assert by_status["unknown"] == len(unknown) == in_flight
+    # Every recorded send matches one the provider got; unknown ones were never re-sent.
+    recorded = set(
+        Delivery.objects.filter(campaign=campaign, status=Delivery.Status.SENT).values_list(
+            "provider_message_id", flat=True
+        )
+    )
+    assert recorded <= {r["message_id"] for r in sim.sends}
+    assert len(sim.sends) == by_status["sent"] + len({p.lstrip("+") for p in unknown} & set(counts))
+    assert campaign.stat_unknown == in_flight and campaign.stat_sent == by_status["sent"]
+
+
+def test_two_worker_processes_share_the_connections_rate_limit(
+    worker_processes: Any, sim: ProviderSimulator, evolution: Any, make_contacts: Any, make_campaign: Any
+) -> None:
+    # 10 sends per 2-second window (plus 0.3 s slack) instead of per minute, to be quick.
+    window, limit = 2.0, 10
+    env = {"CAMPAIGN_RATE_WINDOW": str(window), "CAMPAIGN_RATE_SLACK": "0.3", "CAMPAIGN_SENDERS": "4"}
+    workers = [worker_processes(**env), worker_processes(**env)]
+    wait_for(lambda: queue_consumers(settings.CAMPAIGN_QUEUE) >= 2, timeout=30, what="two workers consuming")
+    evolution.rate_per_minute = limit
+    evolution.save()
+    make_contacts(45)
+    campaign = make_campaign(evolution)
+    services.campaign_start(campaign=campaign)
+
+    ports: dict[int, set[int]] = {0: set(), 1: set()}
+
+    def finished() -> bool:
+        for i, worker in enumerate(workers):
+            ports[i] |= tcp_ports_of_group(worker.proc.pid)
+        return _status(campaign) == Campaign.Status.FINISHED
+
+    wait_for(finished, timeout=60, interval=0.2, what="campaign finished")
+    times = sim.send_times()
+    assert len(times) == 45 and max(sim.count_by_number().values()) == 1
+    # No window of that length ever held more than the limit, measured where the provider is.
+    assert sim.max_in_window(times, window) <= limit
+    # Both processes sent (the limit really was shared across them).
+    senders = {r["client_port"] for r in sim.sends}
+    assert senders & ports[0] and senders & ports[1]
+    # And the limit was used, not just respected: 45 sends need at least 4 windows.
+    assert times[-1] - times[0] >= 4 * window
