@@ -1,0 +1,359 @@
+"""Webhook ingest: 20,000 Evolution status events (delivered + read) for a 10,000-delivery
+campaign, posted at concurrency 32 to the production processes (uvicorn as in the Procfile,
+plus one `rundramatiq` worker) on PostgreSQL, Redis and RabbitMQ; against the same
+server's throughput on a no-op view in the same run.
+
+Reports accepted events/s, p50/p99 latency, the time from the last 200 until the campaign's
+counters are final, and whether any event was lost (counters equal the ground truth and
+every stored event is processed). Own database (sense_bench_webhooks), Redis db 13 and a
+RabbitMQ vhost of its own when rabbitmqctl can create one (so test workers elsewhere never
+take its messages).
+
+`uvicorn --factory bench.bench_webhooks:asgi_app` serves Sense's ASGI application with one
+extra route, `POST /bench/noop/`, a view that answers 200 through the same middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_NAME = "sense_bench_webhooks"
+VHOST = "sense-bench-webhooks"
+# The issue asks for 10,000 deliveries (20,000 events); on this shared 2-core machine that
+# run takes about 4 minutes, over the ~2 minute budget per bench, so the default is scaled
+# down. BENCH_WEBHOOK_DELIVERIES=10000 runs the full size.
+DELIVERIES = int(os.environ.get("BENCH_WEBHOOK_DELIVERIES", "2500"))
+CONCURRENCY = 32
+NOOP_REQUESTS = 5_000
+
+
+def asgi_app() -> Any:
+    """uvicorn factory: Sense's ASGI app plus a no-op view (the reference)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sense.settings")
+    import django
+
+    django.setup()
+    from django.http import HttpRequest, HttpResponse
+    from django.urls import path
+    from django.views.decorators.csrf import csrf_exempt
+
+    from sense import urls
+
+    @csrf_exempt
+    def noop(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(b'{"status": "ok"}', content_type="application/json")
+
+    urls.urlpatterns.insert(0, path("bench/noop/", noop))
+    from sense.asgi import application
+
+    return application
+
+
+SEED = f"""
+from django.utils import timezone
+from campaigns.models import Campaign, Connection, Delivery
+from sense.models import Tenant
+
+tenant = Tenant.objects.create(slug="bench", name="Bench")
+conn = Connection.objects.create(tenant=tenant, name="n", provider="evolution", base_url="http://127.0.0.1:9",
+                                 credentials={{"instance": "bench", "api_key": "k"}})
+campaign = Campaign.objects.create(tenant=tenant, name="bench", connection=conn, message="hi", status="running")
+now = timezone.now()
+Delivery.objects.bulk_create(
+    [Delivery(tenant=tenant, campaign=campaign, phone=f"+55119{{n:08d}}", text="hi", status="sent",
+              provider_message_id=f"3EB0BENCH{{n:010d}}", sent_at=now) for n in range({DELIVERIES})],
+    batch_size=5000,
+)
+Campaign.objects.filter(pk=campaign.pk).update(stat_total={DELIVERIES}, stat_sent={DELIVERIES})
+print("SEED " + conn.webhook_token + " " + str(campaign.pk))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _vhost() -> str:
+    """A RabbitMQ vhost for the bench alone ("/" when rabbitmqctl is not usable here)."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl:
+        try:
+            # A fresh vhost each run: no queue or message of an earlier run survives.
+            subprocess.run([ctl, "delete_vhost", VHOST], capture_output=True, timeout=60)
+            subprocess.run([ctl, "add_vhost", VHOST], capture_output=True, timeout=30)
+            done = subprocess.run(
+                [ctl, "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"], capture_output=True, timeout=30
+            )
+            if done.returncode == 0:
+                return VHOST
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "/"
+
+
+def _env(tmp: str, vhost: str) -> dict[str, str]:
+    from urllib.parse import quote
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "RABBITMQ"))}
+    env.update(
+        DEBUG="false",
+        SECRET_KEY="bench-secret-key",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+        REDIS_URL="redis://127.0.0.1:6379/13",
+        RABBITMQ_URL=f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}",
+        SENSE_VAR_DIR=tmp,
+        LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env
+
+
+def _manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _load(url: str, bodies: list[bytes]) -> tuple[float, list[float], int, float]:
+    """POST every body at CONCURRENCY; returns (elapsed s, latencies s, non-200 count, last 200 time)."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    last_ok = 0.0
+    queue = iter(bodies)
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+
+        async def worker() -> None:
+            nonlocal errors, last_ok
+            for body in queue:
+                t0 = time.perf_counter()
+                try:
+                    response = await client.post(url, content=body, headers={"Content-Type": "application/json"})
+                except httpx.TransportError:
+                    errors += 1
+                    continue
+                t1 = time.perf_counter()
+                latencies.append(t1 - t0)
+                if response.status_code == 200:
+                    last_ok = max(last_ok, time.monotonic())
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    return elapsed, latencies, errors, last_ok
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def _event(message_id: str, status: str) -> bytes:
+    return json.dumps(
+        {
+            "event": "messages.update",
+            "instance": "bench",
+            "data": {
+                "keyId": message_id,
+                "remoteJid": "5511999990000@s.whatsapp.net",
+                "fromMe": True,
+                "status": status,
+                "messageId": "row",
+                "instanceId": "bench",
+            },
+            "date_time": "2025-01-01T12:00:00.000Z",
+            "sender": "5511988880000@s.whatsapp.net",
+            "server_url": "http://evolution:8080",
+            "apikey": "k",
+        }
+    ).encode()
+
+
+def run() -> list[Figure]:
+    import psycopg
+
+    from bench.bench_recalc import recreate_database
+
+    tmp = tempfile.mkdtemp(prefix="sense-bench-webhooks-")
+    env = _env(tmp, _vhost())
+    recreate_database(DB_NAME)
+    _manage(env, "migrate", "--noinput", "-v", "0")
+    token, campaign_id = _manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()
+    port = _free_port()
+    log_web = open(Path(tmp) / "web.log", "wb")  # noqa: SIM115
+    log_worker = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.bench_webhooks:asgi_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_web,
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", "1", "--threads", "8"],
+        cwd=ROOT,
+        env=env,
+        stdout=log_worker,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_port(port, web)
+        base = f"http://127.0.0.1:{port}"
+        rng = random.Random(5)
+        ids = [f"3EB0BENCH{n:010d}" for n in range(DELIVERIES)]
+        bodies = [_event(i, s) for i in ids for s in ("DELIVERY_ACK", "READ")]
+        rng.shuffle(bodies)
+        # Warm both routes (connections, pools, the broker channel) before measuring.
+        asyncio.run(_load(f"{base}/bench/noop/", bodies[:200]))
+        noop_elapsed, noop_lat, noop_errors, _ = asyncio.run(_load(f"{base}/bench/noop/", bodies[:NOOP_REQUESTS]))
+        noop_rate = NOOP_REQUESTS / noop_elapsed
+
+        url = f"{base}/api/webhooks/evolution/{token}/"
+        elapsed, latencies, errors, last_ok = asyncio.run(_load(url, bodies))
+        rate = len(bodies) / elapsed
+
+        final_after = None
+        with psycopg.connect(f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", autocommit=True) as conn:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT stat_delivered, stat_read FROM campaigns_campaign WHERE id = %s", [campaign_id]
+                ).fetchone()
+                if row == (DELIVERIES, DELIVERIES):
+                    final_after = time.monotonic() - last_ok
+                    break
+                time.sleep(0.02)
+            stats = conn.execute(
+                "SELECT stat_total, stat_sent, stat_delivered, stat_read, stat_failed FROM campaigns_campaign "
+                "WHERE id = %s",
+                [campaign_id],
+            ).fetchone()
+            events: dict[str, int] = dict(
+                conn.execute("SELECT status, count(*) FROM campaigns_webhookevent GROUP BY status").fetchall()
+            )
+            truth = conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'read') FROM campaigns_delivery WHERE campaign_id = %s",
+                [campaign_id],
+            ).fetchone()
+    finally:
+        _stop(web)
+        _stop(worker)
+        log_web.close()
+        log_worker.close()
+    lost = (
+        errors
+        or stats != (DELIVERIES, DELIVERIES, DELIVERIES, DELIVERIES, 0)
+        or truth != (DELIVERIES,)
+        or events.get("processed") != len(bodies)
+    )
+    if not lost and final_after is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"   logs kept in {tmp}", flush=True)
+    p50, p99 = _percentile(latencies, 50) * 1000, _percentile(latencies, 99) * 1000
+    ratio = rate / noop_rate
+    scale = f"{len(bodies):,} events for {DELIVERIES:,} deliveries, concurrency {CONCURRENCY}"
+    return [
+        Figure(
+            name="webhook ingest",
+            sense=round(rate, 1),
+            unit="events/s",
+            goal="ratio >= 0.5",
+            met=ratio >= 0.5 and not lost,
+            reference=round(noop_rate, 1),
+            reference_label="no-op view, same server",
+            ratio=round(ratio, 2),
+            notes=f"{scale}; no-op p50 {_percentile(noop_lat, 50) * 1000:.1f} ms, {noop_errors} errors",
+        ),
+        Figure(name="webhook p50 latency", sense=round(p50, 1), unit="ms", goal="-", met=True, notes=scale),
+        Figure(name="webhook p99 latency", sense=round(p99, 1), unit="ms", goal="< 100 ms", met=p99 < 100),
+        Figure(
+            name="last 200 -> counters final",
+            sense=round(final_after * 1000) if final_after is not None else -1,
+            unit="ms",
+            goal="< 2000 ms",
+            met=final_after is not None and final_after < 2.0,
+            notes="1 rundramatiq process, 8 threads",
+        ),
+        Figure(
+            name="events lost",
+            sense=0 if not lost else 1,
+            unit="",
+            goal="0",
+            met=not lost,
+            notes=f"non-200: {errors}; stats {stats}; stored events {events}",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    for figure in run():
+        print(figure)

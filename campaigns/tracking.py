@@ -1,0 +1,463 @@
+"""Delivery tracking: applying stored provider webhooks to deliveries, exactly once.
+
+- Every accepted webhook is a `WebhookEvent` row first (written by the view). Processing
+  claims it with a conditional UPDATE (pending -> processed) inside the transaction that
+  applies it, so a second worker, the sweeper or a redelivered message finds nothing to do,
+  and a crash rolls the claim back with the work.
+- A status only moves up: pending < sent < delivered < read. read implies delivered;
+  failed applies only before delivered, and later delivered/read evidence moves a failed
+  delivery on. Every change goes through `Delivery.move`, so the campaign's counters change
+  in the same transaction. The outcome is the same whatever order events arrive in.
+- Status events for a message id no delivery has recorded yet are kept as `PendingStatus`
+  rows and applied by `apply_early_events` once the send records the id (or by the sweeper).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import OperationalError, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from campaigns import webhooks
+from campaigns.models import (
+    Campaign,
+    Connection,
+    Delivery,
+    DeliveryEvent,
+    PendingStatus,
+    WebhookEvent,
+    WebhookRejection,
+)
+from campaigns.webhooks import StatusUpdate
+from sense import realtime
+
+log = logging.getLogger("sense.webhooks")
+
+S = Delivery.Status
+# Delivered evidence outranks sent, read outranks delivered. Not-yet-sent states rank 0.
+RANK: dict[str, int] = {S.PENDING: 0, S.SENDING: 0, S.UNKNOWN: 0, S.SENT: 1, S.DELIVERED: 2, S.READ: 3}
+# The timestamp columns each kind of evidence proves (read implies delivered implies sent).
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    S.SENT: ("sent_at",),
+    S.DELIVERED: ("sent_at", "delivered_at"),
+    S.READ: ("sent_at", "delivered_at", "read_at"),
+}
+TRACKED_FIELDS = ("id", "tenant_id", "campaign_id", "status", "provider_message_id", *STAGE_FIELDS[S.READ])
+TRACKED_FIELDS += ("failed_at", "error_code", "error_message")
+
+
+def next_status(current: str, incoming: str) -> str | None:
+    """The status a delivery in CURRENT moves to on INCOMING evidence, or None to stay."""
+    if current == S.CANCELLED:
+        return None  # never sent by us: a stray receipt changes nothing
+    if incoming == S.FAILED:
+        return S.FAILED if current in (S.PENDING, S.SENDING, S.UNKNOWN, S.SENT) else None
+    if incoming not in STAGE_FIELDS:
+        return None  # "pending" (Evolution's send.message) is history only
+    if current == S.FAILED:
+        return incoming if incoming in (S.DELIVERED, S.READ) else None
+    return incoming if RANK[incoming] > RANK[current] else None
+
+
+def _changes(delivery: Delivery, update: StatusUpdate, occurred_at: datetime) -> tuple[str | None, dict[str, Any]]:
+    """(new status or None, columns to write) for UPDATE applied to DELIVERY. Timestamps
+    keep the earliest evidence of each stage, so the result does not depend on arrival order."""
+    new = next_status(delivery.status, update.status)
+    fields: dict[str, Any] = {}
+    if delivery.status == S.CANCELLED:
+        return None, fields
+    for name in STAGE_FIELDS.get(update.status, ()):
+        current = getattr(delivery, name)
+        if current is None or occurred_at < current:
+            fields[name] = occurred_at
+    # The earliest failure wins, whatever order the failures arrive in.
+    ends_failed = update.status == S.FAILED and (new or delivery.status) == S.FAILED
+    if ends_failed and (delivery.failed_at is None or occurred_at < delivery.failed_at):
+        fields.update(failed_at=occurred_at, error_code=update.error_code[:64], error_message=update.error_message)
+    if delivery.status == S.FAILED and new in (S.DELIVERED, S.READ):
+        # Delivered after all: the failure stays in the event history, not on the row.
+        fields.update(failed_at=None, error_code="", error_message="")
+    return new, fields
+
+
+def apply_update(
+    delivery: Delivery,
+    update: StatusUpdate,
+    *,
+    received_at: datetime,
+    webhook_event_id: int | None,
+) -> DeliveryEvent:
+    """Apply UPDATE to DELIVERY (locked by the caller, inside its transaction) through
+    `Delivery.move`; returns the unsaved history row. Mutates DELIVERY to its new state."""
+    occurred_at = update.occurred_at or received_at
+    new, fields = _changes(delivery, update, occurred_at)
+    if new is not None or fields:
+        to_status = new or delivery.status
+        if not Delivery.move(delivery.pk, from_status=delivery.status, to_status=to_status, **fields):
+            # Cannot happen while the row is locked; if it does, retry the whole event.
+            raise OperationalError(f"delivery {delivery.pk} changed under a lock")
+        delivery.status = to_status
+        for name, value in fields.items():
+            setattr(delivery, name, value)
+    return DeliveryEvent(
+        tenant_id=delivery.tenant_id,
+        delivery_id=delivery.pk,
+        webhook_event_id=webhook_event_id,
+        status=update.status,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        event=update.event[:64],
+        error_code=update.error_code[:64],
+        error_message=update.error_message,
+    )
+
+
+# --- Live stats ---------------------------------------------------------------------------
+
+
+def broadcast_stats(campaign_ids: Iterable[UUID]) -> None:
+    """Send each campaign's current stats to its tenant's live group (best effort)."""
+    ids = set(campaign_ids)
+    if not ids:
+        return
+    names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
+    try:
+        rows = list(Campaign.objects.filter(pk__in=ids).values("id", "tenant_id", "status", *names))
+    except Exception as exc:  # a live update must never fail the work that triggered it
+        log.warning("[WEBHOOK] stats broadcast skipped: %s", exc.__class__.__name__)
+        return
+    for row in rows:
+        stats = {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES}
+        realtime.broadcast(
+            row["tenant_id"],
+            {"type": "campaign.stats", "campaign_id": str(row["id"]), "status": row["status"], "stats": stats},
+        )
+
+
+def _broadcast_on_commit(campaign_ids: set[UUID]) -> None:
+    if campaign_ids:
+        ids = set(campaign_ids)
+        transaction.on_commit(lambda: broadcast_stats(ids))
+
+
+# --- Applying stored events -------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What processing one webhook event did."""
+
+    status: str  # the event's final status, or "skipped" when someone else had it
+    applied: int = 0
+    early: int = 0
+    campaigns: set[UUID] = field(default_factory=set)
+
+
+def apply_updates(
+    tenant_id: UUID,
+    connection_id: UUID,
+    updates: Sequence[StatusUpdate],
+    *,
+    received_at: datetime,
+    webhook_event_id: int | None = None,
+) -> Outcome:
+    """Apply UPDATES for one tenant inside the caller's transaction. Unknown message ids
+    become PendingStatus rows. Deliveries are locked up front in id order, so concurrent
+    events never deadlock on each other (each then touches campaign rows only after)."""
+    outcome = Outcome(status=WebhookEvent.Status.PROCESSED)
+    ids = {u.message_id for u in updates}
+    by_message: dict[str, Delivery] = {}
+    if ids:
+        locked = (
+            Delivery.objects.select_for_update()
+            .filter(tenant_id=tenant_id, provider_message_id__in=ids)
+            .only(*TRACKED_FIELDS)
+            .order_by("pk")
+        )
+        for delivery in locked:
+            by_message.setdefault(str(delivery.provider_message_id), delivery)
+    history: list[DeliveryEvent] = []
+    early: list[PendingStatus] = []
+    for update in updates:
+        match = by_message.get(update.message_id)
+        if match is None:
+            early.append(
+                PendingStatus(
+                    tenant_id=tenant_id,
+                    connection_id=connection_id,
+                    webhook_event_id=webhook_event_id,
+                    provider_message_id=update.message_id[:128],
+                    status=update.status,
+                    occurred_at=update.occurred_at or received_at,
+                    received_at=received_at,
+                    event=update.event[:64],
+                    error_code=update.error_code[:64],
+                    error_message=update.error_message,
+                )
+            )
+            continue
+        history.append(apply_update(match, update, received_at=received_at, webhook_event_id=webhook_event_id))
+        outcome.campaigns.add(match.campaign_id)
+    if history:
+        DeliveryEvent.objects.bulk_create(history)
+    if early:
+        PendingStatus.objects.bulk_create(early)
+        message_ids = {row.provider_message_id for row in early}
+        # The send may record the id between our lookup and our commit; its own
+        # apply_early_events then ran too early to see these rows. Looking again after our
+        # commit closes that gap: one of the two always sees the other's committed write.
+        transaction.on_commit(lambda: _apply_early_for_messages(tenant_id, message_ids))
+    outcome.applied, outcome.early = len(history), len(early)
+    _broadcast_on_commit(outcome.campaigns)
+    return outcome
+
+
+def process_event(event_id: int) -> Outcome:
+    """Claim and apply one stored webhook event. Idempotent: an event already processed (or
+    being processed by someone else, who holds the row) is skipped. Transient database errors
+    are recorded and re-raised for a retry; anything else marks the event failed."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            claimed = WebhookEvent.objects.filter(pk=event_id, status=WebhookEvent.Status.PENDING).update(
+                status=WebhookEvent.Status.PROCESSED, processed_at=now, attempts=F("attempts") + 1, error=""
+            )
+            if not claimed:
+                return Outcome(status="skipped")
+            event = WebhookEvent.objects.only(
+                "id", "tenant_id", "connection_id", "provider", "event_type", "body", "received_at"
+            ).get(pk=event_id)
+            parsed = webhooks.parse(event.provider, event.body, event_hint=event.event_type)
+            return apply_updates(
+                event.tenant_id,
+                event.connection_id,
+                parsed.statuses,
+                received_at=event.received_at,
+                webhook_event_id=event.pk,
+            )
+    except OperationalError as exc:
+        _record_failure(event_id, exc, final=False)
+        raise
+    except Exception as exc:
+        _record_failure(event_id, exc, final=True)
+        log.exception("[WEBHOOK] event %s failed", event_id)
+        return Outcome(status=WebhookEvent.Status.FAILED)
+
+
+def _record_failure(event_id: int, exc: Exception, *, final: bool) -> None:
+    max_attempts = settings.WEBHOOK_MAX_ATTEMPTS
+    error = f"{exc.__class__.__name__}: {exc}"[:1000]
+    qs = WebhookEvent.objects.filter(pk=event_id, status=WebhookEvent.Status.PENDING)
+    try:
+        qs.update(attempts=F("attempts") + 1, error=error)
+        # Past the limit it stays visible as failed instead of being retried forever.
+        if not final:
+            qs = qs.filter(attempts__gte=max_attempts)
+        qs.update(status=WebhookEvent.Status.FAILED, processed_at=timezone.now())
+    except Exception:
+        log.warning("[WEBHOOK] could not record the failure of event %s", event_id)
+
+
+# --- Early events ------------------------------------------------------------------------
+
+
+def apply_early_events(delivery_id: int) -> int:
+    """Apply status events that arrived before DELIVERY_ID's provider message id was
+    recorded; returns how many. Call it after the transaction recording the id commits.
+    Safe to call any number of times, concurrently: each early event is applied once."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().only(*TRACKED_FIELDS).filter(pk=delivery_id).first()
+        if delivery is None or not delivery.provider_message_id:
+            return 0
+        rows = list(
+            PendingStatus.objects.select_for_update(skip_locked=True)
+            .filter(tenant_id=delivery.tenant_id, provider_message_id=delivery.provider_message_id)
+            .order_by("occurred_at", "pk")
+        )
+        if not rows:
+            return 0
+        history = [
+            apply_update(
+                delivery,
+                StatusUpdate(
+                    message_id=row.provider_message_id,
+                    status=row.status,
+                    occurred_at=row.occurred_at,
+                    error_code=row.error_code,
+                    error_message=row.error_message,
+                    event=row.event,
+                ),
+                received_at=row.received_at,
+                webhook_event_id=row.webhook_event_id,
+            )
+            for row in rows
+        ]
+        DeliveryEvent.objects.bulk_create(history)
+        PendingStatus.objects.filter(pk__in=[row.pk for row in rows]).delete()
+        _broadcast_on_commit({delivery.campaign_id})
+    log.info("[WEBHOOK] applied %d early status event(s) to delivery %s", len(rows), delivery_id)
+    return len(rows)
+
+
+def _apply_early_for_messages(tenant_id: UUID, message_ids: set[str]) -> int:
+    delivery_ids = Delivery.objects.filter(tenant_id=tenant_id, provider_message_id__in=message_ids).values_list(
+        "pk", flat=True
+    )
+    return sum(apply_early_events(pk) for pk in delivery_ids)
+
+
+# --- Sweeper ------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    events: int = 0
+    early: int = 0
+    expired: int = 0
+
+
+def sweep(*, grace: float | None = None, limit: int = 1000) -> SweepResult:
+    """Process stored events nobody processed (the broker was down, a worker died), apply
+    early events whose message id has since been recorded, and drop early events too old
+    to ever match. Runs in every worker; claims make concurrent sweeps harmless."""
+    result = SweepResult()
+    grace = settings.WEBHOOK_SWEEP_GRACE_SECONDS if grace is None else grace
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    stale = (
+        WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING, received_at__lte=cutoff)
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for event_id in list(stale):
+        try:
+            if process_event(event_id).status != "skipped":
+                result.events += 1
+        except OperationalError:
+            log.warning("[WEBHOOK] event %s will be retried", event_id)
+
+    matched = Delivery.objects.filter(
+        tenant_id=OuterRef("tenant_id"), provider_message_id=OuterRef("provider_message_id")
+    )
+    keys = (
+        PendingStatus.objects.filter(Exists(matched)).values_list("tenant_id", "provider_message_id").distinct()[:limit]
+    )
+    for tenant_id, message_id in list(keys):
+        result.early += _apply_early_for_messages(tenant_id, {message_id})
+
+    ttl = timezone.now() - timedelta(hours=settings.WEBHOOK_EARLY_EVENT_TTL_HOURS)
+    result.expired, _ = PendingStatus.objects.filter(received_at__lt=ttl).delete()
+    if result.events or result.early or result.expired:
+        log.info(
+            "[WEBHOOK] sweep: %d stored event(s) processed, %d early event(s) applied, %d expired",
+            result.events,
+            result.early,
+            result.expired,
+        )
+    return result
+
+
+# --- Rejections ------------------------------------------------------------------------------
+
+
+def record_rejection(connection: Connection, reason: str) -> None:
+    """Count a refused webhook call for the ops page. Never raises."""
+    day = timezone.localdate()
+    try:
+        with transaction.atomic():
+            bumped = WebhookRejection.objects.filter(connection=connection, day=day, reason=reason).update(
+                count=F("count") + 1
+            )
+            if not bumped:
+                WebhookRejection.objects.bulk_create(
+                    [WebhookRejection(tenant_id=connection.tenant_id, connection=connection, day=day, reason=reason)],
+                    ignore_conflicts=True,
+                )
+                WebhookRejection.objects.filter(connection=connection, day=day, reason=reason).update(
+                    count=F("count") + 1
+                )
+    except Exception as exc:
+        log.warning("[WEBHOOK] rejection not counted: %s", exc.__class__.__name__)
+
+
+def rejected_calls(*, tenant_id: UUID | None = None, since: Any = None) -> int:
+    """Refused webhook calls since SINCE (a date; default today), for one tenant or all."""
+    qs = WebhookRejection.objects.filter(day__gte=since or timezone.localdate())
+    if tenant_id is not None:
+        qs = qs.filter(tenant_id=tenant_id)
+    return sum(qs.values_list("count", flat=True))
+
+
+# --- Recalculation ---------------------------------------------------------------------------
+
+STAT_FILTERS: dict[str, Q | None] = {
+    "total": None,
+    "pending": Q(status__in=[S.PENDING, S.SENDING]),
+    "sent": Q(status__in=[S.SENT, S.DELIVERED, S.READ]),
+    "delivered": Q(status__in=[S.DELIVERED, S.READ]),
+    "read": Q(status=S.READ),
+    "failed": Q(status=S.FAILED),
+    "cancelled": Q(status=S.CANCELLED),
+    "unknown": Q(status=S.UNKNOWN),
+}
+
+
+@dataclass
+class StatsDrift:
+    campaign_id: UUID
+    name: str
+    before: dict[str, int]
+    after: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": str(self.campaign_id), "name": self.name, "before": self.before, "after": self.after}
+
+
+def _chunks(items: Sequence[UUID], size: int) -> Iterator[Sequence[UUID]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def campaign_recalc_stats(*, campaign_ids: Iterable[UUID], fix: bool = True, batch_size: int = 200) -> list[StatsDrift]:
+    """Recount the stats of CAMPAIGN_IDS from their deliveries, one aggregate query per
+    batch; returns the campaigns whose stored counters differed and, with FIX, corrects
+    them. The campaign rows are locked first: a delivery moving meanwhile either committed
+    before the count (and is in it) or waits and adds its delta after ours."""
+    ids = sorted(set(campaign_ids), key=str)
+    drifts: list[StatsDrift] = []
+    names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
+    aggregates = {n: Count("pk", filter=q) if q is not None else Count("pk") for n, q in STAT_FILTERS.items()}
+    for batch in _chunks(ids, batch_size):
+        with transaction.atomic():
+            stored = {
+                row["id"]: row
+                for row in Campaign.objects.select_for_update().filter(pk__in=batch).values("id", "name", *names)
+            }
+            counted: dict[UUID, dict[str, Any]] = {
+                row["campaign_id"]: dict(row)
+                for row in Delivery.objects.filter(campaign_id__in=batch)
+                .values("campaign_id")
+                .annotate(**aggregates)
+                .order_by()
+            }
+            for campaign_id, row in stored.items():
+                before = {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES}
+                found: dict[str, Any] = counted.get(campaign_id) or {}
+                after = {n: int(found.get(n) or 0) for n in Campaign.STAT_NAMES}
+                if before == after:
+                    continue
+                drifts.append(StatsDrift(campaign_id, row["name"], before, after))
+                if fix:
+                    Campaign.objects.filter(pk=campaign_id).update(**{f"stat_{n}": v for n, v in after.items()})
+    if fix and drifts:
+        ids_fixed = {d.campaign_id for d in drifts}
+        transaction.on_commit(lambda: broadcast_stats(ids_fixed))
+        log.warning("[CAMPAIGN] recalculated drifted counters of %d campaign(s)", len(drifts))
+    return drifts

@@ -1,0 +1,191 @@
+"""Provider webhook endpoints: verify, store the raw event, answer 200, process later.
+
+Plain function views (no session, no CSRF: providers authenticate with the secret token
+in the path plus a signature or JWT). The event row is committed before the answer, so a
+200 means the event is durable; processing happens in the `process_webhook_event` actor,
+or in the sweeper if the broker was unreachable.
+
+Answers: 200 stored (also for events that are not statuses: stored as ignored, so the
+provider does not retry them for days); 400 not JSON or not the provider's shape; 401/403
+failed verification (nothing stored, counted in WebhookRejection); 404 unknown token;
+413 body over WEBHOOK_MAX_BODY_BYTES.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from campaigns import tracking, webhooks
+from campaigns.models import Connection, WebhookEvent
+from sense.lib.broker import send_nowait
+
+log = logging.getLogger("sense.webhooks")
+
+
+def _error(message: str, code: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": message, "code": code}, status=status)
+
+
+class _Refused(Exception):
+    def __init__(self, response: HttpResponse) -> None:
+        self.response = response
+
+
+# token -> (connection or None, expiry). A provider posts many events a second to one
+# token; looking the connection up once every few seconds keeps a query off every call.
+# Deactivating a connection or changing its credentials takes effect within the TTL.
+_connections: dict[tuple[str, str], tuple[Connection | None, float]] = {}
+
+
+def _connection(token: str, provider: str) -> Connection:
+    key, now = (token, provider), time.monotonic()
+    cached = _connections.get(key)
+    if cached is not None and cached[1] > now:
+        connection = cached[0]
+    else:
+        connection = (
+            Connection.objects.filter(webhook_token=token, provider=provider, is_active=True)
+            .only("id", "tenant_id", "provider", "credentials", "name")
+            .first()
+        )
+        if len(_connections) > 10_000:  # unknown tokens must not grow it without bound
+            _connections.clear()
+        _connections[key] = (connection, now + settings.WEBHOOK_CONNECTION_CACHE_SECONDS)
+    if connection is None:
+        raise _Refused(_error("Unknown webhook.", "not_found", 404))
+    return connection
+
+
+def _body(request: HttpRequest) -> bytes:
+    """The raw body, refusing more than the limit before reading it when the length is
+    announced, and after reading at most limit + 1 bytes when it is not."""
+    limit = settings.WEBHOOK_MAX_BODY_BYTES
+    too_large = _error(f"Body over {limit} bytes.", "too_large", 413)
+    try:
+        announced = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise _Refused(_error("Bad Content-Length.", "invalid", 400)) from None
+    if announced > limit:
+        raise _Refused(too_large)
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise _Refused(too_large)
+    return body
+
+
+def _reject(connection: Connection, exc: webhooks.Rejected) -> HttpResponse:
+    tracking.record_rejection(connection, exc.reason)
+    log.warning("[WEBHOOK] refused a call for connection %s: %s", connection.pk, exc.reason)
+    message = "Missing credentials." if exc.status == 401 else "Verification failed."
+    return _error(message, exc.reason, exc.status)
+
+
+def _parse(provider: str, body: bytes, event_hint: str = "") -> webhooks.ParsedWebhook:
+    try:
+        return webhooks.parse(provider, body, event_hint=event_hint)
+    except webhooks.PayloadError as exc:
+        raise _Refused(_error(f"Invalid webhook body: {exc}", "invalid", 400)) from None
+
+
+def _store(connection: Connection, parsed: webhooks.ParsedWebhook, body: bytes) -> WebhookEvent:
+    """Commit the raw event, then hand it to the actor. If the broker is unreachable the
+    event stays pending and the sweeper processes it: the provider still gets its 200."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Refused(_error("Invalid webhook body: not UTF-8.", "invalid", 400)) from None
+    now = timezone.now()
+    ignored = not parsed.statuses
+    # One INSERT, committed on its own (autocommit): durable before the answer.
+    event = WebhookEvent.objects.create(
+        tenant_id=connection.tenant_id,
+        connection_id=connection.pk,
+        provider=connection.provider,
+        event_type=parsed.event_type,
+        body=text,
+        status=WebhookEvent.Status.IGNORED if ignored else WebhookEvent.Status.PENDING,
+        received_at=now,
+        processed_at=now if ignored else None,
+    )
+    if not ignored:
+        transaction.on_commit(lambda: _enqueue(event.pk))
+    return event
+
+
+def _enqueue(event_id: int) -> None:
+    """Hand the stored event to the actor without waiting for RabbitMQ (sense.lib.broker's
+    publisher thread). The row is committed: a lost or refused message only costs delay,
+    because the sweeper processes stored events that nobody processed."""
+    from campaigns.tasks import process_webhook_event
+
+    send_nowait(process_webhook_event, str(event_id))
+
+
+def _accepted(event: WebhookEvent, parsed: webhooks.ParsedWebhook) -> JsonResponse:
+    log.debug("[WEBHOOK] stored event %s %s (%d statuses)", event.pk, event.event_type, len(parsed.statuses))
+    return JsonResponse({"status": event.status, "id": event.pk, "statuses": len(parsed.statuses)})
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def evolution(request: HttpRequest, token: str, event: str = "") -> HttpResponse:
+    """`POST /api/webhooks/evolution/<token>/[<event-slug>]` from Evolution API."""
+    try:
+        connection = _connection(token, Connection.Provider.EVOLUTION)
+        body = _body(request)
+        jwt_key = connection.credential("jwt_key")
+        try:
+            if jwt_key:
+                webhooks.verify_evolution_jwt(jwt_key, request.headers.get("Authorization", ""))
+            parsed = _parse(connection.provider, body, event_hint=event)
+            instance = connection.credential("instance")
+            if parsed.instance and instance and parsed.instance != instance:
+                raise webhooks.Rejected("wrong_instance")
+        except webhooks.Rejected as exc:
+            return _reject(connection, exc)
+        return _accepted(_store(connection, parsed, body), parsed)
+    except _Refused as refused:
+        return refused.response
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def whatsapp(request: HttpRequest, token: str) -> HttpResponse:
+    """`GET|POST /api/webhooks/whatsapp/<token>/` from the WhatsApp Cloud API."""
+    try:
+        connection = _connection(token, Connection.Provider.CLOUD)
+        if request.method == "GET":
+            return _subscribe(request, connection)
+        body = _body(request)
+        try:
+            webhooks.verify_cloud_signature(
+                connection.credential("app_secret"), body, request.headers.get("X-Hub-Signature-256", "")
+            )
+        except webhooks.Rejected as exc:
+            return _reject(connection, exc)
+        parsed = _parse(connection.provider, body)
+        return _accepted(_store(connection, parsed, body), parsed)
+    except _Refused as refused:
+        return refused.response
+
+
+def _subscribe(request: HttpRequest, connection: Connection) -> HttpResponse:
+    """Meta's verification handshake: echo hub.challenge as plain text, or 403."""
+    ok = webhooks.verify_cloud_subscription(
+        connection.credential("verify_token"),
+        request.GET.get("hub.mode", ""),
+        request.GET.get("hub.verify_token", ""),
+    )
+    if not ok:
+        tracking.record_rejection(connection, "bad_verify_token")
+        log.warning("[WEBHOOK] refused a subscription check for connection %s", connection.pk)
+        return HttpResponse("Verification failed.", status=403, content_type="text/plain")
+    return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
