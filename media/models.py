@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from sense.models import TenantOwned
@@ -39,6 +40,9 @@ class Asset(TenantOwned):
     failure_reason = models.TextField(_("failure reason"), blank=True)
     thumbnail_key = models.CharField(max_length=512, blank=True)
     thumbnail_size = models.PositiveIntegerField(null=True, blank=True)
+    # Set by the job (or the on-demand path) that is making the thumbnail; a stale claim
+    # (a worker that died) may be taken over after THUMBNAIL_CLAIM_SECONDS.
+    thumbnail_claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -50,3 +54,39 @@ class Asset(TenantOwned):
 
     def __str__(self) -> str:
         return self.original_name
+
+    @property
+    def has_thumbnail(self) -> bool:
+        """Images get a thumbnail; other kinds have none (their thumbnail_url is null)."""
+        return self.file_type == self.FileType.IMAGE
+
+    def file_url(self) -> str:
+        return reverse("media-file", args=[self.id])
+
+    def thumbnail_url(self) -> str | None:
+        return reverse("media-thumbnail", args=[self.id]) if self.has_thumbnail else None
+
+
+class DailyMetric(models.Model):
+    """One counter of one tenant on one day: plain counters use bucket 0; histograms
+    (latencies, thumbnail sizes) keep one row per bucket, `total` summing the observed
+    values so that averages are exact and percentiles come from the buckets.
+
+    Rows are only ever incremented with F() (media.metrics.flush), so several web and
+    worker processes can write the same row."""
+
+    tenant = models.ForeignKey("sense.Tenant", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    name = models.CharField(max_length=64)
+    bucket = models.SmallIntegerField(default=0)
+    count = models.BigIntegerField(default=0)
+    total = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "name", "bucket"], name="media_dailymetric_unique")
+        ]
+        indexes = [models.Index(fields=["day", "name"], name="media_dailymetric_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.name}[{self.bucket}]={self.count}"

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from media import metrics
+
+
+@pytest.fixture(autouse=True)
+def _fresh_media_metrics() -> Iterator[None]:
+    metrics.discard()
+    yield
+    metrics.discard()
