@@ -1,0 +1,119 @@
+"""Dramatiq's RabbitMQ broker, publishing from one long-lived thread per process.
+
+Dramatiq keeps one RabbitMQ connection per thread. Under ASGI, Django runs every request's
+sync code in a thread of its own, so a view that sends a task would open (and never close)
+one broker connection per request, until RabbitMQ runs out of file descriptors. Here every
+publish from any thread is handed to one publisher thread with one connection: `enqueue`
+waits for the publish (errors reach the caller as before), `enqueue_nowait` does not (for
+callers whose work is already stored durably and swept, such as webhooks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker as _RabbitmqBroker
+from dramatiq.message import Message
+
+log = logging.getLogger("sense.broker")
+
+Publish = Callable[..., Message]
+_Job = tuple[Message, "int | None", "Future[Message] | None"]
+
+
+class _Publisher:
+    def __init__(self, publish: Publish, capacity: int = 10_000) -> None:
+        self._publish = publish
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._jobs: queue.Queue[_Job] = queue.Queue(maxsize=capacity)
+
+    def is_current(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _ensure(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()  # a forked child starts its own thread and queue
+                self._jobs = queue.Queue(maxsize=self._capacity)
+                self._thread = threading.Thread(target=self._run, name="sense-broker-publisher", daemon=True)
+                self._thread.start()
+
+    def call(self, message: Message, delay: int | None, timeout: float) -> Message:
+        self._ensure()
+        future: Future[Message] = Future()
+        self._jobs.put((message, delay, future), timeout=timeout)
+        return future.result(timeout=timeout)
+
+    def fire(self, message: Message, delay: int | None) -> bool:
+        self._ensure()
+        try:
+            self._jobs.put_nowait((message, delay, None))
+        except queue.Full:
+            log.warning("[RABBITMQ] publish queue full: %s not sent", message.actor_name)
+            return False
+        return True
+
+    def _run(self) -> None:
+        while True:
+            message, delay, future = self._jobs.get()
+            try:
+                result = self._publish(message, delay=delay)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                if future is not None:
+                    future.set_exception(exc)
+                else:
+                    log.warning("[RABBITMQ] %s not sent: %s", message.actor_name, exc.__class__.__name__)
+            else:
+                if future is not None:
+                    future.set_result(result)
+            finally:
+                self._jobs.task_done()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._jobs.join()
+
+
+class RabbitmqBroker(_RabbitmqBroker):
+    """RabbitmqBroker whose publishes all go through one thread (see the module docstring)."""
+
+    publish_timeout = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.publisher = _Publisher(super().enqueue)
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        if self.publisher.is_current():
+            return super().enqueue(message, delay=delay)
+        return self.publisher.call(message, delay, self.publish_timeout)
+
+    def enqueue_nowait(self, message: Message, *, delay: int | None = None) -> bool:
+        """Hand MESSAGE to the publisher thread and return at once (False if its queue is full)."""
+        return self.publisher.fire(message, delay)
+
+
+def send_nowait(actor: dramatiq.Actor[Any, Any], *args: Any, **kwargs: Any) -> None:
+    """Send without waiting for the broker; never raises. Only for work that is already
+    stored and picked up by a sweeper if this message is lost."""
+    broker = actor.broker
+    message = actor.message(*args, **kwargs)
+    try:
+        if isinstance(broker, RabbitmqBroker):
+            broker.enqueue_nowait(message)
+        else:
+            broker.enqueue(message)
+    except Exception as exc:
+        log.warning("[RABBITMQ] %s not sent: %s", actor.actor_name, exc.__class__.__name__)

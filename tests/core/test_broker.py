@@ -1,0 +1,51 @@
+"""Publishing from many short-lived threads (one per ASGI request) uses one connection."""
+
+from __future__ import annotations
+
+import threading
+
+import dramatiq
+import pytest
+
+from sense.lib.broker import RabbitmqBroker, send_nowait
+from sense.tasks import worker_ping
+from tests.workers import flush_queues
+
+
+@pytest.mark.django_db
+def test_sends_from_fifty_threads_share_one_rabbitmq_connection() -> None:
+    broker = dramatiq.get_broker()
+    assert isinstance(broker, RabbitmqBroker)
+    flush_queues()
+    before = len(broker.connections)
+    errors: list[BaseException] = []
+
+    def request_thread(n: int) -> None:
+        try:
+            worker_ping.send(f"thread-{n}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request_thread, args=(n,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(broker.connections) - before <= 1
+    assert broker.get_queue_message_counts("default")[0] >= 50
+    flush_queues()
+
+
+def test_send_nowait_never_raises_when_the_broker_is_down(db: None) -> None:
+    from tests.helpers import free_port
+
+    closed = dramatiq.brokers.rabbitmq.RabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F")
+
+    @dramatiq.actor(actor_name="probe_down", broker=closed)
+    def actor(token: str) -> None:
+        pass
+
+    send_nowait(actor, "x")  # logged, not raised
+    with pytest.raises(Exception):  # noqa: B017 - the plain send does raise
+        actor.send("x")
