@@ -6,3 +6,9 @@ class CampaignsConfig(AppConfig):
     name = "campaigns"
     verbose_name = _("Campaigns")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from campaigns import ops as campaign_ops
+        from sense import ops
+
+        ops.register(campaign_ops.figures)

@@ -7,3 +7,16 @@ class MediaConfig(AppConfig):
     label = "media"
     verbose_name = _("Media")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from media import ops as media_ops
+        from media.metrics import MediaCollector
+        from sense import ops
+        from sense.lib import images, metrics
+
+        # Decompression bombs raise everywhere in the process (uploads, jobs, commands).
+        images.harden(settings.MEDIA_MAX_IMAGE_PIXELS)
+        metrics.register(MediaCollector(), name="media")
+        ops.register(media_ops.figures)

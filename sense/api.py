@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
@@ -49,7 +49,42 @@ class SessionMembershipAuth(SessionAuth):
         return membership
 
 
-api = NinjaAPI(
+ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "what went wrong, for a person"},
+        "code": {"type": "string", "description": "a stable machine code"},
+        "details": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["error", "code"],
+}
+# Every operation may answer these with the error format above (besides its own responses).
+ERROR_RESPONSES = {
+    "400": "Bad input",
+    "401": "Authentication required",
+    "404": "Not found (also another tenant's object)",
+    "409": "Conflict with the object's state",
+    "422": "Invalid input",
+    "503": "A dependency is unavailable",
+}
+
+
+class SenseNinjaAPI(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        """The schema, with the shared error responses documented on every operation."""
+        schema = super().get_openapi_schema(**kwargs)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for code, description in ERROR_RESPONSES.items():
+                    responses.setdefault(code, {"description": description, "content": ref})
+        return schema
+
+
+api = SenseNinjaAPI(
     title="Sense API",
     version="1.0",
     description="Campaigns, deliveries, contacts and media for one tenant. "
@@ -110,6 +145,12 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 def _db_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
     log.error("database unavailable: %s", exc.__class__.__name__)
     return error_response(request, "The database is unavailable; try again shortly.", "unavailable", 503)
+
+
+@api.exception_handler(DataError)
+def _bad_data(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The database refused a value the schema let through (a NUL character, a number out of range).
+    return error_response(request, "Invalid input: a value has invalid characters or is out of range.", "invalid", 400)
 
 
 @api.exception_handler(DatabaseError)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema, Status
 
 from sense.lib.logs import redact
@@ -114,3 +114,14 @@ def ready(request: HttpRequest) -> Status[ReadyOut]:
     checks = run_checks()
     ok = all(c.ok for c in checks.values())
     return Status(200 if ok else 503, ReadyOut(status="ok" if ok else "error", checks=checks))
+
+
+PROBE_PNG = settings.BASE_DIR / "static" / "img" / "probe.png"
+
+
+def probe_image(request: HttpRequest) -> HttpResponse:
+    """A small cacheable PNG (`GET /api/health/probe.png`) for the post-deploy check's media
+    proxy test: static files in DEBUG say max-age=0, which the proxy rightly never caches."""
+    response = HttpResponse(PROBE_PNG.read_bytes(), content_type="image/png")
+    response["Cache-Control"] = "public, max-age=3600"
+    return response

@@ -7,7 +7,10 @@ Senders call `broadcast(tenant_id, message)`, usually from `transaction.on_commi
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -22,6 +25,19 @@ log = logging.getLogger("sense.realtime")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+# At most 4 frames a second per campaign (or asset); the latest state is always sent, at
+# most this long after the change that produced it.
+COALESCE_SECONDS = 0.25
+
+
+def coalesce_key(payload: dict[str, Any]) -> tuple[str, str] | None:
+    """Frames with the same key replace each other while they wait (full state, latest wins)."""
+    kind = payload.get("type")
+    if kind == "campaign.stats":
+        return (kind, str(payload.get("campaign_id")))
+    if kind == "media.updated":
+        return (kind, str(payload.get("id")))
+    return None
 
 
 def group_name(tenant_id: Any) -> str:
@@ -34,10 +50,23 @@ def broadcast(tenant_id: Any, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    event = {"type": "tenant.event", "payload": message}
+
+    def send() -> None:
+        try:
+            async_to_sync(layer.group_send)(group_name(tenant_id), event)
+        except Exception as exc:
+            log.warning("live update for tenant %s not sent: %s", tenant_id, exc.__class__.__name__)
+
     try:
-        async_to_sync(layer.group_send)(group_name(tenant_id), {"type": "tenant.event", "payload": message})
-    except Exception as exc:
-        log.warning("live update for tenant %s not sent: %s", tenant_id, exc.__class__.__name__)
+        asyncio.get_running_loop()
+    except RuntimeError:
+        send()  # the usual case: a sync view, actor or command
+        return
+    # Called from a thread that runs an event loop: async_to_sync cannot block it.
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    thread.join(timeout=2)
 
 
 @database_sync_to_async
@@ -60,6 +89,20 @@ def _resolve(scope: dict[str, Any], tenant_id: str) -> tuple[int | None, bool]:
 
 
 class TenantConsumer(AsyncJsonWebsocketConsumer):
+    """Forwards the tenant group's events to one socket, coalescing bursts per campaign.
+
+    Every web process receives every event of the group (channels-redis in full-stack
+    mode), so a change made in a worker reaches a browser connected anywhere. Coalescing
+    happens here, per socket: the first frame of a burst goes out at once, later ones wait
+    until COALESCE_SECONDS after the previous frame and only the latest is sent.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_sent: dict[tuple[str, str], float] = {}
+        self._waiting: dict[tuple[str, str], dict[str, Any]] = {}
+        self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
+
     async def connect(self) -> None:
         tenant_id = str(self.scope["url_route"]["kwargs"]["tenant_id"])
         await self.accept()
@@ -74,6 +117,8 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        for task in self._timers.values():
+            task.cancel()
         group = getattr(self, "group", None)
         if group:
             await self.channel_layer.group_discard(group, self.channel_name)
@@ -84,4 +129,25 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def tenant_event(self, event: dict[str, Any]) -> None:
-        await self.send_json(event["payload"])
+        payload = event["payload"]
+        key = coalesce_key(payload)
+        if key is None:
+            await self.send_json(payload)
+            return
+        now = time.monotonic()
+        due = self._last_sent.get(key, 0.0) + COALESCE_SECONDS
+        if now >= due and key not in self._timers:
+            self._last_sent[key] = now
+            await self.send_json(payload)
+            return
+        self._waiting[key] = payload
+        if key not in self._timers:
+            self._timers[key] = asyncio.ensure_future(self._flush_later(key, max(0.0, due - now)))
+
+    async def _flush_later(self, key: tuple[str, str], delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._timers.pop(key, None)
+        payload = self._waiting.pop(key, None)
+        if payload is not None:
+            self._last_sent[key] = time.monotonic()
+            await self.send_json(payload)

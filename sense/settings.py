@@ -113,7 +113,8 @@ USE_I18N = True
 
 # Behind a PaaS router (Railway, Heroku) TLS ends at the proxy.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+# Secure cookies unless DEBUG; COOKIE_SECURE=false serves plain-HTTP staging or local browser tests.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _read("COOKIE_SECURE", _bool, not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -154,7 +155,9 @@ ROOT_URLCONF = "sense.urls"
 WSGI_APPLICATION = "sense.wsgi.application"
 ASGI_APPLICATION = "sense.asgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 
 TEMPLATES = [
     {
@@ -309,7 +312,7 @@ _dramatiq_middleware = [
 PERIODIC_ENABLED = _read("PERIODIC_ENABLED", _bool, True)
 if RABBITMQ_URL:
     DRAMATIQ_BROKER = {
-        "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+        "BROKER": "sense.lib.broker.RabbitmqBroker",
         "OPTIONS": {"url": RABBITMQ_URL, "confirm_delivery": True},
         "MIDDLEWARE": _dramatiq_middleware,
     }
@@ -352,3 +355,100 @@ METRICS_TOKEN = _read("METRICS_TOKEN", _str, "")
 HEALTH_CHECK_TIMEOUT = _read("HEALTH_CHECK_TIMEOUT", _float, 2.0)
 HTTP_TIMEOUT = _read("HTTP_TIMEOUT", _float, 10.0)
 HTTP_CONNECT_TIMEOUT = _read("HTTP_CONNECT_TIMEOUT", _float, 3.0)
+
+# --- Media ----------------------------------------------------------------------------
+
+# Allowed upload types (MIME types decided from the content) and the size limit of each
+# kind, following WhatsApp Business's own limits.
+MEDIA_ALLOWED_TYPES = _read(
+    "MEDIA_ALLOWED_TYPES",
+    _list,
+    [
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "audio/aac",
+        "audio/amr",
+        "audio/mpeg",
+        "audio/mp4",
+        "audio/ogg",
+        "video/mp4",
+        "video/3gpp",
+        "application/pdf",
+        "text/plain",
+        "text/csv",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ],
+)
+MEDIA_MAX_IMAGE_BYTES = _read("MEDIA_MAX_IMAGE_BYTES", _int(1), 5 * 1024 * 1024)
+MEDIA_MAX_AUDIO_BYTES = _read("MEDIA_MAX_AUDIO_BYTES", _int(1), 16 * 1024 * 1024)
+MEDIA_MAX_VIDEO_BYTES = _read("MEDIA_MAX_VIDEO_BYTES", _int(1), 16 * 1024 * 1024)
+MEDIA_MAX_DOCUMENT_BYTES = _read("MEDIA_MAX_DOCUMENT_BYTES", _int(1), 100 * 1024 * 1024)
+MEDIA_MAX_IMAGE_PIXELS = _read("MEDIA_MAX_IMAGE_PIXELS", _int(1), 50_000_000)
+MEDIA_THUMBNAIL_SIZE = _read("MEDIA_THUMBNAIL_SIZE", _int(16), 320)
+MEDIA_THUMBNAIL_QUALITY = _read("MEDIA_THUMBNAIL_QUALITY", _int(1), 80)
+# Uploads above the threshold go to S3 as a multipart upload of CHUNK-sized parts, at most
+# CONCURRENCY parts in flight (that bounds the web process's memory per upload).
+MEDIA_MULTIPART_THRESHOLD = _read("MEDIA_MULTIPART_THRESHOLD", _int(5 * 1024 * 1024), 8 * 1024 * 1024)
+MEDIA_MULTIPART_CHUNK_SIZE = _read("MEDIA_MULTIPART_CHUNK_SIZE", _int(5 * 1024 * 1024), 8 * 1024 * 1024)
+MEDIA_UPLOAD_CONCURRENCY = _read("MEDIA_UPLOAD_CONCURRENCY", _int(1), 4)
+
+MEDIA_PROXY_TRUSTED_HOSTS: list[str] = _read("MEDIA_PROXY_TRUSTED_HOSTS", _list, [])
+MEDIA_PROXY_MAX_BYTES = _read("MEDIA_PROXY_MAX_BYTES", _int(1), 10 * 1024 * 1024)
+MEDIA_PROXY_CACHE_TTL = _read("MEDIA_PROXY_CACHE_TTL", _int(1), 24 * 3600)
+MEDIA_PROXY_NEGATIVE_TTL = _read("MEDIA_PROXY_NEGATIVE_TTL", _int(1), 300)
+MEDIA_PROXY_CONNECT_TIMEOUT = _read("MEDIA_PROXY_CONNECT_TIMEOUT", _float, 3.0)
+MEDIA_PROXY_TIMEOUT = _read("MEDIA_PROXY_TIMEOUT", _float, 10.0)
+MEDIA_PROXY_MAX_REDIRECTS = _read("MEDIA_PROXY_MAX_REDIRECTS", _int(0), 3)
+# Buffered per-tenant daily media counters are written to the database at most this often.
+MEDIA_METRICS_FLUSH_SECONDS = _read("MEDIA_METRICS_FLUSH_SECONDS", _float, 5.0)
+# Request count and latency for Prometheus (sense.lib.metrics); first so it times everything.
+MIDDLEWARE.insert(0, "sense.lib.metrics.RequestMetricsMiddleware")
+
+# --- Delivery tracking (webhooks) ---
+# Bodies over this are refused with 413 (checked on Content-Length and on the bytes read).
+WEBHOOK_MAX_BODY_BYTES = _read("WEBHOOK_MAX_BODY_BYTES", _int(1024), 1024 * 1024)
+# A stored event whose processing keeps failing is marked failed after this many attempts.
+WEBHOOK_MAX_ATTEMPTS = _read("WEBHOOK_MAX_ATTEMPTS", _int(1), 5)
+# The sweeper's interval, and how old a stored event must be before it takes it over
+# from the actor (events are normally processed within milliseconds).
+WEBHOOK_SWEEP_SECONDS = _read("WEBHOOK_SWEEP_SECONDS", _float, 10.0)
+WEBHOOK_SWEEP_GRACE_SECONDS = _read("WEBHOOK_SWEEP_GRACE_SECONDS", _float, 30.0)
+# Early status events (message id not recorded yet) older than this are dropped.
+WEBHOOK_EARLY_EVENT_TTL_HOURS = _read("WEBHOOK_EARLY_EVENT_TTL_HOURS", _int(1), 72)
+# How long a web process reuses a webhook token's connection lookup (deactivation and
+# credential changes take effect within this).
+WEBHOOK_CONNECTION_CACHE_SECONDS = _read("WEBHOOK_CONNECTION_CACHE_SECONDS", _float, 5.0)
+
+# --- Campaigns (contacts, connections, sending) ---
+# Region used to read phone numbers written without a country code (contacts, CSV import).
+DEFAULT_PHONE_REGION = _read("DEFAULT_PHONE_REGION", _str, "BR").upper()
+# Cloud API connections created without a base URL use Meta's Graph API at this version.
+CLOUD_API_BASE_URL = _read("CLOUD_API_BASE_URL", _url("http", "https"), "https://graph.facebook.com/v21.0")
+# Sender actors working on one running campaign at a time (they share the connection's limit).
+CAMPAIGN_SENDERS = _read("CAMPAIGN_SENDERS", _int(1), 4)
+# Deliveries one sender claims per round trip (more: faster unlimited sends; a killed worker
+# leaves at most this many per sender in `unknown`).
+CAMPAIGN_CLAIM_BATCH = _read("CAMPAIGN_CLAIM_BATCH", _int(1), 10)
+# A connection's `rate_per_minute` counts sends in any window of this many seconds (tests
+# shrink it), widened by the slack to absorb the gap between the limiter and the provider.
+CAMPAIGN_RATE_WINDOW = _read("CAMPAIGN_RATE_WINDOW", _float, 60.0)
+CAMPAIGN_RATE_SLACK = _read("CAMPAIGN_RATE_SLACK", _float, 0.5)
+# A run of this many provider errors in a row pauses the campaign, with the reason shown.
+CAMPAIGN_MAX_CONSECUTIVE_ERRORS = _read("CAMPAIGN_MAX_CONSECUTIVE_ERRORS", _int(1), 20)
+# Transient failures (429, 5xx, no connection) are retried this many times per delivery.
+CAMPAIGN_MAX_ATTEMPTS = _read("CAMPAIGN_MAX_ATTEMPTS", _int(1), 5)
+# A delivery still `sending` after this long lost its worker: it becomes `unknown`, never re-sent.
+CAMPAIGN_SENDING_STALE_SECONDS = _read("CAMPAIGN_SENDING_STALE_SECONDS", _int(1), 120)
+# How often workers look for scheduled campaigns that are due (and stalled running ones).
+CAMPAIGN_DUE_CHECK_SECONDS = _read("CAMPAIGN_DUE_CHECK_SECONDS", _float, 2.0)
+# Prefix for media URLs that the storage returns relative (embedded mode, FileSystemStorage),
+# so the provider can fetch them, e.g. https://sense.example.com
+CAMPAIGN_MEDIA_BASE_URL = _read("CAMPAIGN_MEDIA_BASE_URL", _url("http", "https"), "")
+# The RabbitMQ queue of the sender actors (separate test runs on one broker use their own).
+CAMPAIGN_QUEUE = _read("CAMPAIGN_QUEUE", _str, "campaigns")

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
+from django_htmx.middleware import HtmxDetails
 
 from sense.models import ApiToken, Membership, Tenant
 
@@ -28,6 +29,7 @@ class TenantHttpRequest(HttpRequest):
     membership: Membership
     tenant: Tenant
     api_token: ApiToken | None
+    htmx: HtmxDetails
 
 
 def bearer_token(request: HttpRequest) -> str | None:

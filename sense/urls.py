@@ -2,18 +2,62 @@
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
-from django.views.generic import RedirectView
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, re_path
 
-from sense import health
+from campaigns import webhook_views
+from campaigns.api import campaigns_router, connections_router, contacts_router
+from campaigns.tracking_api import router as deliveries_router
+from media.api import router as media_router
+from sense import health, ops, ops_api
+from sense import views as sense_views
 from sense.api import api
+from sense.lib.metrics import metrics_view
 
 api.add_router("", health.router)
+api.add_router("/ops/", ops_api.router)
+api.add_router("/media/", media_router)
+api.add_router("/deliveries/", deliveries_router)
+api.add_router("/contacts/", contacts_router)
+api.add_router("/connections/", connections_router)
+api.add_router("/campaigns/", campaigns_router)
+
+handler404 = "sense.views.not_found"
+handler500 = "sense.views.server_error"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="home"),
+    path("", sense_views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(template_name="account/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "password/",
+        auth_views.PasswordChangeView.as_view(template_name="account/password_change.html"),
+        name="password_change",
+    ),
+    path(
+        "password/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="account/password_change_done.html"),
+        name="password_change_done",
+    ),
+    path("tenant/switch/", sense_views.switch_tenant, name="switch_tenant"),
+    path("ops/", ops.ops_page, name="ops"),
+    path("", include("campaigns.page_urls")),
+    path("", include("media.page_urls")),
     path("admin/", admin.site.urls),
+    # Provider webhooks (token in the path; Evolution may append the event: .../<token>/messages-update).
+    re_path(r"^api/webhooks/evolution/(?P<token>[\w-]+)/*$", webhook_views.evolution),
+    path("api/webhooks/evolution/<str:token>/", webhook_views.evolution, name="webhook-evolution"),
+    re_path(
+        r"^api/webhooks/evolution/(?P<token>[\w-]+)/+(?P<event>[\w.-]+)/?$",
+        webhook_views.evolution,
+        name="webhook-evolution-event",
+    ),
+    re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)/*$", webhook_views.whatsapp),
+    path("api/webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
+    path("api/", include("media.urls")),  # upload, media proxy, file and thumbnail URLs
+    path("api/health/probe.png", health.probe_image, name="probe_image"),
     path("api/", api.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("i18n/", include("django.conf.urls.i18n")),
 ]
 

@@ -13,7 +13,7 @@ from django.test import Client
 
 from sense.models import ApiToken, Membership, Tenant
 
-pytest_plugins = ["tests.workers"]
+pytest_plugins = ["tests.workers", "tests.live"]
 
 PASSWORD = "correct horse battery staple"
 

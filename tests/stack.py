@@ -8,7 +8,9 @@ goes over HTTP as it would to MinIO. SENSE_TEST_EMBEDDED=1 skips all of it.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 
 
 def free_port() -> int:
@@ -60,7 +62,8 @@ if not os.environ.get("SENSE_TEST_EMBEDDED"):
         "S3_ACCESS_KEY": "testing",
         "S3_SECRET_KEY": "testing",
         "S3_REGION": "us-east-1",
-        "SENSE_VAR_DIR": os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"),
+        # A private var/ (static files, media) per run: parallel runs must not share it.
+        "SENSE_VAR_DIR": tempfile.mkdtemp(prefix="sense-test-var-"),
     }
     if "RABBITMQ_URL" not in os.environ:
         created_vhost = _private_vhost()
@@ -99,6 +102,9 @@ def pytest_sessionstart(session: object) -> None:
 def pytest_sessionfinish(session: object, exitstatus: int) -> None:
     if moto_server is not None:
         moto_server.stop()
+    var = os.environ.get("SENSE_VAR_DIR", "")
+    if os.path.basename(var).startswith("sense-test-var-"):
+        shutil.rmtree(var, ignore_errors=True)
     if created_vhost:
         import subprocess
 

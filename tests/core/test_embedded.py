@@ -6,46 +6,11 @@ variables set, the way a newcomer's machine would.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-
-from tests.helpers import ROOT, clean_env, free_port, manage, port_open, wait_for
-
-
-@pytest.fixture(scope="module")
-def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Path]]:
-    var = tmp_path_factory.mktemp("embedded-var")
-    env = clean_env(DEBUG="true", SENSE_VAR_DIR=str(var))
-    migrate = manage("migrate", "--noinput", env=env)
-    assert migrate.returncode == 0, migrate.stderr
-    seed = manage("seed_demo", "--json", env=env)
-    assert seed.returncode == 0, seed.stderr
-    demo = json.loads(seed.stdout)
-    port = free_port()
-    log = (var / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "sense.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: port_open(port), timeout=30, what="embedded server")
-        yield f"http://127.0.0.1:{port}", {**demo, "var": str(var)}, var
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_embedded_mode_serves_health_and_readiness(embedded_server: tuple[str, dict[str, str], Path]) -> None:

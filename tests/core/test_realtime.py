@@ -53,8 +53,9 @@ def test_a_token_for_another_tenant_is_closed_with_4403(charlie: User, globex: T
     assert asyncio.run(close_code(f"/ws/tenant/{acme.id}/?token={token}")) == CLOSE_FORBIDDEN
 
 
-async def receive_broadcast(path: str, headers: list[tuple[bytes, bytes]], tenant_id: Any,
-                            other_tenant_id: Any) -> list[dict[str, Any]]:
+async def receive_broadcast(
+    path: str, headers: list[tuple[bytes, bytes]], tenant_id: Any, other_tenant_id: Any
+) -> list[dict[str, Any]]:
     communicator = WebsocketCommunicator(application, path, headers=[*HEADERS, *headers])
     connected, _ = await communicator.connect(timeout=5)
     assert connected
@@ -79,3 +80,37 @@ def test_an_api_client_with_a_token_receives_broadcasts(alice: User, acme: Tenan
     token = token_for(alice, acme)
     got = asyncio.run(receive_broadcast(f"/ws/tenant/{acme.id}/?token={token}", [], acme.id, globex.id))
     assert got == [{"type": "campaign.stats", "campaign_id": "mine"}]
+
+
+async def burst(path: str, tenant_id: Any, count: int) -> tuple[list[dict[str, Any]], list[float]]:
+    communicator = WebsocketCommunicator(application, path, headers=HEADERS)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    await communicator.send_json_to({"type": "ping"})
+    await communicator.receive_json_from(timeout=5)
+    loop = asyncio.get_running_loop()
+    frames: list[dict[str, Any]] = []
+    stamps: list[float] = []
+
+    async def read() -> None:
+        # receive_nothing waits without cancelling the consumer (a receive timeout would).
+        while not await communicator.receive_nothing(timeout=1.5):
+            frames.append(await communicator.receive_json_from())
+            stamps.append(loop.time())
+
+    reader = asyncio.ensure_future(read())
+    for n in range(count):
+        message = {"type": "campaign.stats", "campaign_id": "c1", "stats": {"sent": n}}
+        await loop.run_in_executor(None, broadcast, tenant_id, message)
+    await reader
+    await communicator.disconnect()
+    return frames, stamps
+
+
+def test_a_burst_is_coalesced_and_the_last_state_always_arrives(alice: User, acme: Tenant) -> None:
+    token = token_for(alice, acme)
+    frames, stamps = asyncio.run(burst(f"/ws/tenant/{acme.id}/?token={token}", acme.id, 200))
+    assert frames[-1]["stats"] == {"sent": 199}  # the final state is never dropped
+    assert len(frames) < 200  # the burst was coalesced
+    # Never more than 4 frames in any one-second window.
+    assert all(sum(1 for t in stamps if s <= t < s + 1.0) <= 4 for s in stamps)

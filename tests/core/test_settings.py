@@ -45,7 +45,7 @@ def test_rabbitmq_private_url_is_read_too(tmp_path: object) -> None:
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "dramatiq.brokers.rabbitmq.RabbitmqBroker"]
+    assert result.stdout.split() == ["False", "sense.lib.broker.RabbitmqBroker"]
 
 
 def test_embedded_defaults_need_no_variables(tmp_path: object) -> None:

@@ -1,0 +1,316 @@
+"""HTMX pages for campaigns and contacts (server-rendered; each fragment is a named partial
+of its page template and every hx-get has a real href, so pages work without JavaScript)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.db.models.functions import TruncMinute
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from campaigns.models import Campaign, Contact, Delivery, DeliveryEvent
+from campaigns.page_forms import CampaignForm, ContactImportForm, parse_tags
+from sense.errors import ServiceError
+from sense.pagesupport import tenant_required
+from sense.tenancy import TenantHttpRequest, get_for_tenant
+
+
+def _page(request: TenantHttpRequest, queryset: Any, per_page: int) -> Any:
+    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+@require_GET
+@login_required
+@tenant_required
+def campaign_list(request: TenantHttpRequest) -> HttpResponse:
+    campaigns = Campaign.objects.for_tenant(request.tenant).select_related("connection")
+    q = request.GET.get("q", "").strip()
+    status = request.GET.get("status", "")
+    if q:
+        campaigns = campaigns.filter(name__icontains=q)
+    if status in Campaign.Status.values:
+        campaigns = campaigns.filter(status=status)
+    context = {
+        "nav": "campaigns",
+        "page": _page(request, campaigns, 25),
+        "q": q,
+        "status": status,
+        "statuses": Campaign.Status.choices,
+    }
+    template = "campaigns/list.html#table" if request.htmx and not request.htmx.boosted else "campaigns/list.html"
+    return render(request, template, context)
+
+
+def timeline(campaign: Campaign, minutes: int = 60) -> dict[str, Any]:
+    """Status events per minute over the campaign's last MINUTES of activity, as SVG-ready series."""
+    last = (
+        DeliveryEvent.objects.filter(delivery__campaign=campaign)
+        .order_by("-received_at")
+        .values_list("received_at", flat=True)
+        .first()
+    )
+    end = (last or timezone.now()).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    rows = (
+        DeliveryEvent.objects.filter(delivery__campaign=campaign, received_at__gte=start, received_at__lt=end)
+        .annotate(minute=TruncMinute("received_at"))
+        .values("minute", "status")
+        .annotate(n=Count("id"))
+    )
+    series: dict[str, list[int]] = {s: [0] * minutes for s in ("sent", "delivered", "read", "failed")}
+    for row in rows:
+        index = int((row["minute"] - start).total_seconds() // 60)
+        if row["status"] in series and 0 <= index < minutes:
+            series[row["status"]][index] += row["n"]
+    peak = max([1, *(max(v) for v in series.values())])
+    width, height = 600, 120
+    step = width / max(1, minutes - 1)
+    lines = {
+        status: " ".join(f"{i * step:.1f},{height - (v / peak) * (height - 4):.1f}" for i, v in enumerate(values))
+        for status, values in series.items()
+    }
+    return {
+        "lines": lines,
+        "peak": peak,
+        "start": start,
+        "end": end,
+        "width": width,
+        "height": height,
+        "total": sum(sum(v) for v in series.values()),
+    }
+
+
+def _deliveries(request: TenantHttpRequest, campaign: Campaign) -> dict[str, Any]:
+    deliveries = Delivery.objects.filter(tenant=request.tenant, campaign=campaign).order_by("id")
+    status = request.GET.get("status", "")
+    phone = request.GET.get("phone", "").strip()
+    if status in Delivery.Status.values:
+        deliveries = deliveries.filter(status=status)
+    if phone:
+        digits = "".join(ch for ch in phone if ch.isdigit())
+        deliveries = deliveries.filter(phone__contains=digits) if digits else deliveries.none()
+    return {
+        "deliveries": _page(request, deliveries, 50),
+        "delivery_status": status,
+        "phone": phone,
+        "delivery_statuses": Delivery.Status.choices,
+    }
+
+
+@require_GET
+@login_required
+@tenant_required
+def campaign_detail(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    campaign = get_for_tenant(Campaign.objects.select_related("connection", "media"), request.tenant, pk=campaign_id)
+    deliveries = _deliveries(request, campaign)
+    if request.htmx and request.htmx.target == "deliveries":  # pagination links inside the log
+        return render(request, "campaigns/detail.html#deliveries", {"campaign": campaign, **deliveries})
+    context = {"nav": "campaigns", "timeline": timeline(campaign), **campaign_context(campaign), **deliveries}
+    return render(request, "campaigns/detail.html", context)
+
+
+@require_GET
+@login_required
+@tenant_required
+def campaign_stats(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
+    return render(request, "campaigns/detail.html#stats", campaign_context(campaign))
+
+
+@require_GET
+@login_required
+@tenant_required
+def campaign_deliveries(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
+    context = {"campaign": campaign, **_deliveries(request, campaign)}
+    if request.htmx:
+        return render(request, "campaigns/detail.html#deliveries", context)
+    return render(
+        request,
+        "campaigns/detail.html",
+        {"nav": "campaigns", "timeline": timeline(campaign), **campaign_context(campaign), **context},
+    )
+
+
+@require_GET
+@login_required
+@tenant_required
+def delivery_modal(request: TenantHttpRequest, delivery_id: int) -> HttpResponse:
+    delivery = get_for_tenant(Delivery.objects.select_related("campaign", "contact"), request.tenant, pk=delivery_id)
+    events = DeliveryEvent.objects.filter(tenant=request.tenant, delivery=delivery).order_by("occurred_at", "id")
+    template = "campaigns/delivery_modal.html" if request.htmx else "campaigns/delivery_page.html"
+    return render(request, template, {"delivery": delivery, "events": events, "nav": "campaigns"})
+
+
+@require_GET
+@login_required
+@tenant_required
+def contact_list(request: TenantHttpRequest) -> HttpResponse:
+    contacts = Contact.objects.for_tenant(request.tenant)
+    q = request.GET.get("q", "").strip()
+    tag = request.GET.get("tag", "").strip()
+    if q:
+        digits = "".join(ch for ch in q if ch.isdigit())
+        query = Q(name__icontains=q)
+        if digits:
+            query |= Q(phone__contains=digits)
+        contacts = contacts.filter(query)
+    if tag:
+        contacts = contacts.with_any_tag([tag])
+    context = {"nav": "contacts", "page": _page(request, contacts, 50), "q": q, "tag": tag}
+    template = (
+        "campaigns/contacts.html#table" if request.htmx and not request.htmx.boosted else "campaigns/contacts.html"
+    )
+    return render(request, template, context)
+
+
+def funnel(campaign: Campaign) -> list[dict[str, Any]]:
+    stats = campaign.stats
+    total = stats["total"] or 1
+    steps = [
+        ("total", _("Total")),
+        ("sent", _("Sent")),
+        ("delivered", _("Delivered")),
+        ("read", _("Read")),
+        ("failed", _("Failed")),
+    ]
+    return [{"key": k, "label": label, "value": stats[k], "percent": 100.0 * stats[k] / total} for k, label in steps]
+
+
+def campaign_actions(campaign: Campaign) -> list[tuple[str, str, str]]:
+    """(action, button label, confirmation question) for each transition open to CAMPAIGN."""
+    labels = {
+        "start": (_("Start"), _("Start sending this campaign now?")),
+        "pause": (_("Pause"), _("Pause sending? You can resume later.")),
+        "resume": (_("Resume"), _("Resume sending?")),
+        "cancel": (_("Cancel"), _("Cancel the campaign? Messages not sent yet will not be sent.")),
+    }
+    allowed = {
+        Campaign.Status.DRAFT: ["start"],
+        Campaign.Status.SCHEDULED: ["cancel"],
+        Campaign.Status.RUNNING: ["pause", "cancel"],
+        Campaign.Status.PAUSED: ["resume", "cancel"],
+    }.get(Campaign.Status(campaign.status), [])
+    return [(a, str(labels[a][0]), str(labels[a][1])) for a in allowed]
+
+
+def campaign_context(campaign: Campaign) -> dict[str, Any]:
+    return {"campaign": campaign, "funnel": funnel(campaign), "campaign_actions": campaign_actions(campaign)}
+
+
+@require_GET
+@login_required
+@tenant_required
+def campaign_actions_fragment(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
+    return render(request, "campaigns/detail.html#actions", campaign_context(campaign))
+
+
+ACTIONS = {
+    "start": "campaign_start",
+    "pause": "campaign_pause",
+    "resume": "campaign_resume",
+    "cancel": "campaign_cancel",
+}
+
+
+@require_POST
+@login_required
+@tenant_required
+def campaign_action(request: TenantHttpRequest, campaign_id: UUID, action: str) -> HttpResponse:
+    """Start, pause, resume or cancel through the same services as the API and the admin."""
+    from campaigns import services
+
+    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
+    if action not in ACTIONS:
+        raise Http404
+    try:
+        campaign = getattr(services, ACTIONS[action])(campaign=campaign, user=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    if request.htmx:
+        campaign.refresh_from_db()
+        return render(request, "campaigns/detail.html#actions", campaign_context(campaign))
+    return redirect("campaigns:detail", campaign_id=campaign.id)
+
+
+@login_required
+@tenant_required
+def campaign_create(request: TenantHttpRequest) -> HttpResponse:
+    from campaigns import services
+
+    form = CampaignForm(request.POST or None, tenant=request.tenant)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            campaign = services.campaign_create(
+                tenant=request.tenant,
+                user=request.user,
+                name=data["name"],
+                connection=data["connection"],
+                message=data["message"],
+                media=data["asset"],
+                tags=data["tags"],
+                scheduled_at=data["scheduled_at"],
+            )
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, _("Campaign created."))
+            return redirect("campaigns:detail", campaign_id=campaign.id)
+    sample = Contact.objects.for_tenant(request.tenant).first()
+    return render(request, "campaigns/form.html", {"nav": "campaigns", "form": form, "sample": sample})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@tenant_required
+def campaign_preview(request: TenantHttpRequest) -> HttpResponse:
+    """The message rendered for a sample contact of the chosen audience (live preview)."""
+    from campaigns.services import render_message
+
+    data = request.POST if request.method == "POST" else request.GET
+    tags = parse_tags(data.get("tags", ""))
+    sample = Contact.objects.for_tenant(request.tenant).with_any_tag(tags).sendable().first()
+    if sample is None:
+        sample = Contact(tenant=request.tenant, name="Maria Silva", phone="+5511999999999", attributes={})
+    text = render_message(data.get("message", ""), sample)
+    return render(request, "campaigns/form.html#preview", {"preview": text, "sample": sample})
+
+
+@require_GET
+@login_required
+@tenant_required
+def audience_count(request: TenantHttpRequest) -> HttpResponse:
+    tags = parse_tags(request.GET.get("tags", ""))
+    count = Contact.objects.for_tenant(request.tenant).with_any_tag(tags).sendable().count()
+    return render(request, "campaigns/form.html#audience", {"audience": count, "tags": tags})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@tenant_required
+def contact_import(request: TenantHttpRequest) -> HttpResponse:
+    from campaigns import services
+
+    form = ContactImportForm(request.POST or None, request.FILES or None)
+    result = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = services.contacts_import(tenant=request.tenant, file=form.cleaned_data["file"])
+        except ServiceError as exc:
+            form.add_error("file", exc.message)
+    context = {"nav": "contacts", "form": form, "result": result}
+    if request.htmx:
+        return render(request, "campaigns/import.html#result", context)
+    return render(request, "campaigns/import.html", context)

@@ -1,0 +1,94 @@
+// Live updates for every page: one WebSocket per tab to /ws/tenant/<id>/.
+// Frames: {"type": "campaign.stats", campaign_id, status, stats} and
+//         {"type": "media.updated", id, status, thumbnail_url}.
+// Elements opt in with data attributes; after a dropped connection the socket reconnects
+// with backoff and every [data-live-refresh] fragment is fetched again (htmx).
+(function () {
+  "use strict";
+  var main = document.getElementById("main");
+  var tenant = main && main.dataset.tenant;
+  if (!tenant || !window.WebSocket) return;
+
+  var delay = 500;
+  var everConnected = false;
+
+  function pct(part, total) { return total ? Math.round((1000 * part) / total) / 10 : 0; }
+
+  function fmt(n) { return Number(n).toLocaleString(document.documentElement.lang || undefined); }
+
+  function applyStats(frame) {
+    var s = frame.stats || {};
+    document.querySelectorAll('[data-campaign="' + frame.campaign_id + '"]').forEach(function (root) {
+      root.querySelectorAll("[data-stat]").forEach(function (el) {
+        var key = el.dataset.stat;
+        if (key in s) el.textContent = fmt(s[key]);
+      });
+      root.querySelectorAll("[data-rate]").forEach(function (el) {
+        var parts = el.dataset.rate.split("/");
+        el.textContent = pct(s[parts[0]] || 0, s[parts[1]] || 0).toLocaleString() + "%";
+      });
+      root.querySelectorAll("[data-bar]").forEach(function (el) {
+        var parts = el.dataset.bar.split("/");
+        el.style.width = pct(s[parts[0]] || 0, s[parts[1]] || 0) + "%";
+      });
+      if (frame.status) {
+        root.querySelectorAll("[data-campaign-status]").forEach(function (el) {
+          if (el.dataset.campaignStatus !== frame.status) {
+            el.dataset.campaignStatus = frame.status;
+            el.className = "badge status-" + frame.status;
+            el.textContent = (window.SENSE_STATUS_LABELS || {})[frame.status] || frame.status;
+            // Actions depend on the status: refresh the fragment that holds them.
+            var actions = root.querySelector("[data-live-refresh][data-actions]");
+            if (actions && window.htmx) refresh(actions);
+          }
+        });
+      }
+    });
+    // An open delivery modal of this campaign shows its rows again.
+    var modal = document.querySelector('[data-modal-campaign="' + frame.campaign_id + '"]');
+    if (modal) throttledRefresh(modal);
+  }
+
+  var pending = new WeakMap();
+  function throttledRefresh(el) {
+    if (pending.get(el)) return;
+    pending.set(el, true);
+    setTimeout(function () { pending.delete(el); refresh(el); }, 500);
+  }
+
+  function refresh(el) {
+    if (!window.htmx || !el.dataset.liveRefresh) return;
+    window.htmx.ajax("GET", el.dataset.liveRefresh, { target: el, swap: "outerHTML" });
+  }
+
+  function applyMedia(frame) {
+    document.querySelectorAll('[data-asset="' + frame.id + '"]').forEach(function (el) {
+      if (el.dataset.liveRefresh) refresh(el);
+    });
+  }
+
+  function connect() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var ws = new WebSocket(scheme + location.host + "/ws/tenant/" + tenant + "/");
+    ws.onopen = function () {
+      delay = 500;
+      document.documentElement.dataset.live = "on";
+      if (everConnected) document.querySelectorAll("[data-live-refresh]").forEach(refresh);
+      everConnected = true;
+    };
+    ws.onmessage = function (event) {
+      var frame;
+      try { frame = JSON.parse(event.data); } catch (e) { return; }
+      if (frame.type === "campaign.stats") applyStats(frame);
+      else if (frame.type === "media.updated") applyMedia(frame);
+      document.dispatchEvent(new CustomEvent("sense:" + frame.type, { detail: frame }));
+    };
+    ws.onclose = function (event) {
+      document.documentElement.dataset.live = "off";
+      if (event.code === 4401 || event.code === 4403) return; // not allowed: do not hammer
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 15000);
+    };
+  }
+  connect();
+})();

@@ -1,0 +1,143 @@
+"""The production processes for end-to-end tests: uvicorn (web, HTTP and WebSockets) and
+`rundramatiq` (worker) as subprocesses on the test database, Redis, RabbitMQ and S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from tests.helpers import ROOT, clean_env, free_port, manage, port_open, wait_for
+
+
+def stack_env(**overrides: str) -> dict[str, str]:
+    """The test run's environment, with DATABASE_URL pointing at the test database."""
+    db = connections["default"].settings_dict
+    env = dict(os.environ)
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    env.pop("DATABASE_TEST_NAME", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Stack:
+    base_url: str
+    env: dict[str, str]
+    tmp: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def start_worker(self, *args: str, name: str = "worker") -> Process:
+        log = self.tmp / f"{name}-{len(self.processes)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process = Process(name, proc, log)
+        self.processes.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.processes)
+
+
+def start_web(env: dict[str, str], tmp: Path) -> tuple[str, Process]:
+    port = free_port()
+    log = tmp / "web.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "sense.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    process = Process("web", proc, log)
+    try:
+        wait_for(lambda: port_open(port), timeout=30, what="uvicorn")
+    except AssertionError:
+        process.stop()
+        raise AssertionError(process.output()) from None
+    return f"http://127.0.0.1:{port}", process
+
+
+@pytest.fixture
+def live_stack(transactional_db: Any, tmp_path: Path) -> Iterator[Stack]:
+    """uvicorn and one worker on the full stack; data made in the test must be committed."""
+    # The proxy may fetch from this machine (the postdeploy check proxies the app's own image).
+    env = stack_env(ALLOWED_HOSTS="127.0.0.1,localhost", COOKIE_SECURE="false", MEDIA_PROXY_TRUSTED_HOSTS="127.0.0.1")
+    base_url, web = start_web(env, tmp_path)
+    stack = Stack(base_url=base_url, env=env, tmp=tmp_path, processes=[web])
+    stack.start_worker()
+    try:
+        yield stack
+    finally:
+        for process in reversed(stack.processes):
+            process.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded_server(  # `make run`'s mode: SQLite, local files, in-process tasks; no full-stack variable
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, dict[str, str], Path]]:
+    var = tmp_path_factory.mktemp("embedded-var")
+    env = clean_env(DEBUG="true", SENSE_VAR_DIR=str(var), MEDIA_PROXY_TRUSTED_HOSTS="127.0.0.1")
+    migrate = manage("migrate", "--noinput", env=env)
+    assert migrate.returncode == 0, migrate.stderr
+    seed = manage("seed_demo", "--json", env=env)
+    assert seed.returncode == 0, seed.stderr
+    demo = json.loads(seed.stdout)
+    port = free_port()
+    log = (var / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "sense.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: port_open(port), timeout=30, what="embedded server")
+        yield f"http://127.0.0.1:{port}", {**demo, "var": str(var)}, var
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
