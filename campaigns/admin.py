@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from campaigns import services
-from campaigns.models import Campaign, Connection, Contact, Delivery
+from campaigns.models import Campaign, Connection, Contact, Delivery, DeliveryEvent, WebhookEvent, WebhookRejection
 from sense.errors import ServiceError
 
 CREDENTIAL_FIELDS = {
@@ -131,7 +131,7 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     list_select_related = ["tenant"]
     raw_id_fields = ["connection", "media", "created_by"]
-    actions = ["start", "pause", "resume", "cancel", "recalc_stats"]
+    actions = ["start", "pause", "resume", "cancel", "recalc_stats", "retry_failed"]
     readonly_fields = [
         "status",
         "pause_reason",
@@ -189,6 +189,52 @@ class CampaignAdmin(admin.ModelAdmin):
         if not drifts:
             self.message_user(request, _("The stored counters matched the deliveries."))
 
+    @admin.action(description=_("Retry failed deliveries"))
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        total = 0
+        for campaign in queryset:
+            try:
+                total += services.deliveries_retry_failed(campaign=campaign, user=request.user)
+            except ServiceError as exc:
+                self.message_user(request, f"{campaign.name}: {exc.message}", messages.ERROR)
+        self.message_user(request, _("%(n)d failed deliveries queued again.") % {"n": total})
+
+
+class DeliveryEventInline(admin.TabularInline):
+    model = DeliveryEvent
+    extra = 0
+    can_delete = False
+    fields = ["status", "occurred_at", "received_at", "event", "error_code", "error_message"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "provider", "event_type", "status", "attempts", "connection", "tenant"]
+    list_filter = ["status", "provider", "event_type", "tenant"]
+    search_fields = ["event_type", "body"]
+    list_select_related = ["connection", "tenant"]
+    raw_id_fields = ["connection"]
+    date_hierarchy = "received_at"
+    readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(WebhookRejection)
+class WebhookRejectionAdmin(admin.ModelAdmin):
+    list_display = ["day", "reason", "count", "connection", "tenant"]
+    list_filter = ["reason", "tenant"]
+    list_select_related = ["connection", "tenant"]
+    readonly_fields = [f.name for f in WebhookRejection._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
@@ -198,6 +244,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     list_select_related = ["campaign"]
     raw_id_fields = ["campaign", "contact"]
     readonly_fields = [f.name for f in Delivery._meta.fields]
+    inlines = [DeliveryEventInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

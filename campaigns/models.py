@@ -222,6 +222,10 @@ class Campaign(TenantOwned):
         """running -> finished (the caller checks that nothing is left to send)."""
         self._transition("finish", {self.Status.RUNNING}, self.Status.FINISHED, finished_at=timezone.now())
 
+    def reopen(self) -> None:
+        """finished -> running, to send failed deliveries again (the caller moves them back)."""
+        self._transition("reopen", {self.Status.FINISHED}, self.Status.RUNNING, finished_at=None)
+
     @classmethod
     def record_provider_success(cls, campaign_id: Any) -> None:
         """End a run of provider errors (a no-op write-free UPDATE when there is none)."""

@@ -451,6 +451,33 @@ def campaign_resume(*, campaign: Campaign, user: Any = None) -> Campaign:
     return campaign
 
 
+def deliveries_retry_failed(*, campaign: Campaign, user: Any = None) -> int:
+    """Send CAMPAIGN's failed deliveries again: they go back to pending (error cleared) and a
+    finished campaign runs again; a paused one sends them when resumed. Returns how many.
+    Deliveries whose outcome is `unknown` are never retried here: they may have been sent."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if campaign.status not in (Campaign.Status.RUNNING, Campaign.Status.PAUSED, Campaign.Status.FINISHED):
+            raise InvalidTransition("Only a running, paused or finished campaign can retry its failed deliveries.")
+        retried = Delivery.move_many(
+            campaign_id=campaign.pk,
+            from_status=Delivery.Status.FAILED,
+            to_status=Delivery.Status.PENDING,
+            error_code="",
+            error_message="",
+            failed_at=None,
+            attempts=0,
+        )
+        if retried and campaign.status == Campaign.Status.FINISHED:
+            campaign.reopen()
+        if retried and campaign.status == Campaign.Status.RUNNING:
+            Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
+            _enqueue_senders(campaign.pk)
+        _on_commit_broadcast(campaign.pk)
+    log.info("[CAMPAIGN] %s: %d failed deliveries queued again", campaign.pk, retried)
+    return retried
+
+
 def campaign_cancel(*, campaign: Campaign, user: Any = None) -> Campaign:
     """Stop for good: unsent (pending) deliveries become cancelled. A send in flight completes."""
     with transaction.atomic():

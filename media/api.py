@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 
 from media import services
 from media.models import Asset
@@ -71,8 +71,8 @@ def get_asset(request: tenancy.TenantHttpRequest, asset_id: UUID) -> Asset:
 
 
 @router.delete("/{asset_id}/", response={204: None}, summary="Delete a file and its stored objects")
-def delete_asset(request: tenancy.TenantHttpRequest, asset_id: UUID) -> tuple[int, None]:
+def delete_asset(request: tenancy.TenantHttpRequest, asset_id: UUID) -> Status[None]:
     """409 `asset_in_use` when a campaign uses the file."""
     asset = tenancy.get_for_tenant(Asset, request.tenant, id=asset_id)
-    services.asset_delete(asset=asset)
-    return 204, None
+    services.asset_delete(asset=asset, user=request.user)
+    return Status(204, None)

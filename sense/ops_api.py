@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from django.core.cache import cache
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from ninja import Router, Schema, Status
 
 from sense.errors import Unavailable
 from sense.tasks import PING_TTL, ping_key, worker_ping
 
 router = Router(tags=["ops"])
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what secrets.token_urlsafe makes
 
 
 class PingOut(Schema):
@@ -33,9 +35,7 @@ def send_ping(request: HttpRequest) -> Status[PingOut]:
 
 @router.get("/worker-ping/{token}/", response=PingOut, summary="Whether a worker answered the ping")
 def ping_state(request: HttpRequest, token: str) -> PingOut:
-    state = cache.get(ping_key(token))
+    state = cache.get(ping_key(token)) if TOKEN_RE.fullmatch(token) else None
     if state is None:
-        from django.http import Http404
-
         raise Http404
     return PingOut(token=token, done=bool(state.get("done")), at=state.get("at"))

@@ -155,6 +155,8 @@ ROOT_URLCONF = "sense.urls"
 WSGI_APPLICATION = "sense.wsgi.application"
 ASGI_APPLICATION = "sense.asgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Django 6 makes https the default scheme of form URL fields; opt in now.
+FORMS_URLFIELD_ASSUME_HTTPS = True
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

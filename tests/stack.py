@@ -102,6 +102,7 @@ def pytest_sessionstart(session: object) -> None:
 def pytest_sessionfinish(session: object, exitstatus: int) -> None:
     if moto_server is not None:
         moto_server.stop()
+    _drop_leftover_test_database()
     var = os.environ.get("SENSE_VAR_DIR", "")
     if os.path.basename(var).startswith("sense-test-var-"):
         shutil.rmtree(var, ignore_errors=True)
@@ -109,3 +110,19 @@ def pytest_sessionfinish(session: object, exitstatus: int) -> None:
         import subprocess
 
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", created_vhost], capture_output=True, timeout=30)
+
+
+def _drop_leftover_test_database() -> None:
+    """pytest-django cannot drop the test database while a killed worker's connection is still
+    closing; drop it here (FORCE ends such sessions) so runs leave nothing behind."""
+    name = os.environ.get("DATABASE_TEST_NAME", "")
+    url = os.environ.get("DATABASE_URL", "")
+    if not name.startswith("test_sense_") or not url.startswith("postgres"):
+        return
+    import contextlib
+
+    import psycopg
+
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with contextlib.suppress(psycopg.Error), psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

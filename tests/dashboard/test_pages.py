@@ -221,9 +221,12 @@ def test_the_ops_page_shows_the_targets_green_or_red(alice_client: Client, acme:
     for size in (8_000, 9_000):
         metrics.record(acme.id, metrics.THUMBNAIL_BYTES, size)  # ~8 KB: under 50 KB
     metrics.flush()
-    page = alice_client.get("/ops/").content.decode()
+    page = alice_client.get("/ops/", headers={"Accept-Language": "en"}).content.decode()
     upload_row = page[page.index("Upload success") :][:400]
     thumb_row = page[page.index("Average thumbnail") :][:400]
     assert "90%" in upload_row and "badge bad" in upload_row
-    assert "8,3 KB" in thumb_row and "badge ok" in thumb_row  # pt-BR decimal comma by default
+    assert "8.3 KB" in thumb_row and "badge ok" in thumb_row
+    # Brazilian Portuguese (the default): translated labels and a decimal comma.
+    page_pt = alice_client.get("/ops/").content.decode()
+    assert "8,3 KB" in page_pt[page_pt.index("Miniatura média") :][:400]
     assert page.count('<svg class="spark"') >= 5  # 7-day charts
