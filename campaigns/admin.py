@@ -204,8 +204,7 @@ class DeliveryEventInline(admin.TabularInline):
     model = DeliveryEvent
     extra = 0
     can_delete = False
-    fields = ["status", "occurred_at", "received_at", "event", "error_code", "error_message"]
-    readonly_fields = fields
+    fields = readonly_fields = ("status", "occurred_at", "received_at", "event", "error_code", "error_message")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -41,9 +41,9 @@ def make_campaign(tenant: Tenant, name: str = "Black Friday", deliveries: int = 
     )
     campaign = Campaign.objects.create(tenant=tenant, name=name, connection=connection, message="Oi {{name}}", **fields)
     now = timezone.now()
-    first = Contact.objects.filter(tenant=tenant).count()  # several campaigns, distinct phones
+    existing = Contact.objects.filter(tenant=tenant).count()  # several campaigns, distinct phones
     for n in range(deliveries):
-        contact = Contact.objects.create(tenant=tenant, phone=f"+551199999{first + n:04d}", name=f"Contact {n}")
+        contact = Contact.objects.create(tenant=tenant, phone=f"+551199999{existing + n:04d}", name=f"Contact {n}")
         Delivery.objects.create(
             tenant=tenant, campaign=campaign, contact=contact, phone=contact.phone, text=f"Oi Contact {n}"
         )
