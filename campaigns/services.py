@@ -323,28 +323,36 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
     return campaign
 
 
-def broadcast_stats(campaign_id: Any) -> None:
-    """Send CAMPAIGN_ID's status and counters to its tenant's live group (best effort)."""
+def _publish_stats(campaign_ids: set[Any]) -> None:
+    """One query for every campaign whose counters or status changed, then one frame each."""
     names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
     try:
-        row = (
-            Campaign.objects.filter(pk=campaign_id).values("id", "tenant_id", "status", "pause_reason", *names).first()
+        rows = list(
+            Campaign.objects.filter(pk__in=campaign_ids).values("id", "tenant_id", "status", "pause_reason", *names)
         )
     except Exception as exc:  # a live update must never fail the work that triggered it
         log.warning("[CAMPAIGN] stats broadcast skipped: %s", exc.__class__.__name__)
         return
-    if row is None:
-        return
-    realtime.broadcast(
-        row["tenant_id"],
-        {
-            "type": "campaign.stats",
-            "campaign_id": str(row["id"]),
-            "status": row["status"],
-            "pause_reason": row["pause_reason"],
-            "stats": {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES},
-        },
-    )
+    for row in rows:
+        realtime.broadcast(
+            row["tenant_id"],
+            {
+                "type": "campaign.stats",
+                "campaign_id": str(row["id"]),
+                "status": row["status"],
+                "pause_reason": row["pause_reason"],
+                "stats": {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES},
+            },
+        )
+
+
+_stats_coalescer = realtime.Coalescer(_publish_stats)
+
+
+def broadcast_stats(campaign_id: Any) -> None:
+    """Send CAMPAIGN_ID's status and counters to its tenant's live group soon (best effort;
+    changes within ~0.1 s are coalesced into one frame with the latest state)."""
+    _stats_coalescer.mark(campaign_id)
 
 
 def _on_commit_broadcast(campaign_id: Any) -> None:

@@ -37,7 +37,6 @@ from campaigns.models import (
     WebhookRejection,
 )
 from campaigns.webhooks import StatusUpdate
-from sense import realtime
 
 log = logging.getLogger("sense.webhooks")
 
@@ -124,22 +123,11 @@ def apply_update(
 
 
 def broadcast_stats(campaign_ids: Iterable[UUID]) -> None:
-    """Send each campaign's current stats to its tenant's live group (best effort)."""
-    ids = set(campaign_ids)
-    if not ids:
-        return
-    names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
-    try:
-        rows = list(Campaign.objects.filter(pk__in=ids).values("id", "tenant_id", "status", *names))
-    except Exception as exc:  # a live update must never fail the work that triggered it
-        log.warning("[WEBHOOK] stats broadcast skipped: %s", exc.__class__.__name__)
-        return
-    for row in rows:
-        stats = {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES}
-        realtime.broadcast(
-            row["tenant_id"],
-            {"type": "campaign.stats", "campaign_id": str(row["id"]), "status": row["status"], "stats": stats},
-        )
+    """Send each campaign's current stats to its tenant's live group (coalesced, best effort)."""
+    from campaigns import services
+
+    for campaign_id in set(campaign_ids):
+        services.broadcast_stats(campaign_id)
 
 
 def _broadcast_on_commit(campaign_ids: set[UUID]) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -151,3 +153,55 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
         if payload is not None:
             self._last_sent[key] = time.monotonic()
             await self.send_json(payload)
+
+
+class Coalescer:
+    """Calls `flush(keys)` from one background thread per process with every key marked since
+    the previous call, at most once per `interval`. A storm of changes to one campaign then
+    costs one stats query and one publish per interval instead of one per change, and the
+    latest state still goes out at most `interval` after the last change."""
+
+    def __init__(self, flush: Callable[[set[Any]], None], interval: float = 0.1) -> None:
+        self.flush = flush
+        self.interval = interval
+        self._keys: set[Any] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def mark(self, key: Any) -> None:
+        with self._lock:
+            self._keys.add(key)
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="sense-live-coalescer", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        from django.db import close_old_connections
+
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                keys, self._keys = self._keys, set()
+            if keys:
+                try:
+                    self.flush(keys)
+                except Exception:
+                    log.exception("live update flush failed")
+                finally:
+                    close_old_connections()
+            time.sleep(self.interval)
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until every marked key has been flushed (for tests and commands)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._keys:
+                    break
+            time.sleep(0.01)
+        time.sleep(self.interval + 0.05)

@@ -114,3 +114,19 @@ def test_a_burst_is_coalesced_and_the_last_state_always_arrives(alice: User, acm
     assert len(frames) < 200  # the burst was coalesced
     # Never more than 4 frames in any one-second window.
     assert all(sum(1 for t in stamps if s <= t < s + 1.0) <= 4 for s in stamps)
+
+
+def test_the_coalescer_flushes_a_burst_in_few_calls_and_never_drops_a_key() -> None:
+    from sense.realtime import Coalescer
+
+    flushed: list[set[Any]] = []
+    coalescer = Coalescer(lambda keys: flushed.append(set(keys)), interval=0.05)
+    for _ in range(2000):
+        coalescer.mark("campaign-a")
+    coalescer.mark("campaign-b")
+    coalescer.drain()
+    assert set().union(*flushed) == {"campaign-a", "campaign-b"}
+    assert len(flushed) < 20  # not one call per change
+    coalescer.mark("campaign-a")  # a later change is flushed too
+    coalescer.drain()
+    assert flushed[-1] == {"campaign-a"}
