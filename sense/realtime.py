@@ -27,9 +27,10 @@ log = logging.getLogger("sense.realtime")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-# At most 4 frames a second per campaign (or asset); the latest state is always sent, at
-# most this long after the change that produced it.
-COALESCE_SECONDS = 0.25
+# At most 4 frames a second per campaign (or asset): 0.3 s apart leaves room for network
+# jitter to bunch frames at the browser. The latest state is always sent, at most this long
+# after the change that produced it.
+COALESCE_SECONDS = 0.3
 
 
 def coalesce_key(payload: dict[str, Any]) -> tuple[str, str] | None:

@@ -1,0 +1,192 @@
+"""Webhook-to-browser latency: a WebSocket client on the tenant's live channel while status
+webhooks arrive at 500 per second, on the production processes (uvicorn and a rundramatiq
+worker on PostgreSQL, Redis and RabbitMQ). For the k-th webhook answered 200, the latency is
+the time until the first frame whose delivered counter reaches k. Also the most frames any
+one second carried for the campaign (coalescing: at most 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.bench_webhooks import ROOT, _env, _event, _free_port, _manage, _percentile, _stop, _vhost, _wait_port
+from bench.common import Figure
+
+DB_NAME = "sense_bench_live"
+EVENTS = int(os.environ.get("BENCH_LIVE_EVENTS", "1500"))
+RATE = 500.0
+
+SEED = f"""
+from django.contrib.auth.models import User
+from django.utils import timezone
+from campaigns.models import Campaign, Connection, Delivery
+from sense.models import ApiToken, Membership, Tenant
+
+tenant = Tenant.objects.create(slug="live", name="Live")
+user = User.objects.create_user("watcher")
+token, raw = ApiToken.issue(membership=Membership.objects.create(tenant=tenant, user=user, role="operator"))
+conn = Connection.objects.create(tenant=tenant, name="n", provider="evolution", base_url="http://127.0.0.1:9",
+                                 credentials={{"instance": "bench", "api_key": "k"}})
+campaign = Campaign.objects.create(tenant=tenant, name="live", connection=conn, message="hi", status="running")
+now = timezone.now()
+Delivery.objects.bulk_create(
+    [Delivery(tenant=tenant, campaign=campaign, phone=f"+55119{{n:08d}}", text="hi", status="sent",
+              provider_message_id=f"3EB0BENCH{{n:010d}}", sent_at=now) for n in range({EVENTS})],
+    batch_size=5000,
+)
+Campaign.objects.filter(pk=campaign.pk).update(stat_total={EVENTS}, stat_sent={EVENTS})
+print("SEED", conn.webhook_token, campaign.pk, tenant.pk, raw)
+"""
+
+
+@dataclass
+class LiveResult:
+    latencies: list[float]  # seconds, one per webhook answered 200
+    rate: float  # webhooks answered per second
+    max_frames: int  # most frames for the campaign in one second
+    final: int  # the delivered counter of the last frame
+
+
+async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_token: str) -> LiveResult:
+    import httpx
+    from websockets.asyncio.client import connect
+
+    frames: list[tuple[float, int]] = []  # (arrival, delivered)
+    answered: list[float] = []
+    url = f"{base}/api/webhooks/evolution/{token}/"
+    ws_url = base.replace("http", "ws", 1) + f"/ws/tenant/{tenant_id}/?token={api_token}"
+    async with connect(ws_url, origin=base) as ws:  # type: ignore[arg-type]
+
+        async def listen() -> None:
+            async for raw in ws:
+                frame = json.loads(raw)
+                if frame.get("type") == "campaign.stats" and frame.get("campaign_id") == campaign_id:
+                    frames.append((time.monotonic(), int(frame["stats"]["delivered"])))
+
+        listener = asyncio.create_task(listen())
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+
+            async def post(body: bytes) -> None:
+                response = await client.post(url, content=body, headers={"Content-Type": "application/json"})
+                if response.status_code == 200:
+                    answered.append(time.monotonic())
+
+            started = time.monotonic()
+            tasks = []
+            for n in range(EVENTS):
+                delay = started + n / RATE - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(post(_event(f"3EB0BENCH{n:010d}", "DELIVERY_ACK"))))
+            await asyncio.gather(*tasks)
+            sending = time.monotonic() - started
+        deadline = time.monotonic() + 30
+        while (not frames or frames[-1][1] < EVENTS) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        listener.cancel()
+    answered.sort()
+    latencies = []
+    for k, at in enumerate(answered, start=1):
+        seen = next((t for t, delivered in frames if delivered >= k and t >= at), None)
+        if seen is None:  # the frame came before this 200 was read by the client
+            seen = next((t for t, delivered in frames if delivered >= k), None)
+            if seen is not None:
+                seen = max(seen, at)
+        if seen is not None:
+            latencies.append(seen - at)
+    arrivals = [t for t, _ in frames]
+    # The most frames in any one-second window (sliding, from each frame's arrival).
+    busiest = max((sum(1 for u in arrivals if t <= u < t + 1.0) for t in arrivals), default=0)
+    return LiveResult(
+        latencies=latencies,
+        rate=len(answered) / sending,
+        max_frames=busiest,
+        final=frames[-1][1] if frames else 0,
+    )
+
+
+def run() -> list[Figure]:
+    from bench.bench_recalc import recreate_database
+
+    tmp = tempfile.mkdtemp(prefix="sense-bench-live-")
+    env = _env(tmp, _vhost())
+    env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+    recreate_database(DB_NAME)
+    _manage(env, "migrate", "--noinput", "-v", "0")
+    token, campaign_id, tenant_id, api_token = _manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()
+    port = _free_port()
+    web_log = open(Path(tmp) / "web.log", "wb")  # noqa: SIM115
+    worker_log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.bench_webhooks:asgi_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=web_log,
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", "1", "--threads", "8"],
+        cwd=ROOT,
+        env=env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_port(port, web)
+        result = asyncio.run(_measure(f"http://127.0.0.1:{port}", token, campaign_id, tenant_id, api_token))
+    finally:
+        _stop(web)
+        _stop(worker)
+        web_log.close()
+        worker_log.close()
+    latencies = [x * 1000 for x in result.latencies]
+    complete = result.final == EVENTS and len(latencies) == EVENTS
+    if complete:
+        shutil.rmtree(tmp, ignore_errors=True)
+    p50 = _percentile(latencies, 50) if latencies else float("nan")
+    p95 = _percentile(latencies, 95) if latencies else float("nan")
+    note = (
+        f"{EVENTS:,} Evolution DELIVERY_ACK webhooks offered at {RATE:.0f}/s; the server answered "
+        f"{result.rate:.0f}/s; every event reached the browser: {complete}"
+    )
+    return [
+        Figure(
+            name="webhook 200 -> live frame p50", sense=round(p50, 1), unit="ms", goal="-", met=complete, notes=note
+        ),
+        Figure(
+            name="webhook 200 -> live frame p95",
+            sense=round(p95, 1),
+            unit="ms",
+            goal="< 250 ms",
+            met=complete and p95 < 250,
+        ),
+        Figure(
+            name="live frames per second per campaign (max)",
+            sense=float(result.max_frames),
+            unit="frames/s",
+            goal="<= 4",
+            met=result.max_frames <= 4,
+        ),
+    ]
