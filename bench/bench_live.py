@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,36 +64,48 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
     answered: list[float] = []
     url = f"{base}/api/webhooks/evolution/{token}/"
     ws_url = base.replace("http", "ws", 1) + f"/ws/tenant/{tenant_id}/?token={api_token}"
-    async with connect(ws_url, origin=base) as ws:  # type: ignore[arg-type]
+    # The listener has its own thread and event loop: the load generator below keeps this
+    # loop busy, and frames read late would look bunched together.
+    listening = threading.Event()
+    stop = threading.Event()
 
-        async def listen() -> None:
-            async for raw in ws:
+    async def listen() -> None:
+        async with connect(ws_url, origin=base) as ws:  # type: ignore[arg-type]
+            listening.set()
+            while not stop.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=0.2)
+                except TimeoutError:
+                    continue
                 frame = json.loads(raw)
                 if frame.get("type") == "campaign.stats" and frame.get("campaign_id") == campaign_id:
                     frames.append((time.monotonic(), int(frame["stats"]["delivered"])))
 
-        listener = asyncio.create_task(listen())
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+    listener = threading.Thread(target=lambda: asyncio.run(listen()), daemon=True)
+    listener.start()
+    listening.wait(timeout=10)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
 
-            async def post(body: bytes) -> None:
-                response = await client.post(url, content=body, headers={"Content-Type": "application/json"})
-                if response.status_code == 200:
-                    answered.append(time.monotonic())
+        async def post(body: bytes) -> None:
+            response = await client.post(url, content=body, headers={"Content-Type": "application/json"})
+            if response.status_code == 200:
+                answered.append(time.monotonic())
 
-            started = time.monotonic()
-            tasks = []
-            for n in range(EVENTS):
-                delay = started + n / RATE - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(post(_event(f"3EB0BENCH{n:010d}", "DELIVERY_ACK"))))
-            await asyncio.gather(*tasks)
-            sending = time.monotonic() - started
-        deadline = time.monotonic() + 30
-        while (not frames or frames[-1][1] < EVENTS) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        listener.cancel()
+        started = time.monotonic()
+        tasks = []
+        for n in range(EVENTS):
+            delay = started + n / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(_event(f"3EB0BENCH{n:010d}", "DELIVERY_ACK"))))
+        await asyncio.gather(*tasks)
+        sending = time.monotonic() - started
+    deadline = time.monotonic() + 30
+    while (not frames or frames[-1][1] < EVENTS) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    stop.set()
+    listener.join(timeout=5)
     answered.sort()
     latencies = []
     for k, at in enumerate(answered, start=1):
