@@ -51,7 +51,9 @@ class Command(JsonCommand):
             if password
             else f"user {user.get_username()!r} (password unchanged)"
         )
-        human = "\n".join([f"Demo tenant {tenant.slug} ({tenant.id}); log in at /admin/ as {login}", *notes])
+        human = "\n".join(
+            [f"Demo tenant {tenant.slug} ({tenant.id}); log in at /login/ (or /admin/) as {login}", *notes]
+        )
         self.emit(
             options,
             {
