@@ -10,16 +10,13 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from bench.bench_webhooks import ROOT, _env, _event, _free_port, _manage, _percentile, _stop, _vhost, _wait_port
-from bench.common import Figure
+from bench.bench_webhooks import _env, _event, _vhost
+from bench.common import Figure, manage, percentile, production
 
 DB_NAME = "sense_bench_live"
 EVENTS = int(os.environ.get("BENCH_LIVE_EVENTS", "1500"))
@@ -134,52 +131,16 @@ def run() -> list[Figure]:
     env = _env(tmp, _vhost())
     env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
     recreate_database(DB_NAME)
-    _manage(env, "migrate", "--noinput", "-v", "0")
-    token, campaign_id, tenant_id, api_token = _manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()
-    port = _free_port()
-    web_log = open(Path(tmp) / "web.log", "wb")  # noqa: SIM115
-    worker_log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "bench.bench_webhooks:asgi_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=web_log,
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", "1", "--threads", "8"],
-        cwd=ROOT,
-        env=env,
-        stdout=worker_log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_port(port, web)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    token, campaign_id, tenant_id, api_token = manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()
+    with production(env, tmp, app="bench.bench_webhooks:asgi_app") as port:
         result = asyncio.run(_measure(f"http://127.0.0.1:{port}", token, campaign_id, tenant_id, api_token))
-    finally:
-        _stop(web)
-        _stop(worker)
-        web_log.close()
-        worker_log.close()
     latencies = [x * 1000 for x in result.latencies]
     complete = result.final == EVENTS and len(latencies) == EVENTS
     if complete:
         shutil.rmtree(tmp, ignore_errors=True)
-    p50 = _percentile(latencies, 50) if latencies else float("nan")
-    p95 = _percentile(latencies, 95) if latencies else float("nan")
+    p50 = percentile(latencies, 50) if latencies else float("nan")
+    p95 = percentile(latencies, 95) if latencies else float("nan")
     note = (
         f"{EVENTS:,} Evolution DELIVERY_ACK webhooks offered at {RATE:.0f}/s; the server answered "
         f"{result.rate:.0f}/s; every event reached the browser: {complete}"

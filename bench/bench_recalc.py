@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
-from bench.common import Figure
+from bench.common import Figure, manage
 
-ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "sense_bench_recalc"
 DELIVERIES = 1_000_000
 CAMPAIGNS = 100
@@ -107,20 +103,6 @@ def _env(tmp: str) -> dict[str, str]:
     return env
 
 
-def _manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result.stdout
-
-
 def recreate_database(name: str) -> None:
     import psycopg
 
@@ -133,9 +115,9 @@ def run() -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="sense-bench-recalc-") as tmp:
         env = _env(tmp)
         recreate_database(DB_NAME)
-        _manage(env, "migrate", "--noinput", "-v", "0")
-        _manage(env, "shell", "-c", SEED, timeout=600)
-        out = _manage(env, "shell", "-c", MEASURE, timeout=600)
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(env, "shell", "-c", SEED, timeout=600)
+        out = manage(env, "shell", "-c", MEASURE, timeout=600)
     data = json.loads(out.split("RESULT ", 1)[1])
     ratio = data["command"] / data["raw"]
     ok = data["drift_after"] == 0 and data["deliveries"] == DELIVERIES and data["campaigns"] == CAMPAIGNS

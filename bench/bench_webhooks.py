@@ -20,18 +20,14 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.common import Figure
+from bench.common import ROOT, Figure, manage, percentile, production
 
-ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "sense_bench_webhooks"
 VHOST = "sense-bench-webhooks"
 # The issue asks for 10,000 deliveries (20,000 events); on this shared 2-core machine that
@@ -84,12 +80,6 @@ print("SEED " + conn.webhook_token + " " + str(campaign.pk))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _vhost() -> str:
     """A RabbitMQ vhost for the bench alone ("/" when rabbitmqctl is not usable here)."""
     ctl = shutil.which("rabbitmqctl")
@@ -127,43 +117,6 @@ def _env(tmp: str, vhost: str) -> dict[str, str]:
     return env
 
 
-def _manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result.stdout
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the server did not start")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 async def _load(url: str, bodies: list[bytes]) -> tuple[float, list[float], int, float]:
     """POST every body at CONCURRENCY; returns (elapsed s, latencies s, non-200 count, last 200 time)."""
     import httpx
@@ -197,11 +150,6 @@ async def _load(url: str, bodies: list[bytes]) -> tuple[float, list[float], int,
     return elapsed, latencies, errors, last_ok
 
 
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
-
-
 def _event(message_id: str, status: str) -> bytes:
     return json.dumps(
         {
@@ -231,40 +179,9 @@ def run() -> list[Figure]:
     tmp = tempfile.mkdtemp(prefix="sense-bench-webhooks-")
     env = _env(tmp, _vhost())
     recreate_database(DB_NAME)
-    _manage(env, "migrate", "--noinput", "-v", "0")
-    token, campaign_id = _manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()
-    port = _free_port()
-    log_web = open(Path(tmp) / "web.log", "wb")  # noqa: SIM115
-    log_worker = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "bench.bench_webhooks:asgi_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log_web,
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", "1", "--threads", "8"],
-        cwd=ROOT,
-        env=env,
-        stdout=log_worker,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_port(port, web)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    token, campaign_id = manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()
+    with production(env, tmp, app="bench.bench_webhooks:asgi_app") as port:
         base = f"http://127.0.0.1:{port}"
         rng = random.Random(5)
         ids = [f"3EB0BENCH{n:010d}" for n in range(DELIVERIES)]
@@ -302,11 +219,6 @@ def run() -> list[Figure]:
                 "SELECT count(*) FILTER (WHERE status = 'read') FROM campaigns_delivery WHERE campaign_id = %s",
                 [campaign_id],
             ).fetchone()
-    finally:
-        _stop(web)
-        _stop(worker)
-        log_web.close()
-        log_worker.close()
     lost = (
         errors
         or stats != (DELIVERIES, DELIVERIES, DELIVERIES, DELIVERIES, 0)
@@ -317,7 +229,7 @@ def run() -> list[Figure]:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         print(f"   logs kept in {tmp}", flush=True)
-    p50, p99 = _percentile(latencies, 50) * 1000, _percentile(latencies, 99) * 1000
+    p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
     ratio = rate / noop_rate
     scale = f"{len(bodies):,} events for {DELIVERIES:,} deliveries, concurrency {CONCURRENCY}"
     return [
@@ -330,7 +242,7 @@ def run() -> list[Figure]:
             reference=round(noop_rate, 1),
             reference_label="no-op view, same server",
             ratio=round(ratio, 2),
-            notes=f"{scale}; no-op p50 {_percentile(noop_lat, 50) * 1000:.1f} ms, {noop_errors} errors",
+            notes=f"{scale}; no-op p50 {percentile(noop_lat, 50) * 1000:.1f} ms, {noop_errors} errors",
         ),
         Figure(name="webhook p50 latency", sense=round(p50, 1), unit="ms", goal="-", met=True, notes=scale),
         Figure(name="webhook p99 latency", sense=round(p99, 1), unit="ms", goal="< 100 ms", met=p99 < 100),

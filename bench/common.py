@@ -7,7 +7,15 @@ same run (a no-op view, raw SQL, raw boto3, easy-thumbnails, ...).
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -25,3 +33,101 @@ class Figure:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# --- Helpers for benchmarks that run Sense's real processes ------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    """Run `manage.py ARGS` with ENV; returns stdout, raises with the output on failure."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+@contextmanager
+def production(env: dict[str, str], tmp: str, *, app: str, worker_threads: int = 8) -> Iterator[int]:
+    """The Procfile's web (uvicorn on the ASGI factory APP) and worker (rundramatiq) with ENV;
+    yields the web port. Logs go to TMP."""
+    port = free_port()
+    web_log = open(Path(tmp) / "web.log", "wb")  # noqa: SIM115
+    worker_log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=web_log,
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", "1", "--threads", str(worker_threads)],
+        cwd=ROOT,
+        env=env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_port(port, web)
+        yield port
+    finally:
+        stop(web)
+        stop(worker)
+        web_log.close()
+        worker_log.close()

@@ -34,11 +34,3 @@ def start_embedded_worker() -> dramatiq.Worker | None:
                 settings.EMBEDDED_WORKER_THREADS,
             )
     return _worker
-
-
-def stop_embedded_worker() -> None:
-    global _worker
-    with _lock:
-        if _worker is not None:
-            _worker.stop()
-            _worker = None

@@ -81,10 +81,6 @@ class _Publisher:
             finally:
                 self._jobs.task_done()
 
-    def join(self) -> None:
-        if self._thread is not None:
-            self._jobs.join()
-
 
 class RabbitmqBroker(_RabbitmqBroker):
     """RabbitmqBroker whose publishes all go through one thread (see the module docstring)."""
