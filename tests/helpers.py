@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +22,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stable_port(low: int = 20_000, high: int = 32_000) -> int:
+    """A free port outside the kernel's ephemeral range, for a server that restarts."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> None:
@@ -94,3 +111,77 @@ def manage(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
         text=True,
         timeout=timeout,
     )
+
+
+class RabbitmqNode:
+    """A throwaway RabbitMQ node of its own (name, ports, data and config), for tests that stop
+    the broker: the machine's shared node is never touched. `stop()` and `start()` keep the
+    data directory, so durable queues and persistent messages survive like a real restart."""
+
+    binary = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        # Below the ephemeral range: while the node is down no outgoing connection can take
+        # its port (a client retrying a closed ephemeral port may even connect to itself).
+        self.port = stable_port()
+        self.dist_port = stable_port()
+        self.name = f"sense-test-{os.getpid()}-{self.port}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.proc: subprocess.Popen[bytes] | None = None
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            "log.console = true\nlog.console.level = warning\n"
+        )
+        (home / "rabbitmq-env.conf").write_text("")  # not the machine's (it names the shared node)
+        (home / "enabled_plugins").write_text("[].\n")
+
+    def start(self, timeout: float = 60) -> None:
+        env = {
+            **os.environ,
+            "HOME": str(self.home),  # its own Erlang cookie
+            "RABBITMQ_CONF_ENV_FILE": str(self.home / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.home / "log"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        with (self.home / "node.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(lambda: port_open(self.port), timeout=timeout, interval=0.1, what=f"RabbitMQ node {self.name}")
+
+    def stop(self) -> None:
+        """Stop the node (as `systemctl stop` does: SIGTERM, then SIGKILL after a while)."""
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc = None
+        wait_for(lambda: not port_open(self.port), timeout=10, what="the node to go")
+
+    def log(self) -> str:
+        path = self.home / "node.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+@contextmanager
+def rabbitmq_node(home: Path) -> Iterator[RabbitmqNode]:
+    node = RabbitmqNode(home)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,12 +40,16 @@ class Process:
     log: Path
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        """Send SIG to the whole process group (a dramatiq parent and its worker processes),
+        SIGKILL it if it has not exited after TIMEOUT seconds."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
     def output(self) -> str:
