@@ -6,6 +6,10 @@ one broker connection per request, until RabbitMQ runs out of file descriptors. 
 publish from any thread is handed to one publisher thread with one connection: `enqueue`
 waits for the publish (errors reach the caller as before), `enqueue_nowait` does not (for
 callers whose work is already stored durably and swept, such as webhooks).
+
+When a fire-and-forget publish fails (the broker is down), the publisher stops trying them
+for `hold_off` seconds: during an outage every webhook would otherwise cost six connection
+attempts and a burst of pika errors in the log, for messages the sweeper replaces anyway.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -29,9 +34,12 @@ _Job = tuple[Message, "int | None", "Future[Message] | None"]
 
 
 class _Publisher:
-    def __init__(self, publish: Publish, capacity: int = 10_000) -> None:
+    def __init__(self, publish: Publish, capacity: int = 10_000, hold_off: float = 5.0) -> None:
         self._publish = publish
         self._capacity = capacity
+        self.hold_off = hold_off
+        self._down_until = 0.0  # monotonic time before which fire-and-forget sends are dropped
+        self.dropped = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -57,6 +65,8 @@ class _Publisher:
         return future.result(timeout=timeout)
 
     def fire(self, message: Message, delay: int | None) -> bool:
+        if self._held_off():
+            return False
         self._ensure()
         try:
             self._jobs.put_nowait((message, delay, None))
@@ -65,19 +75,36 @@ class _Publisher:
             return False
         return True
 
+    def _held_off(self) -> bool:
+        if time.monotonic() < self._down_until:
+            self.dropped += 1
+            return True
+        return False
+
     def _run(self) -> None:
         while True:
             message, delay, future = self._jobs.get()
             try:
+                if future is None and self._held_off():
+                    continue
                 result = self._publish(message, delay=delay)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 if future is not None:
                     future.set_exception(exc)
                 else:
-                    log.warning("[RABBITMQ] %s not sent: %s", message.actor_name, exc.__class__.__name__)
+                    self._down_until = time.monotonic() + self.hold_off
+                    log.warning(
+                        "[RABBITMQ] %s not sent: %s; fire-and-forget sends paused for %.0f s (stored work is swept)",
+                        message.actor_name,
+                        exc.__class__.__name__,
+                        self.hold_off,
+                    )
             else:
                 if future is not None:
                     future.set_result(result)
+                if self._down_until:
+                    log.info("[RABBITMQ] reachable again; %d fire-and-forget send(s) were skipped", self.dropped)
+                    self._down_until, self.dropped = 0.0, 0
             finally:
                 self._jobs.task_done()
 

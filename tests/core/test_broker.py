@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import dramatiq
 import pytest
@@ -49,3 +50,40 @@ def test_send_nowait_never_raises_when_the_broker_is_down(db: None) -> None:
     send_nowait(actor, "x")  # logged, not raised
     with pytest.raises(Exception):  # noqa: B017 - the plain send does raise
         actor.send("x")
+
+
+def test_after_a_failed_publish_fire_and_forget_sends_pause_instead_of_retrying_each() -> None:
+    from dramatiq.message import Message
+
+    from sense.lib.broker import _Publisher
+
+    calls: list[str] = []
+    broker_up = threading.Event()
+
+    def publish(message: Message, delay: int | None = None) -> Message:
+        calls.append(message.message_id)
+        if not broker_up.is_set():
+            raise ConnectionError("broker down")
+        return message
+
+    publisher = _Publisher(publish, hold_off=60)
+    messages: list[Message[Any]] = [
+        Message(queue_name="q", actor_name="a", args=(n,), kwargs={}, options={}) for n in range(100)
+    ]
+    publisher.fire(messages[0], None)
+    publisher._jobs.join()
+    assert len(calls) == 1
+    for message in messages[1:]:
+        publisher.fire(message, None)  # dropped at once: the broker failed moments ago
+    publisher._jobs.join()
+    assert len(calls) == 1 and publisher.dropped == 99
+
+    # Sends that wait for an answer still try (and report the failure to their caller).
+    with pytest.raises(ConnectionError):
+        publisher.call(messages[1], None, timeout=5)
+    broker_up.set()
+    assert publisher.call(messages[2], None, timeout=5) is messages[2]
+    # A success ends the pause.
+    assert publisher.fire(messages[3], None)
+    publisher._jobs.join()
+    assert calls[-1] == messages[3].message_id and publisher.dropped == 0
