@@ -11,11 +11,12 @@ import json
 import operator
 import secrets
 import uuid
+from collections.abc import Sequence
 from functools import reduce
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, models, transaction
+from django.db import OperationalError, connections, models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -329,6 +330,30 @@ class Delivery(TenantOwned):
                     **{f"stat_{name}": F(f"stat_{name}") + d for name, d in deltas.items()}
                 )
         return True
+
+    @classmethod
+    def move_locked(cls, moves: Sequence[tuple[int, Any, str, str, dict[str, Any]]]) -> None:
+        """Write MOVES (delivery id, campaign id, from status, to status, fields) of deliveries
+        the caller holds locked (SELECT ... FOR UPDATE in its transaction), each once, then
+        change each campaign's counters once, campaigns in id order. For batches: one counter
+        UPDATE per campaign instead of one per delivery, and no lock-order cycles."""
+        totals: dict[Any, dict[str, int]] = {}
+        with transaction.atomic():
+            now = timezone.now()
+            for delivery_id, campaign_id, from_status, to_status, fields in moves:
+                if not cls.objects.filter(pk=delivery_id, status=from_status).update(
+                    status=to_status, updated_at=now, **fields
+                ):
+                    raise OperationalError(f"delivery {delivery_id} changed under a lock")
+                campaign_totals = totals.setdefault(campaign_id, {})
+                for name, d in cls.stat_deltas(from_status, to_status).items():
+                    campaign_totals[name] = campaign_totals.get(name, 0) + d
+            for campaign_id in sorted(totals, key=str):
+                deltas = {name: d for name, d in totals[campaign_id].items() if d}
+                if deltas:
+                    Campaign.objects.filter(pk=campaign_id).update(
+                        **{f"stat_{name}": F(f"stat_{name}") + d for name, d in deltas.items()}
+                    )
 
     @classmethod
     def move_each(

@@ -13,8 +13,16 @@ from sense.scheduler import periodic
 
 
 @dramatiq.actor(queue_name="webhooks", max_retries=5, min_backoff=500, max_backoff=30_000)
+def process_webhook_events() -> None:
+    """Apply every pending webhook event, in batches. The webhook views send this as a
+    wake-up, coalesced per process; several workers woken at once split the work."""
+    tracking.process_all_pending()
+
+
+@dramatiq.actor(queue_name="webhooks", max_retries=5, min_backoff=500, max_backoff=30_000)
 def process_webhook_event(event_id: str) -> None:
-    """Apply one stored webhook event (a no-op if it was already processed)."""
+    """Apply one stored webhook event (a no-op if it was already processed). Kept for
+    messages sent before webhook wake-ups replaced it."""
     tracking.process_event(int(event_id))
 
 

@@ -1,9 +1,11 @@
 """Delivery tracking: applying stored provider webhooks to deliveries, exactly once.
 
 - Every accepted webhook is a `WebhookEvent` row first (written by the view). Processing
-  claims it with a conditional UPDATE (pending -> processed) inside the transaction that
-  applies it, so a second worker, the sweeper or a redelivered message finds nothing to do,
-  and a crash rolls the claim back with the work.
+  claims it (pending -> processed) inside the transaction that applies it, so a second
+  worker, the sweeper or a redelivered message finds nothing to do, and a crash rolls the
+  claim back with the work. Workers take pending events in batches (`process_pending`,
+  SELECT ... FOR UPDATE SKIP LOCKED); the sweeper and old messages take one at a time
+  (`process_event`, a conditional UPDATE).
 - A status only moves up: pending < sent < delivered < read. read implies delivered;
   failed applies only before delivered, and later delivered/read evidence moves a failed
   delivery on. Every change goes through `Delivery.move`, so the campaign's counters change
@@ -15,9 +17,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -87,36 +91,79 @@ def _changes(delivery: Delivery, update: StatusUpdate, occurred_at: datetime) ->
     return new, fields
 
 
+class Writes:
+    """What applying updates to locked deliveries changes, written once at the end: each
+    delivery one UPDATE, each campaign's counters one UPDATE (`Delivery.move_locked`), the
+    history and early events one INSERT each. A batch of events shares one."""
+
+    def __init__(self) -> None:
+        self.moves: dict[int, tuple[Delivery, str, dict[str, Any]]] = {}
+        self.history: list[DeliveryEvent] = []
+        self.early: list[PendingStatus] = []
+        self.campaigns: set[UUID] = set()
+
+    def move(self, delivery: Delivery, to_status: str, fields: dict[str, Any]) -> None:
+        """Record DELIVERY moving to TO_STATUS with FIELDS, and apply it to the instance."""
+        _, original, pending = self.moves.get(delivery.pk, (delivery, delivery.status, {}))
+        pending.update(fields)
+        self.moves[delivery.pk] = (delivery, original, pending)
+        delivery.status = to_status
+        for name, value in fields.items():
+            setattr(delivery, name, value)
+
+    def flush(self) -> None:
+        if self.moves:
+            Delivery.move_locked(
+                [
+                    (pk, delivery.campaign_id, original, delivery.status, fields)
+                    for pk, (delivery, original, fields) in sorted(self.moves.items())
+                ]
+            )
+        if self.history:
+            DeliveryEvent.objects.bulk_create(self.history)
+        if self.early:
+            PendingStatus.objects.bulk_create(self.early)
+            by_tenant: dict[UUID, set[str]] = {}
+            for row in self.early:
+                by_tenant.setdefault(row.tenant_id, set()).add(row.provider_message_id)
+            # The send may record the id between our lookup and our commit; its own
+            # apply_early_events then ran too early to see these rows. Looking again after our
+            # commit closes that gap: one of the two always sees the other's committed write.
+            for tenant_id, message_ids in by_tenant.items():
+                transaction.on_commit(partial(_apply_early_for_messages, tenant_id, message_ids))
+        _broadcast_on_commit(self.campaigns)
+        self.moves, self.history, self.early, self.campaigns = {}, [], [], set()
+
+
 def apply_update(
     delivery: Delivery,
     update: StatusUpdate,
     *,
     received_at: datetime,
     webhook_event_id: int | None,
-) -> DeliveryEvent:
-    """Apply UPDATE to DELIVERY (locked by the caller, inside its transaction) through
-    `Delivery.move`; returns the unsaved history row. Mutates DELIVERY to its new state."""
+    writes: Writes,
+) -> None:
+    """Apply UPDATE to DELIVERY (locked by the caller, inside its transaction): its new state
+    and its history row go to WRITES; the instance shows the new state at once, so the next
+    update of the same delivery in the batch starts from it."""
     occurred_at = update.occurred_at or received_at
     new, fields = _changes(delivery, update, occurred_at)
     if new is not None or fields:
-        to_status = new or delivery.status
-        if not Delivery.move(delivery.pk, from_status=delivery.status, to_status=to_status, **fields):
-            # Cannot happen while the row is locked; if it does, retry the whole event.
-            raise OperationalError(f"delivery {delivery.pk} changed under a lock")
-        delivery.status = to_status
-        for name, value in fields.items():
-            setattr(delivery, name, value)
-    return DeliveryEvent(
-        tenant_id=delivery.tenant_id,
-        delivery_id=delivery.pk,
-        webhook_event_id=webhook_event_id,
-        status=update.status,
-        occurred_at=occurred_at,
-        received_at=received_at,
-        event=update.event[:64],
-        error_code=update.error_code[:64],
-        error_message=update.error_message,
+        writes.move(delivery, new or delivery.status, fields)
+    writes.history.append(
+        DeliveryEvent(
+            tenant_id=delivery.tenant_id,
+            delivery_id=delivery.pk,
+            webhook_event_id=webhook_event_id,
+            status=update.status,
+            occurred_at=occurred_at,
+            received_at=received_at,
+            event=update.event[:64],
+            error_code=update.error_code[:64],
+            error_message=update.error_message,
+        )
     )
+    writes.campaigns.add(delivery.campaign_id)
 
 
 # --- Live stats ---------------------------------------------------------------------------
@@ -149,6 +196,23 @@ class Outcome:
     campaigns: set[UUID] = field(default_factory=set)
 
 
+def lock_deliveries(keys: Iterable[tuple[UUID, str]]) -> dict[tuple[UUID, str], Delivery]:
+    """Lock the deliveries KEYS name ((tenant id, provider message id) pairs) in one statement,
+    in id order, so concurrent batches never deadlock on each other; returns them by key."""
+    by_tenant: dict[UUID, set[str]] = {}
+    for tenant_id, message_id in keys:
+        by_tenant.setdefault(tenant_id, set()).add(message_id)
+    if not by_tenant:
+        return {}
+    where = Q()
+    for tenant_id, message_ids in by_tenant.items():
+        where |= Q(tenant_id=tenant_id, provider_message_id__in=message_ids)
+    locked: dict[tuple[UUID, str], Delivery] = {}
+    for delivery in Delivery.objects.select_for_update().filter(where).only(*TRACKED_FIELDS).order_by("pk"):
+        locked.setdefault((delivery.tenant_id, str(delivery.provider_message_id)), delivery)
+    return locked
+
+
 def apply_updates(
     tenant_id: UUID,
     connection_id: UUID,
@@ -156,28 +220,22 @@ def apply_updates(
     *,
     received_at: datetime,
     webhook_event_id: int | None = None,
+    locked: dict[tuple[UUID, str], Delivery] | None = None,
+    writes: Writes | None = None,
 ) -> Outcome:
     """Apply UPDATES for one tenant inside the caller's transaction. Unknown message ids
-    become PendingStatus rows. Deliveries are locked up front in id order, so concurrent
-    events never deadlock on each other (each then touches campaign rows only after)."""
+    become PendingStatus rows. Deliveries are locked up front in id order (or were, by the
+    caller, in LOCKED), so concurrent events never deadlock on each other. With WRITES the
+    caller flushes them (a batch); without, they are written before returning."""
     outcome = Outcome(status=WebhookEvent.Status.PROCESSED)
-    ids = {u.message_id for u in updates}
-    by_message: dict[str, Delivery] = {}
-    if ids:
-        locked = (
-            Delivery.objects.select_for_update()
-            .filter(tenant_id=tenant_id, provider_message_id__in=ids)
-            .only(*TRACKED_FIELDS)
-            .order_by("pk")
-        )
-        for delivery in locked:
-            by_message.setdefault(str(delivery.provider_message_id), delivery)
-    history: list[DeliveryEvent] = []
-    early: list[PendingStatus] = []
+    if locked is None:
+        locked = lock_deliveries((tenant_id, u.message_id) for u in updates)
+    own = writes is None
+    writes = Writes() if writes is None else writes
     for update in updates:
-        match = by_message.get(update.message_id)
+        match = locked.get((tenant_id, update.message_id))
         if match is None:
-            early.append(
+            writes.early.append(
                 PendingStatus(
                     tenant_id=tenant_id,
                     connection_id=connection_id,
@@ -191,21 +249,17 @@ def apply_updates(
                     error_message=update.error_message,
                 )
             )
+            outcome.early += 1
             continue
-        history.append(apply_update(match, update, received_at=received_at, webhook_event_id=webhook_event_id))
+        apply_update(match, update, received_at=received_at, webhook_event_id=webhook_event_id, writes=writes)
+        outcome.applied += 1
         outcome.campaigns.add(match.campaign_id)
-    if history:
-        DeliveryEvent.objects.bulk_create(history)
-    if early:
-        PendingStatus.objects.bulk_create(early)
-        message_ids = {row.provider_message_id for row in early}
-        # The send may record the id between our lookup and our commit; its own
-        # apply_early_events then ran too early to see these rows. Looking again after our
-        # commit closes that gap: one of the two always sees the other's committed write.
-        transaction.on_commit(lambda: _apply_early_for_messages(tenant_id, message_ids))
-    outcome.applied, outcome.early = len(history), len(early)
-    _broadcast_on_commit(outcome.campaigns)
+    if own:
+        writes.flush()
     return outcome
+
+
+_EVENT_FIELDS = ("id", "tenant_id", "connection_id", "provider", "event_type", "body", "received_at")
 
 
 def process_event(event_id: int) -> Outcome:
@@ -220,9 +274,7 @@ def process_event(event_id: int) -> Outcome:
             )
             if not claimed:
                 return Outcome(status="skipped")
-            event = WebhookEvent.objects.only(
-                "id", "tenant_id", "connection_id", "provider", "event_type", "body", "received_at"
-            ).get(pk=event_id)
+            event = WebhookEvent.objects.only(*_EVENT_FIELDS).get(pk=event_id)
             parsed = webhooks.parse(event.provider, event.body, event_hint=event.event_type)
             return apply_updates(
                 event.tenant_id,
@@ -238,6 +290,71 @@ def process_event(event_id: int) -> Outcome:
         _record_failure(event_id, exc, final=True)
         log.exception("[WEBHOOK] event %s failed", event_id)
         return Outcome(status=WebhookEvent.Status.FAILED)
+
+
+def process_pending(*, limit: int = 200) -> int:
+    """Claim up to LIMIT pending events, oldest first, skipping rows another worker holds,
+    and apply them in one transaction: one commit, one lock statement and one write per
+    delivery and per campaign for the whole batch, where one event at a time costs all of
+    that per event. If one event fails for a reason other than the database, the batch is
+    rolled back and its events are processed one by one, so only the bad one is marked
+    failed. Returns how many events were claimed."""
+    fallback: list[int] = []
+    with transaction.atomic():
+        events = list(
+            WebhookEvent.objects.select_for_update(skip_locked=True)
+            .filter(status=WebhookEvent.Status.PENDING)
+            .order_by("received_at", "pk")
+            .only(*_EVENT_FIELDS)[:limit]
+        )
+        if not events:
+            return 0
+        ids = [event.pk for event in events]
+        try:
+            with transaction.atomic():
+                WebhookEvent.objects.filter(pk__in=ids).update(
+                    status=WebhookEvent.Status.PROCESSED,
+                    processed_at=timezone.now(),
+                    attempts=F("attempts") + 1,
+                    error="",
+                )
+                parsed = [
+                    (event, webhooks.parse(event.provider, event.body, event_hint=event.event_type).statuses)
+                    for event in events
+                ]
+                locked = lock_deliveries((event.tenant_id, u.message_id) for event, updates in parsed for u in updates)
+                writes = Writes()
+                for event, updates in parsed:
+                    apply_updates(
+                        event.tenant_id,
+                        event.connection_id,
+                        updates,
+                        received_at=event.received_at,
+                        webhook_event_id=event.pk,
+                        locked=locked,
+                        writes=writes,
+                    )
+                writes.flush()
+        except OperationalError:
+            raise
+        except Exception:
+            log.warning("[WEBHOOK] a batch of %d event(s) failed; processing them one by one", len(ids))
+            fallback = ids
+    for event_id in fallback:
+        process_event(event_id)
+    return len(events)
+
+
+def process_all_pending(*, limit: int = 200, budget: float = 10.0) -> int:
+    """`process_pending` until nothing is pending or BUDGET seconds have passed (the actor
+    then ends, and the next wake-up or the sweeper carries on). Returns how many."""
+    deadline = time.monotonic() + budget
+    total = 0
+    while True:
+        claimed = process_pending(limit=limit)
+        total += claimed
+        if claimed < limit or time.monotonic() > deadline:
+            return total
 
 
 def _record_failure(event_id: int, exc: Exception, *, final: bool) -> None:
@@ -272,7 +389,8 @@ def apply_early_events(delivery_id: int) -> int:
         )
         if not rows:
             return 0
-        history = [
+        writes = Writes()
+        for row in rows:
             apply_update(
                 delivery,
                 StatusUpdate(
@@ -285,12 +403,10 @@ def apply_early_events(delivery_id: int) -> int:
                 ),
                 received_at=row.received_at,
                 webhook_event_id=row.webhook_event_id,
+                writes=writes,
             )
-            for row in rows
-        ]
-        DeliveryEvent.objects.bulk_create(history)
+        writes.flush()
         PendingStatus.objects.filter(pk__in=[row.pk for row in rows]).delete()
-        _broadcast_on_commit({delivery.campaign_id})
     log.info("[WEBHOOK] applied %d early status event(s) to delivery %s", len(rows), delivery_id)
     return len(rows)
 

@@ -2,7 +2,7 @@
 
 Plain function views (no session, no CSRF: providers authenticate with the secret token
 in the path plus a signature or JWT). The event row is committed before the answer, so a
-200 means the event is durable; processing happens in the `process_webhook_event` actor,
+200 means the event is durable; processing happens in the `process_webhook_events` actor,
 or in the sweeper if the broker was unreachable.
 
 Answers: 200 stored (also for events that are not statuses: stored as ignored, so the
@@ -26,6 +26,7 @@ from django.views.decorators.http import require_http_methods
 from campaigns import tracking, webhooks
 from campaigns.models import Connection, WebhookEvent
 from sense.lib.broker import send_nowait
+from sense.realtime import Coalescer
 
 log = logging.getLogger("sense.webhooks")
 
@@ -120,13 +121,25 @@ def _store(connection: Connection, parsed: webhooks.ParsedWebhook, body: bytes) 
     return event
 
 
+def _wake_workers(_: set[object]) -> None:
+    from campaigns.tasks import process_webhook_events
+
+    send_nowait(process_webhook_events)
+
+
+# One wake-up message at once, then at most one per interval while events keep coming: a
+# storm of webhooks costs a handful of messages, and each woken worker applies every
+# pending event in batches. The last event still wakes a worker within the interval.
+_wakeups = Coalescer(
+    _wake_workers, interval=settings.WEBHOOK_WAKE_INTERVAL_SECONDS, name="webhook-wakeup", uses_db=False
+)
+
+
 def _enqueue(event_id: int) -> None:
-    """Hand the stored event to the actor without waiting for RabbitMQ (sense.lib.broker's
+    """Wake a worker for the stored event without waiting for RabbitMQ (sense.lib.broker's
     publisher thread). The row is committed: a lost or refused message only costs delay,
     because the sweeper processes stored events that nobody processed."""
-    from campaigns.tasks import process_webhook_event
-
-    send_nowait(process_webhook_event, str(event_id))
+    _wakeups.mark("webhooks")
 
 
 def _accepted(event: WebhookEvent, parsed: webhooks.ParsedWebhook) -> JsonResponse:

@@ -162,9 +162,13 @@ class Coalescer:
     costs one stats query and one publish per interval instead of one per change, and the
     latest state still goes out at most `interval` after the last change."""
 
-    def __init__(self, flush: Callable[[set[Any]], None], interval: float = 0.1) -> None:
+    def __init__(
+        self, flush: Callable[[set[Any]], None], interval: float = 0.1, *, name: str = "live", uses_db: bool = True
+    ) -> None:
         self.flush = flush
         self.interval = interval
+        self.name = name
+        self.uses_db = uses_db
         self._keys: set[Any] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -176,7 +180,7 @@ class Coalescer:
             self._keys.add(key)
             if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
                 self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="sense-live-coalescer", daemon=True)
+                self._thread = threading.Thread(target=self._run, name=f"sense-{self.name}-coalescer", daemon=True)
                 self._thread.start()
         self._wake.set()
 
@@ -192,9 +196,10 @@ class Coalescer:
                 try:
                     self.flush(keys)
                 except Exception:
-                    log.exception("live update flush failed")
+                    log.exception("%s flush failed", self.name)
                 finally:
-                    close_old_connections()
+                    if self.uses_db:
+                        close_old_connections()
             time.sleep(self.interval)
 
     def drain(self, timeout: float = 5.0) -> None:

@@ -173,19 +173,24 @@ def test_every_order_with_duplicates_gives_the_same_state_and_counters(
     message_id = f"3EB0{delivery.pk:016X}"
     sent_at = BASE + timedelta(seconds=3)
 
-    def arrive(kind: str, seconds: int) -> None:
-        update = StatusUpdate(message_id, kind, BASE + timedelta(seconds=seconds), "E1" if kind == "failed" else "")
-        with transaction.atomic():
-            tracking.apply_updates(campaign.tenant_id, evolution_connection.pk, [update], received_at=timezone.now())
+    def arrive(evidence: list[tuple[str, int]]) -> None:
+        """Apply EVIDENCE in batches of random size (as a worker's batch of events does)."""
+        while evidence:
+            size = data.draw(st.integers(min_value=1, max_value=len(evidence)))
+            batch, evidence = evidence[:size], evidence[size:]
+            updates = [
+                StatusUpdate(message_id, kind, BASE + timedelta(seconds=seconds), "E1" if kind == "failed" else "")
+                for kind, seconds in batch
+            ]
+            with transaction.atomic():
+                tracking.apply_updates(campaign.tenant_id, evolution_connection.pk, updates, received_at=timezone.now())
 
-    for kind, seconds in order[:record_at]:
-        arrive(kind, seconds)
+    arrive(order[:record_at])
     assert Delivery.move(
         delivery.pk, from_status="sending", to_status="sent", provider_message_id=message_id, sent_at=sent_at
     )
     tracking.apply_early_events(delivery.pk)
-    for kind, seconds in order[record_at:]:
-        arrive(kind, seconds)
+    arrive(order[record_at:])
 
     delivery.refresh_from_db()
     expected = expected_state(events, sent_at)

@@ -1,0 +1,120 @@
+"""Workers apply pending events in batches: one transaction, one counter UPDATE per campaign,
+a bad event failed alone, concurrent workers splitting the work; and the webhook views wake
+the workers with a few coalesced messages rather than one per event."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import dramatiq
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from campaigns import tracking, webhook_views
+from campaigns.models import Campaign, Connection, DeliveryEvent, WebhookEvent
+from tests.helpers import wait_for
+from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, recount, stats
+from tests.webhook_payloads import evolution_update
+from tests.workers import flush_queues
+
+
+def post(connection_: Connection, payload: Any) -> Any:
+    url = f"/api/webhooks/evolution/{connection_.webhook_token}/"
+    response = Client().post(url, json.dumps(payload), content_type="application/json")
+    assert response.status_code == 200, response.content
+    return response
+
+
+def test_a_batch_applies_every_event_with_one_counter_update_per_campaign(
+    evolution_connection: Connection, deliveries: Any
+) -> None:
+    first, second = make_campaign(evolution_connection, "first"), make_campaign(evolution_connection, "second")
+    rows = deliveries(first, 6) + deliveries(second, 4)
+    for delivery in rows:
+        for status in ("DELIVERY_ACK", "READ", "READ"):  # a duplicate, and two steps for one delivery
+            post(evolution_connection, evolution_update(delivery.provider_message_id, status))
+
+    with CaptureQueriesContext(connection) as queries:
+        assert tracking.process_pending(limit=100) == 30
+    campaign_updates = [q for q in queries.captured_queries if q["sql"].startswith('UPDATE "campaigns_campaign"')]
+    assert len(campaign_updates) == 2
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}
+    for campaign, count in ((first, 6), (second, 4)):
+        assert stats(campaign)["read"] == count and stats(campaign) == recount(campaign)
+    assert DeliveryEvent.objects.count() == 30  # every event is in the history
+    assert tracking.process_pending() == 0
+
+
+def test_a_bad_event_fails_alone_and_the_rest_of_its_batch_applies(
+    evolution_connection: Connection, campaign: Campaign, deliveries: Any
+) -> None:
+    rows = deliveries(campaign, 5)
+    ids = [post(evolution_connection, evolution_update(d.provider_message_id, "READ")).json()["id"] for d in rows]
+    WebhookEvent.objects.filter(pk=ids[2]).update(body="{not json")  # stored, then unreadable
+
+    assert tracking.process_pending() == 5
+
+    assert WebhookEvent.objects.get(pk=ids[2]).status == "failed"
+    assert WebhookEvent.objects.exclude(pk=ids[2]).filter(status="processed").count() == 4
+    assert stats(campaign)["read"] == 4 and stats(campaign) == recount(campaign)
+
+
+def test_concurrent_workers_split_the_pending_events_and_apply_each_once(transactional_db: Any, acme: Any) -> None:
+    connection_ = make_connection(acme, Connection.Provider.EVOLUTION)
+    campaign = make_campaign(connection_)
+    rows = make_deliveries(campaign, 60)
+    for delivery in rows:
+        for status in ("DELIVERY_ACK", "READ"):
+            post(connection_, evolution_update(delivery.provider_message_id, status))
+    claimed: list[int] = []
+    barrier = threading.Barrier(3)
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            claimed.append(tracking.process_all_pending(limit=7))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(claimed) == 120  # each event claimed by exactly one of them
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}
+    assert DeliveryEvent.objects.count() == 120
+    assert stats(campaign)["read"] == 60 and stats(campaign) == recount(campaign)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_storm_of_webhooks_wakes_the_workers_with_a_few_messages(acme: Any, monkeypatch: Any) -> None:
+    connection_ = make_connection(acme, Connection.Provider.EVOLUTION)
+    campaign = make_campaign(connection_)
+    rows = make_deliveries(campaign, 40)
+    monkeypatch.setattr(webhook_views._wakeups, "interval", 0.5)
+    flush_queues()
+    broker = dramatiq.get_broker()
+    started = time.monotonic()
+    try:
+        for delivery in rows:
+            post(connection_, evolution_update(delivery.provider_message_id, "READ"))
+        elapsed = time.monotonic() - started
+        # One message at once, then at most one per interval (and the trailing one).
+        wait_for(lambda: broker.get_queue_message_counts("webhooks")[0] >= 1, what="a wake-up")
+        time.sleep(0.6)
+        messages = broker.get_queue_message_counts("webhooks")[0]
+        assert 1 <= messages <= 2 + int(elapsed / 0.5)
+        assert messages < len(rows)
+
+        # One woken worker applies all of them.
+        tracking.process_all_pending()
+        assert stats(campaign)["read"] == 40
+    finally:
+        flush_queues()
