@@ -4,7 +4,9 @@ The file may be UTF-8 (with or without BOM) or Latin-1, comma- or semicolon-sepa
 The header needs `phone` and may have `name` and `tags` (`|`-separated); every other
 column becomes an attribute. A phone seen again updates that contact (name when given,
 attributes merged, tags added). Invalid rows are reported with their row number (the
-header is row 1, as in a spreadsheet) while valid rows are imported.
+header is row 1, as in a spreadsheet) while valid rows are imported; so are rows with a NUL
+character (PostgreSQL cannot store it) or a field over csv.field_size_limit(). A header
+with either is refused, before anything is written.
 """
 
 from __future__ import annotations
@@ -84,15 +86,32 @@ def import_contacts(*, tenant: Tenant, lines: Iterable[bytes | str]) -> ImportRe
     header_line = next((line for line in text_lines if line.strip()), None)
     if header_line is None:
         raise ServiceError("The file is empty.", code="invalid_csv")
+    if "\x00" in header_line:  # PostgreSQL stores no NUL, and an attribute name may come from here
+        raise ServiceError("The header has NUL characters: save the file as UTF-8 or Latin-1 CSV.", code="invalid_csv")
     delimiter = _delimiter(header_line)
-    header = [h.strip().lower() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    try:
+        header = [h.strip().lower() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
+        raise ServiceError(f"The header cannot be read: {exc}.", code="invalid_csv") from None
     if "phone" not in header:
         raise ServiceError("The header must have a `phone` column.", code="invalid_csv")
     reader = csv.reader(text_lines, delimiter=delimiter)
     result = ImportResult()
     batch: dict[str, _Row] = {}
-    for index, cells in enumerate(reader, start=2):
+    index = 1
+    while True:
+        index += 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field over csv.field_size_limit(): this row only
+            result.error(index, f"unreadable row: {exc}")
+            continue
         if not any(c.strip() for c in cells):
+            continue
+        if any("\x00" in c for c in cells):  # PostgreSQL stores no NUL: refuse the row, not the batch
+            result.error(index, "NUL character in the row")
             continue
         if len(cells) > len(header):
             result.error(index, f"{len(cells)} columns, the header has {len(header)}")

@@ -5,6 +5,7 @@ chunk; the full check happens once the whole file is known)."""
 from __future__ import annotations
 
 import hashlib
+import html
 from typing import Any
 
 from django.core.files.uploadedfile import TemporaryUploadedFile
@@ -82,8 +83,11 @@ class UploadParser(MultiPartParser):
     traversal = False
 
     def sanitize_file_name(self, file_name: str) -> str | None:
-        parts = file_name.replace("\\", "/").split("/")
-        if len(parts) > 1 or file_name.strip() in ("", ".", ".."):
+        # Judge the name Django goes on to keep: it unescapes HTML entities and drops
+        # non-printable characters first, so "..&#47;x.jpg" is "../x.jpg" and "..\x00" is "..".
+        seen = html.unescape(file_name)
+        printable = "".join(ch for ch in seen if ch.isprintable())
+        if "/" in seen or "\\" in seen or printable.strip() in ("", ".", ".."):
             self.traversal = True
         return super().sanitize_file_name(file_name)  # type: ignore[no-any-return]
 

@@ -88,6 +88,24 @@ def test_import_refuses_a_file_without_a_phone_column(api_alice: ApiClient) -> N
     assert response.status_code == 400 and response.json()["code"] == "invalid_csv"
 
 
+def test_import_reports_rows_with_nul_or_an_overlong_field_and_imports_the_rest(
+    api_alice: ApiClient, acme: Any
+) -> None:
+    data = b"phone,name\n11987650040,A\x00na\n11987650041," + b"x" * 200_000 + b"\n11987650042,Bia\n"
+    response = _upload(api_alice, data)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["created"] == 1 and [e["row"] for e in body["errors"]] == [2, 3]
+    assert list(Contact.objects.filter(tenant=acme).values_list("phone", flat=True)) == ["+5511987650042"]
+
+
+def test_import_refuses_a_utf16_file_or_an_unreadable_header(api_alice: ApiClient, acme: Any) -> None:
+    for data in ["phone,name\n11987650050,Ana\n".encode("utf-16"), b"phone," + b"x" * 200_000 + b"\n"]:
+        response = _upload(api_alice, data)
+        assert response.status_code == 400 and response.json()["code"] == "invalid_csv"
+    assert not Contact.objects.filter(tenant=acme).exists()
+
+
 def test_import_of_50000_rows_in_one_request(api_alice: ApiClient, acme: Any) -> None:
     lines = ["phone,name,segment"] + [f"+55119{20000000 + i:08d},Person {i},s{i % 7}" for i in range(50_000)]
     body = _upload(api_alice, ("\n".join(lines) + "\n").encode()).json()

@@ -101,6 +101,9 @@ REFUSALS = [
     ("../../../etc/evil.jpg", files.jpeg(), 400, "invalid_name"),
     ("..\\..\\evil.jpg", files.jpeg(), 400, "invalid_name"),
     ("..", files.jpeg(), 400, "invalid_name"),
+    ("..&#47;..&#47;evil.jpg", files.jpeg(), 400, "invalid_name"),  # Django unescapes entities
+    ("&#46;&#46;", files.jpeg(), 400, "invalid_name"),
+    ("..\x00", files.jpeg(), 400, "invalid_name"),  # Django drops non-printable characters
 ]
 
 
