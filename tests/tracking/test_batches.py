@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 
 from campaigns import tracking, webhook_views
 from campaigns.models import Campaign, Connection, DeliveryEvent, WebhookEvent
+from sense.lib.broker import RabbitmqBroker
 from tests.helpers import wait_for
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, recount, stats
 from tests.webhook_payloads import evolution_update
@@ -101,6 +102,7 @@ def test_a_storm_of_webhooks_wakes_the_workers_with_a_few_messages(acme: Any, mo
     monkeypatch.setattr(webhook_views._wakeups, "interval", 0.5)
     flush_queues()
     broker = dramatiq.get_broker()
+    assert isinstance(broker, RabbitmqBroker)  # the full stack's broker
     started = time.monotonic()
     try:
         for delivery in rows:
