@@ -10,12 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -49,6 +52,29 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: flo
             pass
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def at_once(func: Callable[[], T], threads: int) -> list[T]:
+    """Call FUNC from THREADS threads released together; returns their results. Each thread
+    closes its own database connection."""
+    from django.db import connection
+
+    results: list[T] = []
+    barrier = threading.Barrier(threads)
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(func())
+        finally:
+            connection.close()
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return results
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -5,7 +5,6 @@ the workers with a few coalesced messages rather than one per event."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -18,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from campaigns import tracking, webhook_views
 from campaigns.models import Campaign, Connection, DeliveryEvent, WebhookEvent
 from sense.lib.broker import RabbitmqBroker
-from tests.helpers import wait_for
+from tests.helpers import at_once, wait_for
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, recount, stats
 from tests.webhook_payloads import evolution_update
 from tests.workers import flush_queues
@@ -72,21 +71,7 @@ def test_concurrent_workers_split_the_pending_events_and_apply_each_once(transac
     for delivery in rows:
         for status in ("DELIVERY_ACK", "READ"):
             post(connection_, evolution_update(delivery.provider_message_id, status))
-    claimed: list[int] = []
-    barrier = threading.Barrier(3)
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            claimed.append(tracking.process_all_pending(limit=7))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    claimed = at_once(lambda: tracking.process_all_pending(limit=7), threads=3)
 
     assert sum(claimed) == 120  # each event claimed by exactly one of them
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}

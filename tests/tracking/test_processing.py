@@ -4,18 +4,17 @@ when the broker was unreachable, never twice when both (or two workers) try."""
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import dramatiq
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError
 from django.test import Client
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from campaigns import tasks, tracking
 from campaigns.models import Campaign, Connection, DeliveryEvent, WebhookEvent
-from tests.helpers import free_port, wait_for
+from tests.helpers import at_once, free_port, wait_for
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, recount, stats
 from tests.webhook_payloads import evolution_update
 
@@ -105,21 +104,7 @@ def test_two_workers_processing_the_same_event_apply_it_once(transactional_db: A
     [delivery] = make_deliveries(campaign, 1)
     post(connection_, evolution_update(delivery.provider_message_id, "READ"))
     event_id = WebhookEvent.objects.get().pk
-    outcomes: list[str] = []
-    barrier = threading.Barrier(4)
-
-    def work() -> None:
-        try:
-            barrier.wait()
-            outcomes.append(tracking.process_event(event_id).status)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(lambda: tracking.process_event(event_id).status, threads=4)
 
     assert sorted(outcomes) == ["processed", "skipped", "skipped", "skipped"]
     assert DeliveryEvent.objects.count() == 1
