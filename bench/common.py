@@ -7,6 +7,8 @@ same run (a no-op view, raw SQL, raw boto3, easy-thumbnails, ...).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -75,13 +77,22 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """SIGTERM, then SIGKILL after 15 s; to the whole process group when PROC leads one
+    (started with start_new_session), so dramatiq's worker processes go too."""
+    if proc.poll() is not None:
+        return
+    group = os.getpgid(proc.pid) == proc.pid
+
+    def signal_all(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+
+    signal_all(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        signal_all(signal.SIGKILL)
+        proc.wait()
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -115,6 +126,7 @@ def production(env: dict[str, str], tmp: str, *, app: str, worker_threads: int =
         env=env,
         stdout=web_log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     worker = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", "1", "--threads", str(worker_threads)],
@@ -122,6 +134,7 @@ def production(env: dict[str, str], tmp: str, *, app: str, worker_threads: int =
         env=env,
         stdout=worker_log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_port(port, web)
