@@ -8,9 +8,10 @@ is not confirmed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
@@ -95,18 +96,43 @@ class TenantMiddleware:
     a page request never treats a token as a session.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        self._resolve(request)
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        # Under ASGI the chain stays on the event loop; only a request that carries a session
+        # cookie needs the database (in the request's thread, as its sync view will).
+        if settings.SESSION_COOKIE_NAME in request.COOKIES:
+            await sync_to_async(self._resolve)(request)
+        else:
+            self._clear(request)
+        response: HttpResponse = await self.get_response(request)
+        return response
+
+    @staticmethod
+    def _clear(request: HttpRequest) -> None:
         request.membership = None  # type: ignore[attr-defined]
         request.tenant = None  # type: ignore[attr-defined]
         request.api_token = None  # type: ignore[attr-defined]
+
+    def _resolve(self, request: HttpRequest) -> None:
+        self._clear(request)
         membership = membership_for_session(request)
         if membership is not None:
             request.membership = membership  # type: ignore[attr-defined]
             request.tenant = membership.tenant  # type: ignore[attr-defined]
-        return self.get_response(request)
 
 
 def tenant_context(request: HttpRequest) -> dict[str, Any]:

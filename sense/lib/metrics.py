@@ -11,9 +11,10 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -74,17 +75,35 @@ register(QueueCollector(), name="queues")
 class RequestMetricsMiddleware:
     """Counts and times every request by its URL route (not its path: bounded labels)."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
         started = time.perf_counter()
-        response = self.get_response(request)
+        response: HttpResponse = self.get_response(request)
+        self._observe(request, response, started)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response: HttpResponse = await self.get_response(request)
+        self._observe(request, response, started)
+        return response
+
+    @staticmethod
+    def _observe(request: HttpRequest, response: HttpResponse, started: float) -> None:
         match = getattr(request, "resolver_match", None)
         route = match.route if match is not None and match.route else "unmatched"
         REQUESTS.labels(request.method or "", route, str(response.status_code)).inc()
         LATENCY.labels(request.method or "", route).observe(time.perf_counter() - started)
-        return response
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
