@@ -419,7 +419,7 @@ WEBHOOK_MAX_BODY_BYTES = _read("WEBHOOK_MAX_BODY_BYTES", _int(1024), 1024 * 1024
 WEBHOOK_MAX_ATTEMPTS = _read("WEBHOOK_MAX_ATTEMPTS", _int(1), 5)
 # Each web process wakes the workers for new events at once, then at most once per this
 # interval while more arrive (workers apply everything pending in batches).
-WEBHOOK_WAKE_INTERVAL_SECONDS = _read("WEBHOOK_WAKE_INTERVAL_SECONDS", _float, 0.02)
+WEBHOOK_WAKE_INTERVAL_SECONDS = _read("WEBHOOK_WAKE_INTERVAL_SECONDS", _float, 0.05)
 # The sweeper's interval, and how old a stored event must be before it takes it over
 # from the actor (events are normally processed within milliseconds).
 WEBHOOK_SWEEP_SECONDS = _read("WEBHOOK_SWEEP_SECONDS", _float, 10.0)
