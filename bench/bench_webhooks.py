@@ -207,6 +207,13 @@ def run() -> list[Figure]:
                     final_after = time.monotonic() - last_ok
                     break
                 time.sleep(0.02)
+            # Counters can be final while an event that changes nothing (a duplicate, or
+            # delivered after read) still waits for its worker: wait for every event.
+            while time.monotonic() < deadline:
+                pending = conn.execute("SELECT count(*) FROM campaigns_webhookevent WHERE status = 'pending'")
+                if pending.fetchone() == (0,):
+                    break
+                time.sleep(0.02)
             stats = conn.execute(
                 "SELECT stat_total, stat_sent, stat_delivered, stat_read, stat_failed FROM campaigns_campaign "
                 "WHERE id = %s",
