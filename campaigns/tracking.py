@@ -435,17 +435,20 @@ def sweep(*, grace: float | None = None, limit: int = 1000) -> SweepResult:
     result = SweepResult()
     grace = settings.WEBHOOK_SWEEP_GRACE_SECONDS if grace is None else grace
     cutoff = timezone.now() - timedelta(seconds=grace)
-    stale = (
-        WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING, received_at__lte=cutoff)
-        .order_by("received_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    for event_id in list(stale):
-        try:
-            if process_event(event_id).status != "skipped":
-                result.events += 1
-        except OperationalError:
-            log.warning("[WEBHOOK] event %s will be retried", event_id)
+    # When anything is stale (after a broker outage there can be many thousands), take the
+    # pending events oldest first in batches, as a woken worker does; fresher ones that come
+    # with them are harmless to take, since claims skip whatever another worker holds.
+    if WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING, received_at__lte=cutoff).exists():
+        while result.events < limit:
+            batch = min(200, limit - result.events)
+            try:
+                claimed = process_pending(limit=batch)
+            except OperationalError:
+                log.warning("[WEBHOOK] a sweep batch will be retried")
+                break
+            result.events += claimed
+            if claimed < batch:
+                break
 
     matched = Delivery.objects.filter(
         tenant_id=OuterRef("tenant_id"), provider_message_id=OuterRef("provider_message_id")

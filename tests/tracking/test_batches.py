@@ -105,3 +105,20 @@ def test_a_storm_of_webhooks_wakes_the_workers_with_a_few_messages(acme: Any, mo
         assert stats(campaign)["read"] == 40
     finally:
         flush_queues()
+
+
+def test_after_an_outage_the_sweeper_catches_up_in_batches(
+    evolution_connection: Connection, campaign: Campaign, deliveries: Any
+) -> None:
+    rows = deliveries(campaign, 225)
+    for delivery in rows:
+        for status in ("DELIVERY_ACK", "READ"):
+            post(evolution_connection, evolution_update(delivery.provider_message_id, status))
+
+    assert tracking.sweep(grace=60).events == 0  # nothing stale yet: the workers' job
+    with CaptureQueriesContext(connection) as queries:
+        assert tracking.sweep(grace=0, limit=1000).events == 450
+    campaign_updates = [q for q in queries.captured_queries if q["sql"].startswith('UPDATE "campaigns_campaign"')]
+    assert len(campaign_updates) == 3  # batches of 200, 200 and 50
+    assert stats(campaign)["read"] == 225 and stats(campaign) == recount(campaign)
+    assert tracking.sweep(grace=0).events == 0
