@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
 from django_htmx.middleware import HtmxDetails
 
+from sense.lib.middleware import follow_mode
 from sense.models import ApiToken, Membership, Tenant
 
 SESSION_TENANT_KEY = "sense_tenant_id"
@@ -101,9 +102,7 @@ class TenantMiddleware:
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+        self.is_async = follow_mode(self, get_response)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

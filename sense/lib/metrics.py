@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sense.lib.middleware import follow_mode
 from sense.tenancy import bearer_token
 
 log = logging.getLogger("sense.metrics")
@@ -80,9 +80,7 @@ class RequestMetricsMiddleware:
 
     def __init__(self, get_response: Any) -> None:
         self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+        self.is_async = follow_mode(self, get_response)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

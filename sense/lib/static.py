@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
+
+from sense.lib.middleware import follow_mode
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
@@ -22,9 +24,7 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
 
     def __init__(self, get_response: Any = None, **kwargs: Any) -> None:
         super().__init__(get_response, **kwargs)
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+        self.is_async = follow_mode(self, get_response)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
