@@ -100,11 +100,11 @@ class _Publisher:
                         self.hold_off,
                     )
             else:
-                if future is not None:
-                    future.set_result(result)
-                if self._down_until:
+                if self._down_until:  # before answering: a caller sending next must see it
                     log.info("[RABBITMQ] reachable again; %d fire-and-forget send(s) were skipped", self.dropped)
                     self._down_until, self.dropped = 0.0, 0
+                if future is not None:
+                    future.set_result(result)
             finally:
                 self._jobs.task_done()
 
