@@ -48,8 +48,9 @@ def test_it_serves_a_miss_then_a_hit(api_alice: ApiClient, acme: Any, remote: Up
 
 
 def test_it_forwards_no_credentials(api_alice: ApiClient, acme: Any, remote: Upstream) -> None:
-    get(api_alice, f"{remote.base}/img.png", HTTP_COOKIE="sessionid=secret")
+    response = get(api_alice, f"{remote.base}/img.png", HTTP_COOKIE="sessionid=secret")
 
+    assert response.status_code == 200 and remote.hits["/img.png"] == 1  # the upstream was asked
     sent = {k.lower() for k in remote.last_headers}
     assert "authorization" not in sent and "cookie" not in sent
 

@@ -136,9 +136,11 @@ def test_another_tenants_message_ids_are_not_touched(
     other = make_campaign(make_connection(globex, Connection.Provider.CLOUD))
     [theirs] = deliveries(other, 1)
 
-    post(cloud_connection, cloud_notification([cloud_status(theirs.provider_message_id, "read")]))
+    response = post(cloud_connection, cloud_notification([cloud_status(theirs.provider_message_id, "read")]))
+    assert response.status_code == 200  # accepted and stored: the lookup is what refuses it
     process_all()
 
+    assert WebhookEvent.objects.get().status == "processed"
     theirs.refresh_from_db()
     assert theirs.status == "sent"
 
