@@ -38,6 +38,7 @@ from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.core.signals import setting_changed
 
+from sense.errors import ServiceError
 from sense.lib.http import build_client
 
 log = logging.getLogger("sense.media.proxy")
@@ -49,12 +50,8 @@ CACHE_PREFIX = "mproxy:v1:"
 _MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
 
 
-class ProxyError(Exception):
-    def __init__(self, message: str, *, code: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
+class ProxyError(ServiceError):
+    """A URL we do not proxy, or an upstream that failed; `status` is the HTTP answer."""
 
 
 class Blocked(Exception):

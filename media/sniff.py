@@ -13,6 +13,8 @@ import zipfile
 from dataclasses import dataclass
 from typing import IO
 
+from sense.errors import ServiceError
+
 IMAGE, VIDEO, AUDIO, DOCUMENT = "image", "video", "audio", "document"
 
 # MIME type -> (kind, extensions a file of that type may carry)
@@ -59,12 +61,8 @@ _MARKUP = (b"<!doctype", b"<html", b"<head", b"<body", b"<script", b"<svg", b"<?
 HEAD_BYTES = 8192
 
 
-class Refused(Exception):
-    def __init__(self, message: str, *, code: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
+class Refused(ServiceError):
+    """Content we do not accept; `status` is 415."""
 
 
 @dataclass(frozen=True)
