@@ -3,9 +3,10 @@
 - Every accepted webhook is a `WebhookEvent` row first (written by the view). Processing
   claims it (pending -> processed) inside the transaction that applies it, so a second
   worker, the sweeper or a redelivered message finds nothing to do, and a crash rolls the
-  claim back with the work. Workers take pending events in batches (`process_pending`,
-  SELECT ... FOR UPDATE SKIP LOCKED); the sweeper and old messages take one at a time
-  (`process_event`, a conditional UPDATE).
+  claim back with the work. Workers and the sweeper take pending events in batches
+  (`process_pending`, SELECT ... FOR UPDATE SKIP LOCKED); old messages and the events of a
+  failed batch take one at a time (`process_event`, a conditional UPDATE). Both apply what
+  they claimed the same way (`_apply_claimed`).
 - A status only moves up: pending < sent < delivered < read. read implies delivered;
   failed applies only before delivered, and later delivered/read evidence moves a failed
   delivery on. Every change goes through `Delivery.move`, so the campaign's counters change
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -27,7 +28,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from campaigns import webhooks
@@ -91,12 +92,22 @@ def _changes(delivery: Delivery, update: StatusUpdate, occurred_at: datetime) ->
     return new, fields
 
 
+def _by_tenant(keys: Iterable[tuple[UUID, str]]) -> dict[UUID, set[str]]:
+    """(tenant id, provider message id) pairs grouped as tenant id -> message ids."""
+    grouped: dict[UUID, set[str]] = {}
+    for tenant_id, message_id in keys:
+        grouped.setdefault(tenant_id, set()).add(message_id)
+    return grouped
+
+
 class Writes:
     """What applying updates to locked deliveries changes, written once at the end: each
     delivery one UPDATE, each campaign's counters one UPDATE (`Delivery.move_locked`), the
-    history and early events one INSERT each. A batch of events shares one."""
+    history and early events one INSERT each. A batch of events shares one, made with the
+    deliveries it locked up front (`lock_deliveries`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, locked: dict[tuple[UUID, str], Delivery] | None = None) -> None:
+        self.locked = locked or {}
         self.moves: dict[int, tuple[Delivery, str, dict[str, Any]]] = {}
         self.history: list[DeliveryEvent] = []
         self.early: list[PendingStatus] = []
@@ -123,13 +134,10 @@ class Writes:
             DeliveryEvent.objects.bulk_create(self.history)
         if self.early:
             PendingStatus.objects.bulk_create(self.early)
-            by_tenant: dict[UUID, set[str]] = {}
-            for row in self.early:
-                by_tenant.setdefault(row.tenant_id, set()).add(row.provider_message_id)
             # The send may record the id between our lookup and our commit; its own
             # apply_early_events then ran too early to see these rows. Looking again after our
             # commit closes that gap: one of the two always sees the other's committed write.
-            for tenant_id, message_ids in by_tenant.items():
+            for tenant_id, message_ids in _by_tenant((r.tenant_id, r.provider_message_id) for r in self.early).items():
                 transaction.on_commit(partial(_apply_early_for_messages, tenant_id, message_ids))
         _broadcast_on_commit(self.campaigns)
         self.moves, self.history, self.early, self.campaigns = {}, [], [], set()
@@ -193,15 +201,12 @@ class Outcome:
     status: str  # the event's final status, or "skipped" when someone else had it
     applied: int = 0
     early: int = 0
-    campaigns: set[UUID] = field(default_factory=set)
 
 
 def lock_deliveries(keys: Iterable[tuple[UUID, str]]) -> dict[tuple[UUID, str], Delivery]:
     """Lock the deliveries KEYS name ((tenant id, provider message id) pairs) in one statement,
     in id order, so concurrent batches never deadlock on each other; returns them by key."""
-    by_tenant: dict[UUID, set[str]] = {}
-    for tenant_id, message_id in keys:
-        by_tenant.setdefault(tenant_id, set()).add(message_id)
+    by_tenant = _by_tenant(keys)
     if not by_tenant:
         return {}
     where = Q()
@@ -220,20 +225,18 @@ def apply_updates(
     *,
     received_at: datetime,
     webhook_event_id: int | None = None,
-    locked: dict[tuple[UUID, str], Delivery] | None = None,
     writes: Writes | None = None,
 ) -> Outcome:
     """Apply UPDATES for one tenant inside the caller's transaction. Unknown message ids
-    become PendingStatus rows. Deliveries are locked up front in id order (or were, by the
-    caller, in LOCKED), so concurrent events never deadlock on each other. With WRITES the
-    caller flushes them (a batch); without, they are written before returning."""
+    become PendingStatus rows. Deliveries are locked up front in id order, so concurrent
+    events never deadlock on each other. A batch passes its WRITES, holding the deliveries
+    it locked, and flushes them itself; without, this locks and writes before returning."""
     outcome = Outcome(status=WebhookEvent.Status.PROCESSED)
-    if locked is None:
-        locked = lock_deliveries((tenant_id, u.message_id) for u in updates)
     own = writes is None
-    writes = Writes() if writes is None else writes
+    if writes is None:
+        writes = Writes(lock_deliveries((tenant_id, u.message_id) for u in updates))
     for update in updates:
-        match = locked.get((tenant_id, update.message_id))
+        match = writes.locked.get((tenant_id, update.message_id))
         if match is None:
             writes.early.append(
                 PendingStatus(
@@ -253,7 +256,6 @@ def apply_updates(
             continue
         apply_update(match, update, received_at=received_at, webhook_event_id=webhook_event_id, writes=writes)
         outcome.applied += 1
-        outcome.campaigns.add(match.campaign_id)
     if own:
         writes.flush()
     return outcome
@@ -262,27 +264,42 @@ def apply_updates(
 _EVENT_FIELDS = ("id", "tenant_id", "connection_id", "provider", "event_type", "body", "received_at")
 
 
+def _claim(events: QuerySet[WebhookEvent]) -> int:
+    """Mark EVENTS processed, inside the transaction that applies them; returns how many."""
+    return events.update(
+        status=WebhookEvent.Status.PROCESSED, processed_at=timezone.now(), attempts=F("attempts") + 1, error=""
+    )
+
+
+def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
+    """Apply EVENTS, claimed by the caller in its transaction: every delivery they name
+    locked in one statement, every change written once at the end."""
+    parsed = [
+        (event, webhooks.parse(event.provider, event.body, event_hint=event.event_type).statuses) for event in events
+    ]
+    writes = Writes(lock_deliveries((event.tenant_id, u.message_id) for event, updates in parsed for u in updates))
+    for event, updates in parsed:
+        apply_updates(
+            event.tenant_id,
+            event.connection_id,
+            updates,
+            received_at=event.received_at,
+            webhook_event_id=event.pk,
+            writes=writes,
+        )
+    writes.flush()
+
+
 def process_event(event_id: int) -> Outcome:
     """Claim and apply one stored webhook event. Idempotent: an event already processed (or
     being processed by someone else, who holds the row) is skipped. Transient database errors
     are recorded and re-raised for a retry; anything else marks the event failed."""
-    now = timezone.now()
     try:
         with transaction.atomic():
-            claimed = WebhookEvent.objects.filter(pk=event_id, status=WebhookEvent.Status.PENDING).update(
-                status=WebhookEvent.Status.PROCESSED, processed_at=now, attempts=F("attempts") + 1, error=""
-            )
-            if not claimed:
+            if not _claim(WebhookEvent.objects.filter(pk=event_id, status=WebhookEvent.Status.PENDING)):
                 return Outcome(status="skipped")
-            event = WebhookEvent.objects.only(*_EVENT_FIELDS).get(pk=event_id)
-            parsed = webhooks.parse(event.provider, event.body, event_hint=event.event_type)
-            return apply_updates(
-                event.tenant_id,
-                event.connection_id,
-                parsed.statuses,
-                received_at=event.received_at,
-                webhook_event_id=event.pk,
-            )
+            _apply_claimed([WebhookEvent.objects.only(*_EVENT_FIELDS).get(pk=event_id)])
+            return Outcome(status=WebhookEvent.Status.PROCESSED)
     except OperationalError as exc:
         _record_failure(event_id, exc, final=False)
         raise
@@ -312,29 +329,8 @@ def process_pending(*, limit: int = 200) -> int:
         ids = [event.pk for event in events]
         try:
             with transaction.atomic():
-                WebhookEvent.objects.filter(pk__in=ids).update(
-                    status=WebhookEvent.Status.PROCESSED,
-                    processed_at=timezone.now(),
-                    attempts=F("attempts") + 1,
-                    error="",
-                )
-                parsed = [
-                    (event, webhooks.parse(event.provider, event.body, event_hint=event.event_type).statuses)
-                    for event in events
-                ]
-                locked = lock_deliveries((event.tenant_id, u.message_id) for event, updates in parsed for u in updates)
-                writes = Writes()
-                for event, updates in parsed:
-                    apply_updates(
-                        event.tenant_id,
-                        event.connection_id,
-                        updates,
-                        received_at=event.received_at,
-                        webhook_event_id=event.pk,
-                        locked=locked,
-                        writes=writes,
-                    )
-                writes.flush()
+                _claim(WebhookEvent.objects.filter(pk__in=ids))
+                _apply_claimed(events)
         except OperationalError:
             raise
         except Exception:
@@ -456,8 +452,8 @@ def sweep(*, grace: float | None = None, limit: int = 1000) -> SweepResult:
     keys = (
         PendingStatus.objects.filter(Exists(matched)).values_list("tenant_id", "provider_message_id").distinct()[:limit]
     )
-    for tenant_id, message_id in list(keys):
-        result.early += _apply_early_for_messages(tenant_id, {message_id})
+    for tenant_id, message_ids in _by_tenant(keys).items():
+        result.early += _apply_early_for_messages(tenant_id, message_ids)
 
     ttl = timezone.now() - timedelta(hours=settings.WEBHOOK_EARLY_EVENT_TTL_HOURS)
     result.expired, _ = PendingStatus.objects.filter(received_at__lt=ttl).delete()
