@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,23 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.processes)
 
 
-def start_web(env: dict[str, str], tmp: Path) -> tuple[str, Process]:
+def start_web(env: dict[str, str], tmp: Path, *options: str) -> tuple[str, Process]:
+    """uvicorn serving sense.asgi with ENV (and uvicorn's OPTIONS) on a free port, its output
+    in TMP/web.log; returns (base URL, process), or fails with that output if it never listens."""
     port = free_port()
     log = tmp / "web.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "sense.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "sense.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *options,
+        ],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),
@@ -101,19 +114,31 @@ def start_web(env: dict[str, str], tmp: Path) -> tuple[str, Process]:
     return f"http://127.0.0.1:{port}", process
 
 
+@contextmanager
+def running_stack(env: dict[str, str], tmp: Path, *, worker: bool = True) -> Iterator[Stack]:
+    """uvicorn and, if WORKER, one worker with ENV. When the block raises, their logs are
+    printed; every process started in it is stopped at the end."""
+    base_url, web = start_web(env, tmp)
+    stack = Stack(base_url=base_url, env=env, tmp=tmp, processes=[web])
+    try:
+        if worker:
+            stack.start_worker()
+        yield stack
+    except Exception:
+        print(stack.logs())
+        raise
+    finally:
+        for process in reversed(stack.processes):
+            process.stop()
+
+
 @pytest.fixture
 def live_stack(transactional_db: Any, tmp_path: Path) -> Iterator[Stack]:
     """uvicorn and one worker on the full stack; data made in the test must be committed."""
     # The proxy may fetch from this machine (the postdeploy check proxies the app's own image).
     env = stack_env(ALLOWED_HOSTS="127.0.0.1,localhost", COOKIE_SECURE="false", MEDIA_PROXY_TRUSTED_HOSTS="127.0.0.1")
-    base_url, web = start_web(env, tmp_path)
-    stack = Stack(base_url=base_url, env=env, tmp=tmp_path, processes=[web])
-    stack.start_worker()
-    try:
+    with running_stack(env, tmp_path) as stack:
         yield stack
-    finally:
-        for process in reversed(stack.processes):
-            process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -127,22 +152,8 @@ def embedded_server(  # `make run`'s mode: SQLite, local files, in-process tasks
     seed = manage("seed_demo", "--json", env=env)
     assert seed.returncode == 0, seed.stderr
     demo = json.loads(seed.stdout)
-    port = free_port()
-    log = (var / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "sense.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    base_url, web = start_web(env, var)
     try:
-        wait_for(lambda: port_open(port), timeout=30, what="embedded server")
-        yield f"http://127.0.0.1:{port}", {**demo, "var": str(var)}, var
+        yield base_url, {**demo, "var": str(var)}, var
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        web.stop()

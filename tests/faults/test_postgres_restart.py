@@ -4,8 +4,6 @@ process recovers by itself."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -15,7 +13,8 @@ import httpx
 import pytest
 
 from tests.faults.pg import postgres_cluster
-from tests.helpers import ROOT, clean_env, free_port, manage, port_open, wait_for
+from tests.helpers import clean_env, manage, wait_for
+from tests.live import start_web
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +40,8 @@ def test_a_database_restart_gives_503s_then_recovers_without_restarting_the_app(
             assert result.returncode == 0, result.stderr
         token = json.loads(manage("issuetoken", "alice", "--tenant", "acme", "--json", env=env).stdout)["token"]
 
-        port = free_port()
-        log = (tmp_path / "web.log").open("wb")
-        web = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "sense.asgi:application", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        base, web = start_web(env, tmp_path)
         try:
-            wait_for(lambda: port_open(port), timeout=30, what="web")
-            base = f"http://127.0.0.1:{port}"
             api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=15)
             browser = httpx.Client(base_url=base, timeout=15)
             browser.get("/login/")
@@ -98,6 +87,4 @@ def test_a_database_restart_gives_503s_then_recovers_without_restarting_the_app(
             assert set(statuses) <= {200, 503}, statuses  # never a 500
             assert statuses[200] > 0
         finally:
-            web.terminate()
-            web.wait(timeout=10)
-            log.close()
+            web.stop()

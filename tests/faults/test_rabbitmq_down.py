@@ -15,7 +15,7 @@ from sense.models import Tenant
 from tests.conftest import token_for
 from tests.faults.storm import Storm, assert_exact, settled, storm_bodies
 from tests.helpers import rabbitmq_node, wait_for
-from tests.live import Stack, stack_env, start_web
+from tests.live import running_stack, stack_env
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries
 
 pytestmark = pytest.mark.slow
@@ -42,46 +42,43 @@ def test_rabbitmq_stopped_during_a_webhook_storm_loses_nothing(
             WEBHOOK_SWEEP_SECONDS="1",
             WEBHOOK_SWEEP_GRACE_SECONDS="2",
         )
-        base, web = start_web(env, tmp_path)
-        stack = Stack(base_url=base, env=env, tmp=tmp_path, processes=[web])
-        stack.start_worker()
-        storm = Storm(base, connection)
-        api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token_for(alice, acme)}"}, timeout=60)
-        try:
-            storm.post(first)
-            # The node goes away while the first third is still being posted.
-            wait_for(lambda: storm.answered() >= len(first) // 2, timeout=60, what="the storm under way")
-            node.stop()
-            ready = api.get("/api/health/ready/")
-            assert ready.status_code == 503
-            assert ready.json()["checks"]["broker"]["ok"] is False
-            assert ready.json()["checks"]["database"]["ok"] is True
-            ping = api.post("/api/ops/worker-ping/")  # work that needs the broker says so
-            assert ping.status_code == 503 and ping.json()["code"] == "unavailable", ping.text
+        with running_stack(env, tmp_path) as stack:
+            storm = Storm(stack.base_url, connection)
+            api = httpx.Client(
+                base_url=stack.base_url, headers={"Authorization": f"Bearer {token_for(alice, acme)}"}, timeout=60
+            )
+            try:
+                storm.post(first)
+                # The node goes away while the first third is still being posted.
+                wait_for(lambda: storm.answered() >= len(first) // 2, timeout=60, what="the storm under way")
+                node.stop()
+                ready = api.get("/api/health/ready/")
+                assert ready.status_code == 503
+                assert ready.json()["checks"]["broker"]["ok"] is False
+                assert ready.json()["checks"]["database"]["ok"] is True
+                ping = api.post("/api/ops/worker-ping/")  # work that needs the broker says so
+                assert ping.status_code == 503 and ping.json()["code"] == "unavailable", ping.text
 
-            # The second third arrives with no broker at all.
-            storm.post(second)
-            wait_for(lambda: storm.answered() == len(first) + len(second), timeout=120, what="second third")
+                # The second third arrives with no broker at all.
+                storm.post(second)
+                wait_for(lambda: storm.answered() == len(first) + len(second), timeout=120, what="second third")
 
-            # The node comes back during the last third; web and worker reconnect on their own.
-            storm.post(third)
-            node.start()
-            wait_for(lambda: storm.answered() == len(bodies), timeout=120, what="last third")
+                # The node comes back during the last third; web and worker reconnect on their own.
+                storm.post(third)
+                node.start()
+                wait_for(lambda: storm.answered() == len(bodies), timeout=120, what="last third")
 
-            statuses = storm.statuses()
-            assert statuses == [200] * len(bodies), {s: statuses.count(s) for s in set(statuses)}
-            wait_for(lambda: settled(campaign, TOTAL), timeout=90, interval=0.5, what="every event applied")
-            assert_exact(campaign, posted=len(bodies), total=TOTAL)
-            assert api.get("/api/health/ready/").status_code == 200
-            # Both sides reconnected: a task goes through the node to a worker and back.
-            token = api.post("/api/ops/worker-ping/").json()["token"]
-            wait_for(lambda: api.get(f"/api/ops/worker-ping/{token}/").json()["done"], timeout=60, what="ping")
-        except Exception:
-            print(stack.logs())
-            print("--- rabbitmq\n" + node.log())
-            raise
-        finally:
-            storm.close()
-            api.close()
-            for process in reversed(stack.processes):
-                process.stop()
+                statuses = storm.statuses()
+                assert statuses == [200] * len(bodies), {s: statuses.count(s) for s in set(statuses)}
+                wait_for(lambda: settled(campaign, TOTAL), timeout=90, interval=0.5, what="every event applied")
+                assert_exact(campaign, posted=len(bodies), total=TOTAL)
+                assert api.get("/api/health/ready/").status_code == 200
+                # Both sides reconnected: a task goes through the node to a worker and back.
+                token = api.post("/api/ops/worker-ping/").json()["token"]
+                wait_for(lambda: api.get(f"/api/ops/worker-ping/{token}/").json()["done"], timeout=60, what="ping")
+            except Exception:
+                print("--- rabbitmq\n" + node.log())
+                raise
+            finally:
+                storm.close()
+                api.close()

@@ -13,7 +13,7 @@ from campaigns.models import Campaign, Connection
 from sense.models import Tenant
 from tests.conftest import token_for
 from tests.helpers import redis_server, wait_for
-from tests.live import Stack, stack_env, start_web
+from tests.live import running_stack, stack_env
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries
 from tests.webhook_payloads import evolution_update
 
@@ -34,11 +34,8 @@ def test_with_redis_down_webhooks_still_land_and_the_proxy_serves_uncached(
             REDIS_TIMEOUT="0.5",
             MEDIA_PROXY_TRUSTED_HOSTS="127.0.0.1",
         )
-        base, web = start_web(env, tmp_path)
-        stack = Stack(base_url=base, env=env, tmp=tmp_path, processes=[web])
-        stack.start_worker()
-        try:
-            api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=20)
+        with running_stack(env, tmp_path) as stack:
+            api = httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=20)
             assert api.get("/api/health/ready/").status_code == 200
             redis_proc.kill()
             redis_proc.wait()
@@ -59,15 +56,9 @@ def test_with_redis_down_webhooks_still_land_and_the_proxy_serves_uncached(
 
             wait_for(delivered, timeout=30, what="the webhooks to be applied without Redis")
 
-            probe = f"{base}/api/health/probe.png"
+            probe = f"{stack.base_url}/api/health/probe.png"
             for _ in range(2):
                 proxied = api.get("/api/chat/media-proxy/", params={"url": probe})
                 assert proxied.status_code == 200, proxied.text
                 assert proxied.headers["X-Cache"] == "MISS"  # no cache to hit
                 assert proxied.headers["content-type"] == "image/png"
-        except Exception:
-            print(stack.logs())
-            raise
-        finally:
-            for process in reversed(stack.processes):
-                process.stop()

@@ -16,7 +16,7 @@ from media.models import Asset
 from sense.models import Tenant
 from tests.conftest import token_for
 from tests.helpers import free_port, wait_for
-from tests.live import Stack, stack_env, start_web
+from tests.live import running_stack, stack_env
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries
 from tests.webhook_payloads import evolution_update
 
@@ -34,11 +34,8 @@ def test_with_s3_unreachable_uploads_fail_cleanly_and_the_rest_works(
     env = stack_env(
         ALLOWED_HOSTS="127.0.0.1,localhost", S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", S3_TIMEOUT="0.5"
     )
-    base, web = start_web(env, tmp_path)
-    stack = Stack(base_url=base, env=env, tmp=tmp_path, processes=[web])
-    stack.start_worker()
-    try:
-        api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    with running_stack(env, tmp_path) as stack:
+        api = httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         picture = io.BytesIO()
         Image.new("RGB", (64, 64), (200, 30, 30)).save(picture, "PNG")
         upload = api.post("/api/chat/upload-media/", files={"file": ("photo.png", picture.getvalue(), "image/png")})
@@ -63,9 +60,3 @@ def test_with_s3_unreachable_uploads_fail_cleanly_and_the_rest_works(
             return campaign.stat_read == 1
 
         wait_for(read, timeout=30, what="the webhook to be applied")
-    except Exception:
-        print(stack.logs())
-        raise
-    finally:
-        for process in reversed(stack.processes):
-            process.stop()

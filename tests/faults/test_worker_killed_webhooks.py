@@ -15,7 +15,7 @@ from campaigns.models import Campaign, Connection, WebhookEvent
 from sense.models import Tenant
 from tests.faults.storm import Storm, assert_exact, settled, storm_bodies
 from tests.helpers import wait_for
-from tests.live import Stack, stack_env, start_web
+from tests.live import running_stack, stack_env
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries
 
 pytestmark = pytest.mark.slow
@@ -34,32 +34,26 @@ def test_a_worker_killed_while_processing_webhooks_leaves_exact_counters(
     campaign: Campaign = make_campaign(connection)
     bodies = storm_bodies(make_deliveries(campaign, TOTAL))
     env = stack_env(ALLOWED_HOSTS="127.0.0.1,localhost", WEBHOOK_SWEEP_SECONDS="1", WEBHOOK_SWEEP_GRACE_SECONDS="5")
-    base, web = start_web(env, tmp_path)
-    stack = Stack(base_url=base, env=env, tmp=tmp_path, processes=[web])
-    first = stack.start_worker(name="killed-worker")
-    storm = Storm(base, connection)
-    try:
-        storm.post(bodies)
-        wait_for(lambda: _processed() >= len(bodies) // 5, timeout=120, interval=0.02, what="processing under way")
-        first.stop(signal.SIGKILL)
-        processed_at_kill = _processed()
-        stored_at_kill = WebhookEvent.objects.count()
-        # Killed mid-storm: some events were applied, others are still waiting.
-        assert 0 < processed_at_kill < stored_at_kill <= len(bodies)
+    with running_stack(env, tmp_path, worker=False) as stack:
+        first = stack.start_worker(name="killed-worker")
+        storm = Storm(stack.base_url, connection)
+        try:
+            storm.post(bodies)
+            wait_for(lambda: _processed() >= len(bodies) // 5, timeout=120, interval=0.02, what="processing under way")
+            first.stop(signal.SIGKILL)
+            processed_at_kill = _processed()
+            stored_at_kill = WebhookEvent.objects.count()
+            # Killed mid-storm: some events were applied, others are still waiting.
+            assert 0 < processed_at_kill < stored_at_kill <= len(bodies)
 
-        # With no worker the events keep arriving and are stored; none is applied.
-        wait_for(lambda: storm.answered() == len(bodies), timeout=120, what="the whole storm answered")
-        assert _processed() == processed_at_kill
-        statuses = storm.statuses()
-        assert statuses == [200] * len(bodies), {s: statuses.count(s) for s in set(statuses)}
+            # With no worker the events keep arriving and are stored; none is applied.
+            wait_for(lambda: storm.answered() == len(bodies), timeout=120, what="the whole storm answered")
+            assert _processed() == processed_at_kill
+            statuses = storm.statuses()
+            assert statuses == [200] * len(bodies), {s: statuses.count(s) for s in set(statuses)}
 
-        stack.start_worker(name="next-worker")
-        wait_for(lambda: settled(campaign, TOTAL), timeout=120, interval=0.5, what="every event applied")
-        assert_exact(campaign, posted=len(bodies), total=TOTAL)
-    except Exception:
-        print(stack.logs())
-        raise
-    finally:
-        storm.close()
-        for process in reversed(stack.processes):
-            process.stop()
+            stack.start_worker(name="next-worker")
+            wait_for(lambda: settled(campaign, TOTAL), timeout=120, interval=0.5, what="every event applied")
+            assert_exact(campaign, posted=len(bodies), total=TOTAL)
+        finally:
+            storm.close()

@@ -3,54 +3,25 @@ Shared by the large-upload test and bench/bench_upload.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import ROOT, free_port, port_open, wait_for
+from tests.live import start_web
 
 
 @contextmanager
 def uvicorn(env: dict[str, str], *, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve sense.asgi on a free port; yields (base URL, process)."""
-    port = free_port()
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"sense-uvicorn-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "sense.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--lifespan",
-            "off",
-            "--workers",
-            str(workers),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: port_open(port), timeout=30, what="uvicorn")
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryDirectory(prefix="sense-uvicorn-") as tmp:
+        base_url, web = start_web(env, Path(tmp), "--no-access-log", "--lifespan", "off", "--workers", str(workers))
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            yield base_url, web.proc
+        finally:
+            web.stop()
 
 
 def _status(pid: int, field: str) -> int:

@@ -74,5 +74,5 @@ def test_it_passes_against_make_run(embedded_server: tuple[str, dict[str, str], 
     assert issued.returncode == 0, issued.stderr
     code, report = run_check(base, json.loads(issued.stdout)["token"], env)
     failed = [c for c in report["checks"] if not c["ok"]]
-    assert failed == [] and code == 0, (var / "server.log").read_text()[-3000:]
+    assert failed == [] and code == 0, (var / "web.log").read_text()[-3000:]
     assert {c["name"]: c["detail"] for c in report["checks"]}["object in storage"].startswith("local storage")
