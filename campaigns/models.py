@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connections, models, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Subquery
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -228,6 +228,15 @@ class Campaign(TenantOwned):
         self._transition("reopen", {self.Status.FINISHED}, self.Status.RUNNING, finished_at=None)
 
     @classmethod
+    def add_to_stats(cls, campaign: Any, deltas: dict[str, int], times: int = 1) -> None:
+        """Add DELTAS (counter name -> change), TIMES over, to the counters of CAMPAIGN (an id
+        or a subquery giving one) with one F() UPDATE; nothing when no counter changes. Only
+        `Delivery`'s moves call this, in the transaction of the status change they count."""
+        changes = {f"stat_{name}": F(f"stat_{name}") + d * times for name, d in deltas.items() if d * times}
+        if changes:
+            cls.objects.filter(pk=campaign).update(**changes)
+
+    @classmethod
     def record_provider_success(cls, campaign_id: Any) -> None:
         """End a run of provider errors (a no-op write-free UPDATE when there is none)."""
         cls.objects.filter(pk=campaign_id, consecutive_errors__gt=0).update(consecutive_errors=0)
@@ -323,12 +332,9 @@ class Delivery(TenantOwned):
             )
             if not changed:
                 return False
-            deltas = cls.stat_deltas(from_status, to_status)
-            if deltas:
-                campaign_id = cls.objects.filter(pk=delivery_id).values_list("campaign_id", flat=True).get()
-                Campaign.objects.filter(pk=campaign_id).update(
-                    **{f"stat_{name}": F(f"stat_{name}") + d for name, d in deltas.items()}
-                )
+            # The campaign id as a subquery: no extra round trip to read it back.
+            campaign = Subquery(cls.objects.filter(pk=delivery_id).order_by().values("campaign_id"))
+            Campaign.add_to_stats(campaign, cls.stat_deltas(from_status, to_status))
         return True
 
     @classmethod
@@ -349,11 +355,7 @@ class Delivery(TenantOwned):
                 for name, d in cls.stat_deltas(from_status, to_status).items():
                     campaign_totals[name] = campaign_totals.get(name, 0) + d
             for campaign_id in sorted(totals, key=str):
-                deltas = {name: d for name, d in totals[campaign_id].items() if d}
-                if deltas:
-                    Campaign.objects.filter(pk=campaign_id).update(
-                        **{f"stat_{name}": F(f"stat_{name}") + d for name, d in deltas.items()}
-                    )
+                Campaign.add_to_stats(campaign_id, totals[campaign_id])
 
     @classmethod
     def move_each(
@@ -370,11 +372,7 @@ class Delivery(TenantOwned):
                     status=to_status, updated_at=now, **fields
                 ):
                     moved.append(delivery_id)
-            deltas = cls.stat_deltas(from_status, to_status)
-            if moved and deltas:
-                Campaign.objects.filter(pk=campaign_id).update(
-                    **{f"stat_{name}": F(f"stat_{name}") + d * len(moved) for name, d in deltas.items()}
-                )
+            Campaign.add_to_stats(campaign_id, cls.stat_deltas(from_status, to_status), len(moved))
         return moved
 
     @classmethod
@@ -389,11 +387,7 @@ class Delivery(TenantOwned):
             if ids is not None:
                 qs = qs.filter(pk__in=ids)
             changed = qs.update(status=to_status, updated_at=timezone.now(), **fields)
-            deltas = cls.stat_deltas(from_status, to_status)
-            if changed and deltas:
-                Campaign.objects.filter(pk=campaign_id).update(
-                    **{f"stat_{name}": F(f"stat_{name}") + d * changed for name, d in deltas.items()}
-                )
+            Campaign.add_to_stats(campaign_id, cls.stat_deltas(from_status, to_status), changed)
         return changed
 
 
