@@ -19,7 +19,7 @@ from ninja.security import HttpBearer, SessionAuth
 
 from sense import tenancy
 from sense.errors import ServiceError
-from sense.models import ApiToken, Membership
+from sense.models import Membership
 
 log = logging.getLogger("sense.api")
 
@@ -28,21 +28,14 @@ class BearerAuth(HttpBearer):
     openapi_description = "An API token issued with `manage.py issuetoken` or in the admin."
 
     def authenticate(self, request: HttpRequest, token: str) -> Membership | None:
-        api_token = ApiToken.authenticate(token)
-        if api_token is None:
-            return None
-        request.api_token = api_token  # type: ignore[attr-defined]
-        tenancy.attach(request, api_token.membership)
-        return api_token.membership
+        return tenancy.attach_token(request, token)
 
 
 class SessionMembershipAuth(SessionAuth):
     """A logged-in browser session with a membership (CSRF checked on unsafe methods)."""
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Membership | None:
-        membership = getattr(request, "membership", None)
-        if membership is None:
-            membership = tenancy.membership_for_session(request)
+        membership = tenancy.session_membership(request)
         if membership is None:
             return None
         tenancy.attach(request, membership)
@@ -116,12 +109,8 @@ def _forbidden(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 @api.exception_handler(Http404)
-def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
-    return error_response(request, "Not found.", "not_found", 404)
-
-
 @api.exception_handler(ObjectDoesNotExist)
-def _does_not_exist(request: HttpRequest, exc: Exception) -> HttpResponse:
+def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(request, "Not found.", "not_found", 404)
 
 

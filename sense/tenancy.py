@@ -55,15 +55,12 @@ def membership_for_session(request: HttpRequest) -> Membership | None:
     return memberships.order_by("tenant__name").first()
 
 
-def membership_for_bearer(request: HttpRequest) -> Membership | None:
-    raw = bearer_token(request)
-    if raw is None:
-        return None
-    token = ApiToken.authenticate(raw)
-    if token is None:
-        return None
-    request.api_token = token  # type: ignore[attr-defined]
-    return token.membership
+def session_membership(request: HttpRequest) -> Membership | None:
+    """The session's membership as TenantMiddleware resolved it for this request (its
+    queries are not run again); resolved here only when the middleware has not run."""
+    if hasattr(request, "membership"):
+        return request.membership  # type: ignore[no-any-return]
+    return membership_for_session(request)
 
 
 def attach(request: HttpRequest, membership: Membership) -> None:
@@ -73,9 +70,22 @@ def attach(request: HttpRequest, membership: Membership) -> None:
         request.user = membership.user
 
 
+def attach_token(request: HttpRequest, raw: str) -> Membership | None:
+    """Attach the membership of the active API token RAW (and the token); None if there is none."""
+    token = ApiToken.authenticate(raw)
+    if token is None:
+        return None
+    request.api_token = token  # type: ignore[attr-defined]
+    attach(request, token.membership)
+    return token.membership
+
+
 def authenticate(request: HttpRequest) -> Membership | None:
     """Resolve a request by Bearer token first, then by session; attach and return the membership."""
-    membership = membership_for_bearer(request) if bearer_token(request) else membership_for_session(request)
+    raw = bearer_token(request)
+    if raw is not None:
+        return attach_token(request, raw)
+    membership = session_membership(request)
     if membership is not None:
         attach(request, membership)
     return membership
@@ -130,8 +140,7 @@ class TenantMiddleware:
         self._clear(request)
         membership = membership_for_session(request)
         if membership is not None:
-            request.membership = membership  # type: ignore[attr-defined]
-            request.tenant = membership.tenant  # type: ignore[attr-defined]
+            attach(request, membership)
 
 
 def tenant_context(request: HttpRequest) -> dict[str, Any]:
