@@ -10,6 +10,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
@@ -19,6 +20,9 @@ from ninja import Router, Schema, Status
 
 from sense.lib.logs import redact
 from sense.lib.storage import check_storage
+
+if TYPE_CHECKING:
+    import pika
 
 log = logging.getLogger("sense.health")
 
@@ -63,9 +67,9 @@ def check_storage_ready() -> str:
     return "s3" if settings.S3_BUCKET else "local"
 
 
-def check_broker() -> str:
-    if settings.TASKS_EMBEDDED:
-        return "embedded"
+def broker_connection() -> pika.BlockingConnection:
+    """A short-lived connection to RABBITMQ_URL (one attempt, HEALTH_CHECK_TIMEOUT); the
+    caller closes it. Dramatiq's own connections are per thread and would stay open."""
     import pika
 
     params = pika.URLParameters(settings.RABBITMQ_URL)
@@ -73,8 +77,13 @@ def check_broker() -> str:
     params.socket_timeout = settings.HEALTH_CHECK_TIMEOUT
     params.blocked_connection_timeout = settings.HEALTH_CHECK_TIMEOUT
     params.stack_timeout = settings.HEALTH_CHECK_TIMEOUT
-    conn = pika.BlockingConnection(params)
-    conn.close()
+    return pika.BlockingConnection(params)
+
+
+def check_broker() -> str:
+    if settings.TASKS_EMBEDDED:
+        return "embedded"
+    broker_connection().close()
     return "rabbitmq"
 
 

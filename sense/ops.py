@@ -19,7 +19,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from sense.health import run_checks
+from sense.health import broker_connection, run_checks
 from sense.models import Tenant
 from sense.pagesupport import tenant_required
 from sense.tenancy import TenantHttpRequest
@@ -61,24 +61,22 @@ def last_days(n: int = 7) -> list[date]:
     return [today - timedelta(days=n - 1 - i) for i in range(n)]
 
 
-def queue_depths() -> dict[str, int | None]:
+def queue_depths(*, broker_up: bool = True) -> dict[str, int | None]:
     """Messages waiting per Dramatiq queue (RabbitMQ: passive declares on a short-lived
     connection of its own, so a request thread never keeps a broker connection; embedded:
-    the in-memory queues)."""
+    the in-memory queues). None where unknown; all None without trying when BROKER_UP is
+    false (the readiness check just failed to connect: no second wait for the timeout)."""
     import dramatiq
 
     broker = dramatiq.get_broker()
     names = sorted(q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ")))
     if settings.TASKS_EMBEDDED:
         return {name: broker.queues[name].qsize() for name in names}  # type: ignore[attr-defined]
-    import pika
-
     depths: dict[str, int | None] = dict.fromkeys(names)
-    params = pika.URLParameters(settings.RABBITMQ_URL)
-    params.connection_attempts = 1
-    params.socket_timeout = params.stack_timeout = settings.HEALTH_CHECK_TIMEOUT
+    if not broker_up:
+        return depths
     try:
-        connection = pika.BlockingConnection(params)
+        connection = broker_connection()
     except Exception as exc:
         log.warning("[RABBITMQ] queue depths unavailable: %s", exc.__class__.__name__)
         return depths
@@ -109,13 +107,12 @@ def figures_for(tenant: Tenant, days: list[date]) -> list[OpsFigure]:
 @login_required
 @tenant_required
 def ops_page(request: TenantHttpRequest) -> HttpResponse:
-    days = last_days(7)
+    checks = run_checks()
     context = {
         "nav": "ops",
-        "figures": figures_for(request.tenant, days),
-        "days": days,
-        "checks": run_checks(),
-        "queues": queue_depths(),
+        "figures": figures_for(request.tenant, last_days(7)),
+        "checks": checks,
+        "queues": queue_depths(broker_up=checks["broker"].ok),
     }
     template = "ops/ops.html#panels" if request.htmx else "ops/ops.html"
     return render(request, template, context)
