@@ -4,7 +4,6 @@ exits 1 if any failed; removes what it created."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import secrets
@@ -12,10 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
+
+from sense.health import PROBE_PNG
+from sense.management.base import JsonCommand
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Run:
     client: httpx.Client = field(init=False)
     checks: list[Check] = field(default_factory=list)
     created_asset: str | None = None
-    upload: dict[str, Any] = field(default_factory=dict)
+    file_response: httpx.Response | None = None  # the uploaded file, fetched back through file_url
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(
@@ -61,25 +63,13 @@ def expect(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-def probe_png() -> bytes:
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (320, 240), (18, 140, 126))
-    draw = ImageDraw.Draw(image)
-    for i in range(0, 320, 16):
-        draw.line((i, 0, 320 - i, 240), fill=(255, (i * 3) % 255, 80), width=3)
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
-
-
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = "Run the post-deploy checklist against a running deployment (exit 1 if any check fails)."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
         parser.add_argument("--base-url", required=True, help="e.g. https://sense.example.com")
         parser.add_argument("--token", required=True, help="an API token of the tenant to check with")
-        parser.add_argument("--json", action="store_true")
         parser.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default 15)")
         parser.add_argument(
             "--wait", type=float, default=60.0, help="seconds to wait for the thumbnail and the worker (default 60)"
@@ -141,14 +131,13 @@ class Command(BaseCommand):
             return "MISS then HIT"
 
         def upload() -> str:
-            body = probe_png()
+            body = PROBE_PNG.read_bytes()
             r = run.client.post("/api/chat/upload-media/", files={"file": ("postdeploy-check.png", body, "image/png")})
             expect(r.status_code == 201, f"HTTP {r.status_code}: {r.text[:160]}")
             data = r.json()
             expect(data.get("success") is True and data.get("file_type") == "image", f"unexpected answer {data}")
             run.created_asset = data["id"]
-            run.upload = {**data, "bytes": body}
-            fetched = run.client.get(data["file_url"], follow_redirects=True)
+            fetched = run.file_response = run.client.get(data["file_url"], follow_redirects=True)
             expect(fetched.status_code == 200 and fetched.content == body, f"file_url gave HTTP {fetched.status_code}")
             deadline = time.monotonic() + wait
             while True:
@@ -160,17 +149,15 @@ class Command(BaseCommand):
             return f"{len(body)} bytes, thumbnail {len(thumb.content)} bytes"
 
         def stored() -> str:
-            expect(bool(run.upload), "nothing was uploaded")
-            r = run.client.get(run.upload["file_url"])
-            if r.status_code in (301, 302, 303, 307):
-                location = urljoin(base, r.headers["Location"])
-                head = httpx.get(location, timeout=run.timeout, headers={"Range": "bytes=0-0"}, trust_env=False)
-                expect(head.status_code in (200, 206), f"the object answered HTTP {head.status_code}")
-                host = urlsplit(location).netloc
-                expect(f"/media/{run.upload['id']}/" in location, "the signed URL does not name the asset")
-                return f"object found at {host}"
-            expect(r.status_code == 200, f"HTTP {r.status_code}")
-            return "local storage (streamed by the app)"
+            # The upload check fetched the file back (following redirects) and compared its
+            # bytes: a redirect there was to the object's presigned URL, which answered.
+            fetched = run.file_response
+            if fetched is None:
+                raise AssertionError("nothing was uploaded")
+            if not fetched.history:
+                return "local storage (streamed by the app)"
+            expect(f"/media/{run.created_asset}/" in str(fetched.url), "the signed URL does not name the asset")
+            return f"object found at {fetched.url.netloc.decode()}"
 
         def cache_check() -> str:
             r = run.client.get("/api/health/ready/")
@@ -200,12 +187,10 @@ class Command(BaseCommand):
         self.cleanup(run)
 
         ok = all(c.ok for c in run.checks)
-        if options["json"]:
-            self.stdout.write(json.dumps({"ok": ok, "checks": [c.__dict__ for c in run.checks]}))
-        else:
-            for c in run.checks:
-                mark = "✓" if c.ok else "✗"
-                self.stdout.write(f"{mark} {c.name} ({c.ms:.0f} ms){' — ' + c.detail if c.detail else ''}")
+        lines = [
+            f"{'✓' if c.ok else '✗'} {c.name} ({c.ms:.0f} ms){' — ' + c.detail if c.detail else ''}" for c in run.checks
+        ]
+        self.emit(options, {"ok": ok, "checks": [c.__dict__ for c in run.checks]}, "\n".join(lines))
         if not ok:
             raise SystemExit(1)
 
