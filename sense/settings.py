@@ -138,6 +138,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request count and latency for Prometheus (sense.lib.metrics); first so it times everything.
+    "sense.lib.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "sense.lib.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -188,8 +190,10 @@ else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "sense.sqlite3"}}
 
 _db = DATABASES["default"]
-if os.environ.get("DATABASE_TEST_NAME"):
-    _db["TEST"] = {"NAME": os.environ["DATABASE_TEST_NAME"]}
+# The test database's name (the suite gives each run its own); default Django's test_<NAME>.
+_test_name = _read("DATABASE_TEST_NAME", _str, "")
+if _test_name:
+    _db["TEST"] = {"NAME": _test_name}
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded worker threads write while requests write: WAL lets readers go on,
     # IMMEDIATE takes the write lock at BEGIN (no lock upgrade deadlock), and the busy
@@ -409,8 +413,6 @@ MEDIA_PROXY_TIMEOUT = _read("MEDIA_PROXY_TIMEOUT", _float, 10.0)
 MEDIA_PROXY_MAX_REDIRECTS = _read("MEDIA_PROXY_MAX_REDIRECTS", _int(0), 3)
 # Buffered per-tenant daily media counters are written to the database at most this often.
 MEDIA_METRICS_FLUSH_SECONDS = _read("MEDIA_METRICS_FLUSH_SECONDS", _float, 5.0)
-# Request count and latency for Prometheus (sense.lib.metrics); first so it times everything.
-MIDDLEWARE.insert(0, "sense.lib.metrics.RequestMetricsMiddleware")
 
 # --- Delivery tracking (webhooks) ---
 # Bodies over this are refused with 413 (checked on Content-Length and on the bytes read).
