@@ -177,18 +177,13 @@ def apply_update(
 # --- Live stats ---------------------------------------------------------------------------
 
 
-def broadcast_stats(campaign_ids: Iterable[UUID]) -> None:
-    """Send each campaign's current stats to its tenant's live group (coalesced, best effort)."""
+def _broadcast_on_commit(campaign_ids: set[UUID]) -> None:
+    """Once the transaction commits, send each campaign's stats to its tenant's live group
+    (`services.broadcast_stats`: coalesced, best effort)."""
     from campaigns import services
 
-    for campaign_id in set(campaign_ids):
-        services.broadcast_stats(campaign_id)
-
-
-def _broadcast_on_commit(campaign_ids: set[UUID]) -> None:
-    if campaign_ids:
-        ids = set(campaign_ids)
-        transaction.on_commit(lambda: broadcast_stats(ids))
+    for campaign_id in campaign_ids:
+        transaction.on_commit(partial(services.broadcast_stats, campaign_id))
 
 
 # --- Applying stored events -------------------------------------------------------------------
@@ -500,15 +495,11 @@ def rejected_calls(*, tenant_id: UUID | None = None, since: Any = None) -> int:
 
 # --- Recalculation ---------------------------------------------------------------------------
 
+# Which deliveries each counter counts, read off Delivery.COUNTERS (what the live deltas
+# use), so the recount cannot hold a second, drifting copy of the rule it checks.
 STAT_FILTERS: dict[str, Q | None] = {
-    "total": None,
-    "pending": Q(status__in=[S.PENDING, S.SENDING]),
-    "sent": Q(status__in=[S.SENT, S.DELIVERED, S.READ]),
-    "delivered": Q(status__in=[S.DELIVERED, S.READ]),
-    "read": Q(status=S.READ),
-    "failed": Q(status=S.FAILED),
-    "cancelled": Q(status=S.CANCELLED),
-    "unknown": Q(status=S.UNKNOWN),
+    name: None if name == "total" else Q(status__in=[s for s, names in Delivery.COUNTERS.items() if name in names])
+    for name in Campaign.STAT_NAMES
 }
 
 
@@ -560,7 +551,6 @@ def campaign_recalc_stats(*, campaign_ids: Iterable[UUID], fix: bool = True, bat
                 if fix:
                     Campaign.objects.filter(pk=campaign_id).update(**{f"stat_{n}": v for n, v in after.items()})
     if fix and drifts:
-        ids_fixed = {d.campaign_id for d in drifts}
-        transaction.on_commit(lambda: broadcast_stats(ids_fixed))
+        _broadcast_on_commit({d.campaign_id for d in drifts})
         log.warning("[CAMPAIGN] recalculated drifted counters of %d campaign(s)", len(drifts))
     return drifts
