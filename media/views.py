@@ -29,6 +29,7 @@ log = logging.getLogger("sense.media")
 # The proxied bytes are someone else's: never let a browser run them as a page.
 PROXY_CSP = "default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'; sandbox"
 MULTIPART_OVERHEAD = 64 * 1024
+UNAUTHENTICATED = "Authentication required: log in or send a valid Bearer token."
 
 
 def _error(message: str, code: str, status: int) -> JsonResponse:
@@ -36,7 +37,7 @@ def _error(message: str, code: str, status: int) -> JsonResponse:
 
 
 def _unauthenticated() -> JsonResponse:
-    return _error("Authentication required: log in or send a valid Bearer token.", "unauthenticated", 401)
+    return _error(UNAUTHENTICATED, "unauthenticated", 401)
 
 
 # --- Upload ---------------------------------------------------------------------------
@@ -59,14 +60,7 @@ def upload_media(request: HttpRequest) -> JsonResponse:
     "error", "code"}` with 400/401/403/413/415/503; a refused upload stores nothing."""
     membership = tenancy.authenticate(request)
     if membership is None:
-        return JsonResponse(
-            {
-                "success": False,
-                "error": "Authentication required: log in or send a valid Bearer token.",
-                "code": "unauthenticated",
-            },
-            status=401,
-        )
+        return _upload_failed(None, UNAUTHENTICATED, "unauthenticated", 401)
     tenant = membership.tenant
     metrics.record(tenant.id, metrics.UPLOAD_ATTEMPTED)
     limits = services.upload_limits()
@@ -147,7 +141,7 @@ def _serve(key: str, *, content_type: str, filename: str, attachment: bool) -> H
     else:
         try:
             handle = objects.open_object(key)
-        except (objects.StorageUnavailable, FileNotFoundError):
+        except objects.StorageUnavailable:  # open_object turns FileNotFoundError into it too
             return _error("The file is missing from storage.", "missing", 404)
         response = FileResponse(handle, content_type=content_type, as_attachment=attachment, filename=filename)
     # The redirect target expires: a browser must come back here rather than reuse it.
@@ -210,11 +204,10 @@ def media_proxy(request: HttpRequest) -> HttpResponse:
     response: HttpResponse
     if fetched.status == 404:
         response = _error("The remote file was not found.", "upstream_not_found", 404)
+        response["Cache-Control"] = "private, max-age=60"
     else:
         response = HttpResponse(fetched.body, content_type=fetched.content_type)
         response["Cache-Control"] = f"private, max-age={min(fetched.ttl, settings.MEDIA_PROXY_CACHE_TTL)}"
-    if fetched.status == 404:
-        response["Cache-Control"] = "private, max-age=60"
     response["X-Cache"] = "HIT" if hit else "MISS"
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = PROXY_CSP
