@@ -95,16 +95,21 @@ def claim(campaign_id: Any, n: int) -> list[Claimed]:
     ]
 
 
+def _unsent_status(campaign_id: Any) -> str:
+    """Where a claimed delivery that was not sent goes back to: pending, or cancelled if the
+    campaign was cancelled meanwhile."""
+    cancelled = Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.CANCELLED).exists()
+    return Delivery.Status.CANCELLED if cancelled else Delivery.Status.PENDING
+
+
 def release(campaign_id: Any, ids: list[int]) -> None:
     """Give claimed-but-unsent deliveries back: pending again, or cancelled if the campaign was."""
     if not ids:
         return
-    status = Campaign.objects.filter(pk=campaign_id).values_list("status", flat=True).first()
-    to = Delivery.Status.CANCELLED if status == Campaign.Status.CANCELLED else Delivery.Status.PENDING
     Delivery.move_many(
         campaign_id=campaign_id,
         from_status=Delivery.Status.SENDING,
-        to_status=to,
+        to_status=_unsent_status(campaign_id),
         ids=ids,
         claimed_at=None,
         attempts=F("attempts") - 1,
@@ -157,9 +162,7 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
     if error.kind == "transient" and item.attempts < settings.CAMPAIGN_MAX_ATTEMPTS:
         backoff = error.retry_after if error.retry_after is not None else min(60.0, 2.0 ** min(item.attempts, 6))
         ratelimit.limiter().hold(str(campaign.connection_id), backoff)
-        release_to = Delivery.Status.PENDING
-        if Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.CANCELLED).exists():
-            release_to = Delivery.Status.CANCELLED
+        release_to = _unsent_status(campaign.pk)
         Delivery.move(item.id, from_status=Delivery.Status.SENDING, to_status=release_to, claimed_at=None, **fields)
         outcome.retried += 1
         outcome.reschedule_in = backoff
@@ -273,10 +276,7 @@ def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -
                 log.info("[CAMPAIGN] delivery %s: %s error %s", item.id, error.kind, error.code)
                 record_failure(campaign, item, error, outcome)
                 errors_seen = True
-                if outcome.stopped:
-                    release(campaign.pk, [i.id for i in items[index + 1 :]])
-                    break
-                if error.kind == "transient":
+                if outcome.stopped or error.kind == "transient":
                     release(campaign.pk, [i.id for i in items[index + 1 :]])
                     break
                 continue
