@@ -117,7 +117,7 @@ def _store(connection: Connection, parsed: webhooks.ParsedWebhook, body: bytes) 
         processed_at=now if ignored else None,
     )
     if not ignored:
-        transaction.on_commit(lambda: _enqueue(event.pk))
+        transaction.on_commit(_enqueue)
     return event
 
 
@@ -135,7 +135,7 @@ _wakeups = Coalescer(
 )
 
 
-def _enqueue(event_id: int) -> None:
+def _enqueue() -> None:
     """Wake a worker for the stored event without waiting for RabbitMQ (sense.lib.broker's
     publisher thread). The row is committed: a lost or refused message only costs delay,
     because the sweeper processes stored events that nobody processed."""
