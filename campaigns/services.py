@@ -18,7 +18,7 @@ import phonenumbers
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import Campaign, Connection, Contact, Delivery, InvalidTransition
@@ -207,11 +207,7 @@ def connection_update(
 def connection_webhook_path(connection: Connection) -> str:
     """The path the provider must call with status webhooks."""
     name = "webhook-evolution" if connection.provider == Connection.Provider.EVOLUTION else "webhook-whatsapp"
-    try:
-        return reverse(name, args=[connection.webhook_token])
-    except NoReverseMatch:
-        kind = "evolution" if connection.provider == Connection.Provider.EVOLUTION else "whatsapp"
-        return f"/api/webhooks/{kind}/{connection.webhook_token}/"
+    return reverse(name, args=[connection.webhook_token])
 
 
 # --- Campaigns ----------------------------------------------------------------------------
