@@ -8,8 +8,10 @@ process (sense.lib.images.harden(), called at start-up).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -88,6 +90,18 @@ def _open(fp: IO[bytes], max_pixels: int) -> Image.Image:
     return image
 
 
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Pillow decodes lazily, after open(): load(), convert(), thumbnail() and even a PNG's
+    getexif() (its EXIF chunk may follow the pixel data) read the rest of the file."""
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRefused("The image has too many pixels.", code="too_many_pixels") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRefused("The image is truncated or corrupt.", code="unreadable") from exc
+
+
 def _oriented_size(image: Image.Image) -> tuple[int, int]:
     orientation = image.getexif().get(0x0112, 1)
     width, height = image.size
@@ -100,13 +114,9 @@ def inspect(fp: IO[bytes], *, max_pixels: int) -> ImageInfo:
     image = _open(fp, max_pixels)
     try:
         fmt = str(image.format)
-        size = _oriented_size(image)
-        try:
+        with _decoding():
             image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRefused("The image has too many pixels.", code="too_many_pixels") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageRefused("The image is truncated or corrupt.", code="unreadable") from exc
+            size = _oriented_size(image)
     finally:
         image.close()
     return ImageInfo(format=fmt, mime_type=FORMAT_MIME[fmt], width=size[0], height=size[1])
@@ -135,19 +145,15 @@ def thumbnail(fp: IO[bytes], *, box: int, quality: int, max_pixels: int) -> tupl
     any metadata. Returns (bytes, width, height); raises ImageRefused."""
     image = _open(fp, max_pixels)
     try:
-        orientation = image.getexif().get(0x0112, 1)
-        icc = image.info.get("icc_profile")
-        if image.mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        # thumbnail() asks a JPEG to decode at 1/2, 1/4 or 1/8 scale (draft mode, no
-        # smaller than the box) then resamples with Lanczos: most of
-        # the cost of a 12 MP photo is the full-size decode this skips.
-        try:
+        with _decoding():
+            orientation = image.getexif().get(0x0112, 1)
+            icc = image.info.get("icc_profile")
+            if image.mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            # thumbnail() asks a JPEG to decode at 1/2, 1/4 or 1/8 scale (draft mode, no
+            # smaller than the box) then resamples with Lanczos: most of
+            # the cost of a 12 MP photo is the full-size decode this skips.
             image.thumbnail((box, box), Image.Resampling.LANCZOS, reducing_gap=1.0)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRefused("The image has too many pixels.", code="too_many_pixels") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageRefused("The image is truncated or corrupt.", code="unreadable") from exc
         image = _to_srgb(image, icc if isinstance(icc, bytes) else None)
         if orientation != 1:
             # exif_transpose reads the orientation from the image's own EXIF; on the small
