@@ -137,6 +137,11 @@ ALLOWED_CREDENTIALS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _clean_credentials(credentials: dict[str, Any]) -> dict[str, str]:
+    """CREDENTIALS stripped, without blank values (a blank one means "not given")."""
+    return {k: str(v).strip() for k, v in credentials.items() if v is not None and str(v).strip()}
+
+
 def connection_create(
     *,
     tenant: Tenant,
@@ -152,7 +157,7 @@ def connection_create(
     to CLOUD_API_BASE_URL)."""
     if provider not in REQUIRED_CREDENTIALS:
         raise ServiceError(f"Unknown provider {provider!r}: use evolution or cloud.", code="invalid_provider")
-    creds = {k: str(v).strip() for k, v in credentials.items() if v is not None and str(v).strip()}
+    creds = _clean_credentials(credentials)
     unknown = sorted(set(creds) - set(ALLOWED_CREDENTIALS[provider]))
     if unknown:
         raise ServiceError(f"Unknown credential(s) for {provider}: {', '.join(unknown)}.", code="invalid_credentials")
@@ -190,10 +195,7 @@ def connection_update(
         unknown = sorted(set(credentials) - set(allowed))
         if unknown:
             raise ServiceError(f"Unknown credential(s): {', '.join(unknown)}.", code="invalid_credentials")
-        connection.credentials = {
-            **connection.credentials,
-            **{k: str(v).strip() for k, v in credentials.items() if v is not None and str(v).strip()},
-        }
+        connection.credentials = {**connection.credentials, **_clean_credentials(credentials)}
         changes["credentials"] = connection.credentials
     if changes.get("rate_per_minute") is not None and changes["rate_per_minute"] < 0:
         raise ServiceError("rate_per_minute must be 0 (no limit) or more.", code="invalid_rate")

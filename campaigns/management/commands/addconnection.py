@@ -38,12 +38,7 @@ class Command(JsonCommand):
         if tenant is None:
             raise CommandError(f"no tenant with slug {options['tenant']!r}")
         provider = options["provider"]
-        names = (
-            ("instance", "api_key", "jwt_key")
-            if provider == Connection.Provider.EVOLUTION
-            else ("phone_number_id", "access_token", "app_secret", "verify_token")
-        )
-        credentials = {name: options[name] for name in names if options[name]}
+        credentials = {name: options[name] for name in services.ALLOWED_CREDENTIALS[provider] if options[name]}
         label = credentials.get("instance") or credentials.get("phone_number_id") or ""
         try:
             connection = services.connection_create(
