@@ -18,6 +18,7 @@ import phonenumbers
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -387,10 +388,9 @@ def snapshot_audience(campaign: Campaign) -> int:
             batch = []
     if batch:
         Delivery.objects.bulk_create(batch, ignore_conflicts=True)
-    total = Delivery.objects.filter(campaign=campaign).count()
-    pending = Delivery.objects.filter(
-        campaign=campaign, status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
-    ).count()
+    unsent = Q(status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING])
+    counts = Delivery.objects.filter(campaign=campaign).aggregate(total=Count("pk"), pending=Count("pk", filter=unsent))
+    total, pending = counts["total"], counts["pending"]
     Campaign.objects.filter(pk=campaign.pk).update(stat_total=total, stat_pending=pending)
     campaign.stat_total, campaign.stat_pending = total, pending
     return total
