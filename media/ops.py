@@ -13,7 +13,7 @@ from sense.ops import OpsFigure
 
 
 def _weighted(days: list[dict[str, Any]], value: str, weight: str) -> float | None:
-    pairs = [(d[value], d[weight] or 0) for d in days if d[value] is not None and d[weight]]
+    pairs = [(d[value], d[weight]) for d in days if d[value] is not None and d[weight]]
     total = sum(w for _, w in pairs)
     return sum(v * w for v, w in pairs) / total if total else None
 
@@ -23,15 +23,14 @@ def figures(tenant: Tenant, days: list[date]) -> list[OpsFigure]:
     uploads = [s["uploads"] for s in summaries]
     thumbs = [s["thumbnails"] for s in summaries]
     proxy = [s["proxy"] for s in summaries]
-    for p in proxy:
-        p["lookups"] = (p["hits"] or 0) + (p["misses"] or 0)
 
     attempted = sum(u["attempted"] for u in uploads)
     success = 100.0 * sum(u["succeeded"] for u in uploads) / attempted if attempted else None
     avg_kb = _weighted(thumbs, "avg_bytes", "count")
     avg_kb = avg_kb / 1024 if avg_kb is not None else None
-    lookups = sum(p["lookups"] for p in proxy)
-    hit_rate = 100.0 * sum(p["hits"] or 0 for p in proxy) / lookups if lookups else None
+    hits = sum(p["hits"] for p in proxy)
+    lookups = hits + sum(p["misses"] for p in proxy)
+    hit_rate = 100.0 * hits / lookups if lookups else None
     hit_ms = _weighted(proxy, "hit_p50_ms", "hits")
     miss_ms = _weighted(proxy, "miss_p50_ms", "misses")
 
