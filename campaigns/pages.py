@@ -111,10 +111,15 @@ def _deliveries(request: TenantHttpRequest, campaign: Campaign) -> dict[str, Any
 @login_required
 @tenant_required
 def campaign_detail(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
-    campaign = get_for_tenant(Campaign.objects.select_related("connection", "media"), request.tenant, pk=campaign_id)
+    campaign = get_for_tenant(Campaign.objects.select_related("connection"), request.tenant, pk=campaign_id)
     deliveries = _deliveries(request, campaign)
     if request.htmx and request.htmx.target == "deliveries":  # pagination links inside the log
         return render(request, "campaigns/detail.html#deliveries", {"campaign": campaign, **deliveries})
+    return _detail_page(request, campaign, deliveries)
+
+
+def _detail_page(request: TenantHttpRequest, campaign: Campaign, deliveries: dict[str, Any]) -> HttpResponse:
+    """The whole campaign page (its header shows the connection: CAMPAIGN has it joined)."""
     context = {"nav": "campaigns", "timeline": timeline(campaign), **campaign_context(campaign), **deliveries}
     return render(request, "campaigns/detail.html", context)
 
@@ -131,22 +136,18 @@ def campaign_stats(request: TenantHttpRequest, campaign_id: UUID) -> HttpRespons
 @login_required
 @tenant_required
 def campaign_deliveries(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
-    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
-    context = {"campaign": campaign, **_deliveries(request, campaign)}
+    campaign = get_for_tenant(Campaign.objects.select_related("connection"), request.tenant, pk=campaign_id)
+    deliveries = _deliveries(request, campaign)
     if request.htmx:
-        return render(request, "campaigns/detail.html#deliveries", context)
-    return render(
-        request,
-        "campaigns/detail.html",
-        {"nav": "campaigns", "timeline": timeline(campaign), **campaign_context(campaign), **context},
-    )
+        return render(request, "campaigns/detail.html#deliveries", {"campaign": campaign, **deliveries})
+    return _detail_page(request, campaign, deliveries)
 
 
 @require_GET
 @login_required
 @tenant_required
 def delivery_modal(request: TenantHttpRequest, delivery_id: int) -> HttpResponse:
-    delivery = get_for_tenant(Delivery.objects.select_related("campaign", "contact"), request.tenant, pk=delivery_id)
+    delivery = get_for_tenant(Delivery.objects.select_related("campaign"), request.tenant, pk=delivery_id)
     events = DeliveryEvent.objects.filter(tenant=request.tenant, delivery=delivery).order_by("occurred_at", "id")
     template = "campaigns/delivery_modal.html" if request.htmx else "campaigns/delivery_page.html"
     return render(request, template, {"delivery": delivery, "events": events, "nav": "campaigns"})
