@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from campaigns import services
 from campaigns.models import Campaign, Contact, Delivery, DeliveryEvent
 from campaigns.page_forms import CampaignForm, ContactImportForm, parse_tags
 from sense.errors import ServiceError
@@ -230,8 +231,6 @@ ACTIONS = {
 @tenant_required
 def campaign_action(request: TenantHttpRequest, campaign_id: UUID, action: str) -> HttpResponse:
     """Start, pause, resume or cancel through the same services as the API and the admin."""
-    from campaigns import services
-
     campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
     if action not in ACTIONS:
         raise Http404
@@ -248,8 +247,6 @@ def campaign_action(request: TenantHttpRequest, campaign_id: UUID, action: str) 
 @login_required
 @tenant_required
 def campaign_create(request: TenantHttpRequest) -> HttpResponse:
-    from campaigns import services
-
     form = CampaignForm(request.POST or None, tenant=request.tenant)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -278,14 +275,12 @@ def campaign_create(request: TenantHttpRequest) -> HttpResponse:
 @tenant_required
 def campaign_preview(request: TenantHttpRequest) -> HttpResponse:
     """The message rendered for a sample contact of the chosen audience (live preview)."""
-    from campaigns.services import render_message
-
     data = request.POST if request.method == "POST" else request.GET
     tags = parse_tags(data.get("tags", ""))
     sample = Contact.objects.for_tenant(request.tenant).with_any_tag(tags).sendable().first()
     if sample is None:
         sample = Contact(tenant=request.tenant, name="Maria Silva", phone="+5511999999999", attributes={})
-    text = render_message(data.get("message", ""), sample)
+    text = services.render_message(data.get("message", ""), sample)
     return render(request, "campaigns/form.html#preview", {"preview": text, "sample": sample})
 
 
@@ -302,8 +297,6 @@ def audience_count(request: TenantHttpRequest) -> HttpResponse:
 @login_required
 @tenant_required
 def contact_import(request: TenantHttpRequest) -> HttpResponse:
-    from campaigns import services
-
     form = ContactImportForm(request.POST or None, request.FILES or None)
     result = None
     if request.method == "POST" and form.is_valid():
