@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection as db_connection
 
 from campaigns import ratelimit
 from campaigns.models import Campaign, Connection, Contact
 from sense.models import Tenant
 from tests.helpers import ROOT
+from tests.live import stack_env
 from tests.simulator import ProviderSimulator
 
 
@@ -136,11 +136,9 @@ def worker_processes(transactional_db: Any) -> Iterator[Callable[..., WorkerProc
 
     flush_queues()
     started: list[WorkerProcess] = []
-    db = db_connection.settings_dict
-    database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
     def start(**overrides: str) -> WorkerProcess:
-        env = {**os.environ, "DATABASE_URL": database_url, "PERIODIC_ENABLED": "false", **overrides}
+        env = stack_env(PERIODIC_ENABLED="false", **overrides)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         worker = WorkerProcess(env)
         started.append(worker)

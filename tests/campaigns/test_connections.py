@@ -8,9 +8,9 @@ from typing import Any
 from django.contrib.auth.models import User
 
 from campaigns.models import Connection
-from tests.campaigns.test_contacts import _env
 from tests.conftest import ApiClient, token_for
 from tests.helpers import manage
+from tests.live import stack_env
 
 SECRETS = ("evo-secret-key", "cloud-secret-token", "app-secret")
 
@@ -18,7 +18,7 @@ SECRETS = ("evo-secret-key", "cloud-secret-token", "app-secret")
 def test_addconnection_adds_an_evolution_connection_and_prints_its_webhook(transactional_db: Any, acme: Any) -> None:
     result = manage(
         "addconnection", "--tenant", "acme", "--provider", "evolution", "--base-url", "http://evo.local:8080",
-        "--instance", "main", "--api-key", "evo-secret-key", "--rate", "30", "--json", env=_env(),
+        "--instance", "main", "--api-key", "evo-secret-key", "--rate", "30", "--json", env=stack_env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -33,7 +33,7 @@ def test_addconnection_adds_a_cloud_connection_on_the_graph_api_by_default(trans
     result = manage(
         "addconnection", "--tenant", "acme", "--provider", "cloud", "--phone-number-id", "123",
         "--access-token", "cloud-secret-token", "--app-secret", "app-secret", "--verify-token", "v", "--json",
-        env=_env(),
+        env=stack_env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     connection = Connection.objects.get(pk=json.loads(result.stdout)["id"])
@@ -42,7 +42,9 @@ def test_addconnection_adds_a_cloud_connection_on_the_graph_api_by_default(trans
 
 
 def test_addconnection_refuses_missing_credentials(transactional_db: Any, acme: Any) -> None:
-    result = manage("addconnection", "--tenant", "acme", "--provider", "cloud", "--phone-number-id", "1", env=_env())
+    result = manage(
+        "addconnection", "--tenant", "acme", "--provider", "cloud", "--phone-number-id", "1", env=stack_env()
+    )
     assert result.returncode != 0 and "Missing credential" in result.stderr
 
 

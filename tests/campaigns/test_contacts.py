@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from campaigns.models import Contact
 from tests.conftest import ApiClient
 from tests.helpers import manage
+from tests.live import stack_env
 
 
 def _upload(api: ApiClient, data: bytes, name: str = "contacts.csv") -> Any:
@@ -116,18 +117,9 @@ def test_import_of_50000_rows_in_one_request(api_alice: ApiClient, acme: Any) ->
 def test_importcontacts_command_imports_into_the_tenant(transactional_db: Any, acme: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes("phone;name\n11987650030;Ana\nbad;Bruno\n".encode("latin-1"))
-    result = manage("importcontacts", str(path), "--tenant", "acme", "--json", env=_env())
+    result = manage("importcontacts", str(path), "--tenant", "acme", "--json", env=stack_env())
     assert result.returncode == 0, result.stderr
     assert '"created": 1' in result.stdout and '"row": 3' in result.stdout
     assert Contact.objects.filter(tenant=acme, phone="+5511987650030").exists()
-    missing = manage("importcontacts", str(path), "--tenant", "nope", env=_env())
+    missing = manage("importcontacts", str(path), "--tenant", "nope", env=stack_env())
     assert missing.returncode != 0 and "no tenant" in missing.stderr
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    from django.db import connection
-
-    db = connection.settings_dict
-    return {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"}

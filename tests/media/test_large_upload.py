@@ -3,14 +3,13 @@ memory stays bounded whatever the file's size."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 import pytest
-from django.db import connection
 
 from media.models import Asset
+from tests.live import stack_env
 from tests.media import files, webserver
 
 SIZE = 60 * 1024 * 1024
@@ -21,10 +20,7 @@ BOUND = 40 * 1024 * 1024
 def test_a_large_upload_keeps_the_web_process_memory_bounded(
     transactional_db: Any, acme: Any, alice_token: str
 ) -> None:
-    env = dict(os.environ)
-    db = connection.settings_dict
-    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    with webserver.uvicorn(env) as (base, proc):
+    with webserver.uvicorn(stack_env()) as (base, proc):
         headers = {"Authorization": f"Bearer {alice_token}"}
         warm_body, warm_length, content_type = webserver.multipart_stream("warm.pdf", files.PDF, 64 * 1024)
         warm = httpx.post(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from io import StringIO
 from typing import Any
@@ -19,6 +18,7 @@ from campaigns import tracking
 from campaigns.models import Campaign, Connection, Delivery
 from campaigns.webhooks import StatusUpdate
 from tests.helpers import manage
+from tests.live import stack_env
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, stats
 
 
@@ -146,12 +146,7 @@ def test_the_command_line_exits_1_on_drift(transactional_db: Any, acme: Any) -> 
     make_deliveries(campaign, 2)
     Campaign.objects.filter(pk=campaign.pk).update(stat_sent=0)
 
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://postgres@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-    }
-    result = manage("recalc_campaign_stats", "--all", "--check", env=env)
+    result = manage("recalc_campaign_stats", "--all", "--check", env=stack_env())
 
     assert result.returncode == 1, result.stderr
     assert "sent 0 -> 2" in result.stdout
