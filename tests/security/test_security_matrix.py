@@ -36,7 +36,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
 
-from campaigns import services, tracking, webhook_views
+from campaigns import services, webhook_views
 from campaigns.models import Campaign, Connection, Contact, Delivery, DeliveryEvent, WebhookEvent, WebhookRejection
 from media import proxy
 from media.models import Asset
@@ -52,7 +52,7 @@ from tests.media.conftest import _fresh_media_metrics  # noqa: F401 - autouse: n
 from tests.media.files import CSV, png
 from tests.media.test_proxy import PROXY
 from tests.media.upstream import Upstream, upstream
-from tests.tracking.conftest import APP_SECRET, JWT_KEY, VERIFY_TOKEN, make_connection, make_deliveries
+from tests.tracking.conftest import APP_SECRET, JWT_KEY, VERIFY_TOKEN, make_connection, make_deliveries, process_all
 from tests.tracking.conftest import make_campaign as make_running_campaign
 from tests.webhook_payloads import cloud_notification, cloud_status, dumps, evolution_jwt, evolution_update, sign
 
@@ -1246,15 +1246,10 @@ def webhook_call(hooks: Hooks, hook: Hook) -> Any:
     return Client().post(path, body, content_type="application/json", headers=hook.headers(body))
 
 
-def process_pending() -> None:
-    for event_id in WebhookEvent.objects.filter(status="pending").values_list("pk", flat=True):
-        tracking.process_event(event_id)
-
-
 @pytest.mark.parametrize("hook", WEBHOOK_REFUSALS, ids=str)
 def test_a_webhook_that_fails_authentication_is_refused_and_stores_nothing(hook: Hook, hooks: Hooks) -> None:
     response = webhook_call(hooks, hook)
-    process_pending()
+    process_all()
 
     assert response.status_code == hook.status, response.content[:300]
     if hook.code:
@@ -1276,7 +1271,7 @@ def test_a_webhook_that_passes_authentication_moves_the_delivery(provider: str, 
     """The control for the table above: the same call with the right credentials works."""
     good = GOOD_JWT if provider == EVOLUTION else _signed()
     response = webhook_call(hooks, Hook("valid", provider, 200, "", good))
-    process_pending()
+    process_all()
 
     assert response.status_code == 200
     assert Delivery.objects.get(pk=hooks.deliveries[provider].pk).status == Delivery.Status.READ

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.db.models import F
+from django.test import Client
 from django.utils import timezone
 
-from campaigns.models import Campaign, Connection, Delivery
+from campaigns import tracking
+from campaigns.models import Campaign, Connection, Delivery, WebhookEvent
 from sense.models import Tenant
 
 APP_SECRET = "meta-app-secret"
@@ -97,6 +100,20 @@ def cloud_campaign(cloud_connection: Connection) -> Campaign:
 @pytest.fixture
 def deliveries() -> Callable[..., list[Delivery]]:
     return make_deliveries
+
+
+def post_evolution(connection: Connection, payload: Any, *, suffix: str = "", **headers: str) -> Any:
+    """POST PAYLOAD (JSON-encoded unless already bytes or text) to CONNECTION's Evolution
+    webhook URL (plus SUFFIX, Evolution's by-event path) with HEADERS; returns the response."""
+    body = payload if isinstance(payload, bytes | str) else json.dumps(payload)
+    url = f"/api/webhooks/evolution/{connection.webhook_token}/{suffix}"
+    return Client().post(url, body, content_type="application/json", headers=headers)
+
+
+def process_all() -> None:
+    """Process every pending webhook event in this thread, as the worker's actor would."""
+    for event_id in WebhookEvent.objects.filter(status="pending").values_list("pk", flat=True):
+        tracking.process_event(event_id)
 
 
 def stats(campaign: Campaign) -> dict[str, int]:

@@ -4,28 +4,25 @@ the workers with a few coalesced messages rather than one per event."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import dramatiq
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from campaigns import tracking, webhook_views
 from campaigns.models import Campaign, Connection, DeliveryEvent, WebhookEvent
 from sense.lib.broker import RabbitmqBroker
 from tests.helpers import at_once, wait_for
-from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, recount, stats
+from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, post_evolution, recount, stats
 from tests.webhook_payloads import evolution_update
 from tests.workers import flush_queues
 
 
 def post(connection_: Connection, payload: Any) -> Any:
-    url = f"/api/webhooks/evolution/{connection_.webhook_token}/"
-    response = Client().post(url, json.dumps(payload), content_type="application/json")
+    response = post_evolution(connection_, payload)
     assert response.status_code == 200, response.content
     return response
 

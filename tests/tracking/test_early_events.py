@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
-from django.test import Client
 from django.utils import timezone
 
 from campaigns import tracking
 from campaigns.models import Campaign, Connection, Delivery, DeliveryEvent, PendingStatus, WebhookEvent
-from tests.tracking.conftest import stats
+from tests.tracking.conftest import post_evolution, process_all, stats
 from tests.webhook_payloads import evolution_send_message, evolution_update
-
-
-def post(connection: Connection, payload: Any) -> Any:
-    url = f"/api/webhooks/evolution/{connection.webhook_token}/"
-    return Client().post(url, json.dumps(payload), content_type="application/json")
-
-
-def process_all() -> None:
-    for event_id in WebhookEvent.objects.filter(status="pending").values_list("pk", flat=True):
-        tracking.process_event(event_id)
 
 
 def record_id(delivery: Delivery, message_id: str) -> None:
@@ -36,8 +24,8 @@ def test_events_before_the_id_is_recorded_are_kept_then_applied(
     evolution_connection: Connection, campaign: Campaign, deliveries: Any
 ) -> None:
     [delivery] = deliveries(campaign, 1, status=Delivery.Status.SENDING)
-    post(evolution_connection, evolution_send_message("3EB0EARLY"))
-    post(evolution_connection, evolution_update("3EB0EARLY", "DELIVERY_ACK"))
+    post_evolution(evolution_connection, evolution_send_message("3EB0EARLY"))
+    post_evolution(evolution_connection, evolution_update("3EB0EARLY", "DELIVERY_ACK"))
     process_all()
 
     assert WebhookEvent.objects.filter(status="processed").count() == 2
@@ -64,7 +52,7 @@ def test_applying_early_events_twice_counts_them_once(
     evolution_connection: Connection, campaign: Campaign, deliveries: Any
 ) -> None:
     [delivery] = deliveries(campaign, 1, status=Delivery.Status.SENDING)
-    post(evolution_connection, evolution_update("3EB0TWICE", "READ"))
+    post_evolution(evolution_connection, evolution_update("3EB0TWICE", "READ"))
     process_all()
     record_id(delivery, "3EB0TWICE")
 
@@ -80,7 +68,7 @@ def test_the_sweeper_applies_early_events_when_the_send_did_not(
     evolution_connection: Connection, campaign: Campaign, deliveries: Any
 ) -> None:
     [delivery] = deliveries(campaign, 1, status=Delivery.Status.SENDING)
-    post(evolution_connection, evolution_update("3EB0SWEPT", "READ"))
+    post_evolution(evolution_connection, evolution_update("3EB0SWEPT", "READ"))
     process_all()
     record_id(delivery, "3EB0SWEPT")  # ...and the sender died before calling apply_early_events
 
@@ -96,7 +84,7 @@ def test_events_after_the_id_is_recorded_apply_at_once(
 ) -> None:
     [delivery] = deliveries(campaign, 1, status=Delivery.Status.SENDING)
     record_id(delivery, "3EB0LATE")
-    post(evolution_connection, evolution_update("3EB0LATE", "SERVER_ACK"))
+    post_evolution(evolution_connection, evolution_update("3EB0LATE", "SERVER_ACK"))
     with django_capture_on_commit_callbacks(execute=True):
         process_all()
 
@@ -113,7 +101,7 @@ def test_an_early_event_whose_id_appears_during_processing_is_applied_after_comm
     """The race: the webhook's lookup misses the id, the send records it and looks for early
     events before the webhook's transaction commits. The webhook looks again after commit."""
     [delivery] = deliveries(campaign, 1, status=Delivery.Status.SENDING)
-    post(evolution_connection, evolution_update("3EB0RACE", "DELIVERY_ACK"))
+    post_evolution(evolution_connection, evolution_update("3EB0RACE", "DELIVERY_ACK"))
     event_id = WebhookEvent.objects.get().pk
 
     original = tracking.apply_updates
@@ -136,7 +124,7 @@ def test_an_early_event_whose_id_appears_during_processing_is_applied_after_comm
 
 
 def test_early_events_never_matched_expire(evolution_connection: Connection, settings: Any) -> None:
-    post(evolution_connection, evolution_update("3EB0NEVER", "READ"))
+    post_evolution(evolution_connection, evolution_update("3EB0NEVER", "READ"))
     process_all()
     PendingStatus.objects.update(received_at=timezone.now() - timedelta(hours=100))
     settings.WEBHOOK_EARLY_EVENT_TTL_HOURS = 72

@@ -10,24 +10,13 @@ from django.test import Client
 
 from campaigns import tracking
 from campaigns.models import Campaign, Connection, Delivery, DeliveryEvent, WebhookEvent, WebhookRejection
-from tests.tracking.conftest import JWT_KEY, make_connection, stats
+from tests.tracking.conftest import JWT_KEY, make_connection, post_evolution, process_all, stats
 from tests.webhook_payloads import (
     evolution_incoming_message,
     evolution_jwt,
     evolution_send_message,
     evolution_update,
 )
-
-
-def post(connection: Connection, payload: Any, *, suffix: str = "", **headers: str) -> Any:
-    body = payload if isinstance(payload, bytes | str) else json.dumps(payload)
-    url = f"/api/webhooks/evolution/{connection.webhook_token}/{suffix}"
-    return Client().post(url, body, content_type="application/json", headers=headers)
-
-
-def process_all() -> None:
-    for event_id in WebhookEvent.objects.filter(status="pending").values_list("pk", flat=True):
-        tracking.process_event(event_id)
 
 
 @pytest.mark.parametrize(
@@ -47,7 +36,7 @@ def test_each_evolution_status_moves_the_delivery(
 ) -> None:
     [delivery] = deliveries(campaign, 1)
 
-    response = post(evolution_connection, evolution_update(delivery.provider_message_id, evolution_status))
+    response = post_evolution(evolution_connection, evolution_update(delivery.provider_message_id, evolution_status))
     assert response.status_code == 200
     assert response.json()["status"] == "pending"
     process_all()
@@ -68,7 +57,7 @@ def test_read_without_delivered_counts_as_delivered_too(
     evolution_connection: Connection, campaign: Campaign, deliveries: Any
 ) -> None:
     [delivery] = deliveries(campaign, 1)
-    post(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
+    post_evolution(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
     process_all()
 
     delivery.refresh_from_db()
@@ -84,7 +73,7 @@ def test_it_accepts_data_as_a_list_and_the_by_event_url(
     payload = evolution_update(first.provider_message_id, "DELIVERY_ACK", as_list=True, event=None)
     payload["data"].append({**payload["data"][0], "keyId": second.provider_message_id, "status": "READ"})
 
-    response = post(evolution_connection, payload, suffix="messages-update")
+    response = post_evolution(evolution_connection, payload, suffix="messages-update")
     assert response.status_code == 200, response.content
     assert response.json()["statuses"] == 2
     process_all()
@@ -97,7 +86,7 @@ def test_send_message_before_the_id_is_recorded_is_kept_in_history(
     evolution_connection: Connection, campaign: Campaign, deliveries: Any
 ) -> None:
     [delivery] = deliveries(campaign, 1)
-    post(evolution_connection, evolution_send_message(delivery.provider_message_id), suffix="send-message")
+    post_evolution(evolution_connection, evolution_send_message(delivery.provider_message_id), suffix="send-message")
     process_all()
 
     delivery.refresh_from_db()
@@ -110,8 +99,11 @@ def test_receipts_for_incoming_messages_and_deleted_status_are_ignored(
 ) -> None:
     [delivery] = deliveries(campaign, 1)
     receipt = evolution_update(delivery.provider_message_id, "READ", from_me=False)
-    assert post(evolution_connection, receipt).json()["status"] == "ignored"
-    assert post(evolution_connection, evolution_update(delivery.provider_message_id, "DELETED")).status_code == 200
+    assert post_evolution(evolution_connection, receipt).json()["status"] == "ignored"
+    assert (
+        post_evolution(evolution_connection, evolution_update(delivery.provider_message_id, "DELETED")).status_code
+        == 200
+    )
     process_all()
 
     delivery.refresh_from_db()
@@ -119,7 +111,7 @@ def test_receipts_for_incoming_messages_and_deleted_status_are_ignored(
 
 
 def test_non_status_events_are_stored_as_ignored(evolution_connection: Connection) -> None:
-    response = post(evolution_connection, evolution_incoming_message())
+    response = post_evolution(evolution_connection, evolution_incoming_message())
 
     assert response.status_code == 200
     event = WebhookEvent.objects.get()
@@ -130,7 +122,7 @@ def test_non_status_events_are_stored_as_ignored(evolution_connection: Connectio
 def test_duplicates_change_nothing(evolution_connection: Connection, campaign: Campaign, deliveries: Any) -> None:
     [delivery] = deliveries(campaign, 1)
     for _ in range(3):
-        post(evolution_connection, evolution_update(delivery.provider_message_id, "DELIVERY_ACK"))
+        post_evolution(evolution_connection, evolution_update(delivery.provider_message_id, "DELIVERY_ACK"))
     process_all()
     for event_id in WebhookEvent.objects.values_list("pk", flat=True):  # processing again is a no-op
         assert tracking.process_event(event_id).status == "skipped"
@@ -153,11 +145,11 @@ def test_an_inactive_connection_or_another_providers_token_is_404(
     evolution_connection: Connection, cloud_connection: Connection, settings: Any
 ) -> None:
     settings.WEBHOOK_CONNECTION_CACHE_SECONDS = 0
-    assert post(cloud_connection, evolution_update("x", "READ")).status_code == 404
-    assert post(evolution_connection, evolution_update("x", "READ")).status_code == 200
+    assert post_evolution(cloud_connection, evolution_update("x", "READ")).status_code == 404
+    assert post_evolution(evolution_connection, evolution_update("x", "READ")).status_code == 200
     evolution_connection.is_active = False
     evolution_connection.save()
-    assert post(evolution_connection, evolution_update("x", "READ")).status_code == 404
+    assert post_evolution(evolution_connection, evolution_update("x", "READ")).status_code == 404
 
 
 def test_a_deactivated_connection_is_refused_once_its_cached_lookup_expires(
@@ -166,16 +158,16 @@ def test_a_deactivated_connection_is_refused_once_its_cached_lookup_expires(
     from campaigns import webhook_views
 
     settings.WEBHOOK_CONNECTION_CACHE_SECONDS = 60
-    assert post(evolution_connection, evolution_update("x", "READ")).status_code == 200
+    assert post_evolution(evolution_connection, evolution_update("x", "READ")).status_code == 200
     Connection.objects.filter(pk=evolution_connection.pk).update(is_active=False)
-    assert post(evolution_connection, evolution_update("x", "READ")).status_code == 200  # cached for a while
+    assert post_evolution(evolution_connection, evolution_update("x", "READ")).status_code == 200  # cached for a while
     for key, (connection, _) in list(webhook_views._connections.items()):
         webhook_views._connections[key] = (connection, 0.0)  # the TTL has passed
-    assert post(evolution_connection, evolution_update("x", "READ")).status_code == 404
+    assert post_evolution(evolution_connection, evolution_update("x", "READ")).status_code == 404
 
 
 def test_another_instance_is_refused_and_counted(evolution_connection: Connection) -> None:
-    response = post(evolution_connection, evolution_update("3EB0X", "READ", instance="someone-else"))
+    response = post_evolution(evolution_connection, evolution_update("3EB0X", "READ", instance="someone-else"))
 
     assert response.status_code == 403
     assert not WebhookEvent.objects.exists()
@@ -190,7 +182,7 @@ class TestJwt:
 
     def test_a_valid_jwt_is_accepted(self, connection: Connection) -> None:
         token = evolution_jwt(JWT_KEY)
-        response = post(connection, evolution_update("3EB0X", "READ"), Authorization=f"Bearer {token}")
+        response = post_evolution(connection, evolution_update("3EB0X", "READ"), Authorization=f"Bearer {token}")
         assert response.status_code == 200
         assert WebhookEvent.objects.count() == 1
 
@@ -209,7 +201,7 @@ class TestJwt:
         self, connection: Connection, authorization: str, status: int, reason: str
     ) -> None:
         headers = {"Authorization": authorization} if authorization else {}
-        response = post(connection, evolution_update("3EB0X", "READ"), **headers)
+        response = post_evolution(connection, evolution_update("3EB0X", "READ"), **headers)
 
         assert response.status_code == status
         assert response.json()["code"] == reason
@@ -218,7 +210,7 @@ class TestJwt:
 
     def test_rejections_are_counted_per_day_and_reason(self, connection: Connection) -> None:
         for _ in range(3):
-            post(connection, evolution_update("3EB0X", "READ"))
+            post_evolution(connection, evolution_update("3EB0X", "READ"))
         assert WebhookRejection.objects.get(reason="missing_jwt").count == 3
         assert tracking.rejected_calls() == 3
 
@@ -237,7 +229,7 @@ class TestJwt:
     ],
 )
 def test_malformed_bodies_are_400_and_not_stored(evolution_connection: Connection, body: bytes) -> None:
-    response = post(evolution_connection, body)
+    response = post_evolution(evolution_connection, body)
 
     assert response.status_code == 400
     assert response.json()["code"] == "invalid"
@@ -248,7 +240,7 @@ def test_bodies_over_the_limit_are_413(evolution_connection: Connection) -> None
     payload = evolution_incoming_message()
     payload["data"]["message"]["conversation"] = "x" * (1024 * 1024)
 
-    response = post(evolution_connection, payload)
+    response = post_evolution(evolution_connection, payload)
 
     assert response.status_code == 413
     assert not WebhookEvent.objects.exists()

@@ -9,13 +9,12 @@ from typing import Any
 import dramatiq
 import pytest
 from django.db import OperationalError
-from django.test import Client
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from campaigns import tasks, tracking
 from campaigns.models import Campaign, Connection, DeliveryEvent, WebhookEvent
 from tests.helpers import at_once, free_port, wait_for
-from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, recount, stats
+from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, post_evolution, recount, stats
 from tests.webhook_payloads import evolution_update
 
 
@@ -24,17 +23,12 @@ def all_processed() -> None:
     wait_for(lambda: not WebhookEvent.objects.filter(status="pending").exists(), what="events processed")
 
 
-def post(connection: Connection, payload: Any) -> Any:
-    url = f"/api/webhooks/evolution/{connection.webhook_token}/"
-    return Client().post(url, json.dumps(payload), content_type="application/json")
-
-
 def test_the_event_is_stored_before_the_answer_and_processed_later(
     evolution_connection: Connection, campaign: Campaign, deliveries: Any
 ) -> None:
     [delivery] = deliveries(campaign, 1)
 
-    response = post(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
+    response = post_evolution(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
 
     assert response.status_code == 200
     event = WebhookEvent.objects.get(pk=response.json()["id"])
@@ -55,7 +49,7 @@ def test_the_actor_applies_stored_events_on_a_real_worker(dramatiq_worker: drama
 
     for n, delivery in enumerate(rows):
         status = ["DELIVERY_ACK", "READ", "ERROR", "SERVER_ACK", "PLAYED"][n]
-        assert post(connection, evolution_update(delivery.provider_message_id, status)).status_code == 200
+        assert post_evolution(connection, evolution_update(delivery.provider_message_id, status)).status_code == 200
     all_processed()
 
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}
@@ -75,7 +69,7 @@ def test_rabbitmq_unreachable_still_answers_200_and_the_sweeper_applies_the_even
     monkeypatch.setattr(tasks.process_webhook_event, "broker", closed)
 
     for delivery in rows:
-        response = post(connection, evolution_update(delivery.provider_message_id, "DELIVERY_ACK"))
+        response = post_evolution(connection, evolution_update(delivery.provider_message_id, "DELIVERY_ACK"))
         assert response.status_code == 200
     assert WebhookEvent.objects.filter(status="pending").count() == 3
     assert stats(campaign)["delivered"] == 0
@@ -92,7 +86,7 @@ def test_the_sweeper_leaves_fresh_events_to_the_actor(
     evolution_connection: Connection, campaign: Campaign, deliveries: Any
 ) -> None:
     [delivery] = deliveries(campaign, 1)
-    post(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
+    post_evolution(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
 
     assert tracking.sweep(grace=60).events == 0
     assert WebhookEvent.objects.get().status == "pending"
@@ -102,7 +96,7 @@ def test_two_workers_processing_the_same_event_apply_it_once(transactional_db: A
     connection_ = make_connection(acme, Connection.Provider.EVOLUTION)
     campaign = make_campaign(connection_)
     [delivery] = make_deliveries(campaign, 1)
-    post(connection_, evolution_update(delivery.provider_message_id, "READ"))
+    post_evolution(connection_, evolution_update(delivery.provider_message_id, "READ"))
     event_id = WebhookEvent.objects.get().pk
     outcomes = at_once(lambda: tracking.process_event(event_id).status, threads=4)
 
@@ -116,7 +110,7 @@ def test_a_transient_error_keeps_the_event_for_a_retry(
 ) -> None:
     settings.WEBHOOK_MAX_ATTEMPTS = 2
     [delivery] = deliveries(campaign, 1)
-    post(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
+    post_evolution(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
     event_id = WebhookEvent.objects.get().pk
 
     def down(*args: Any, **kwargs: Any) -> Any:
@@ -142,7 +136,7 @@ def test_a_bug_marks_the_event_failed_without_partial_changes(
     first, second = deliveries(campaign, 2)
     payload = evolution_update(first.provider_message_id, "READ", as_list=True)
     payload["data"].append({**payload["data"][0], "keyId": second.provider_message_id})
-    post(evolution_connection, payload)
+    post_evolution(evolution_connection, payload)
     original = tracking.apply_update
     calls = []
 
@@ -173,7 +167,7 @@ def test_a_worker_that_was_down_catches_up(dramatiq_worker: dramatiq.Worker, acm
     rows = make_deliveries(campaign, 10)
     dramatiq_worker.pause()
     for delivery in rows:
-        post(connection_, evolution_update(delivery.provider_message_id, "READ"))
+        post_evolution(connection_, evolution_update(delivery.provider_message_id, "READ"))
     assert stats(campaign)["read"] == 0
 
     dramatiq_worker.resume()

@@ -10,7 +10,7 @@ from django.test import Client
 
 from campaigns import tracking
 from campaigns.models import Campaign, Connection, Delivery, DeliveryEvent, WebhookEvent, WebhookRejection
-from tests.tracking.conftest import APP_SECRET, VERIFY_TOKEN, make_campaign, make_connection, stats
+from tests.tracking.conftest import APP_SECRET, VERIFY_TOKEN, make_campaign, make_connection, process_all, stats
 from tests.webhook_payloads import cloud_incoming_message, cloud_notification, cloud_status, dumps, sign
 
 
@@ -26,11 +26,6 @@ def post(connection: Connection, payload: Any, *, secret: str | None = APP_SECRE
     elif secret is not None:
         headers["X-Hub-Signature-256"] = sign(secret, body)
     return Client().post(url(connection), body, content_type="application/json", headers=headers)
-
-
-def process_all() -> None:
-    for event_id in WebhookEvent.objects.filter(status="pending").values_list("pk", flat=True):
-        tracking.process_event(event_id)
 
 
 class TestVerificationHandshake:
