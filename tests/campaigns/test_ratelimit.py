@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 
 from campaigns.ratelimit import LocalLimiter, RedisLimiter
+from tests.helpers import at_once
 from tests.simulator import ProviderSimulator
 
 
@@ -36,11 +37,7 @@ def _hammer(limiter: Any, *, limit: int, window: float, seconds: float, threads:
             else:
                 time.sleep(min(grant.wait, 0.05))
 
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    at_once(run, threads)
     return granted
 
 

@@ -4,7 +4,6 @@ local upstream (trusted through MEDIA_PROXY_TRUSTED_HOSTS)."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -15,7 +14,7 @@ from django.test import Client
 
 from media import metrics, proxy
 from tests.conftest import ApiClient
-from tests.helpers import free_port, redis_server
+from tests.helpers import at_once, free_port, redis_server
 from tests.media.upstream import PNG, Upstream, upstream
 
 PROXY = "/api/chat/media-proxy/?url="
@@ -90,17 +89,12 @@ def test_concurrent_misses_fetch_the_upstream_once(
 ) -> None:
     remote.delay = 0.5
     url = f"{remote.base}/img.png"
-    results: list[tuple[int, str]] = []
 
-    def one() -> None:
+    def one() -> tuple[int, str]:
         response = get(ApiClient(alice_token), url)
-        results.append((response.status_code, response["X-Cache"]))
+        return response.status_code, response["X-Cache"]
 
-    threads = [threading.Thread(target=one) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once(one, threads=6)
 
     assert remote.hits["/img.png"] == 1
     assert sorted(results) == sorted([(200, "MISS")] + [(200, "HIT")] * 5)
