@@ -25,12 +25,12 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from media import metrics
 from media.models import Asset
 from sense.lib.storage import s3_client
 from sense.models import Tenant
 from tests.conftest import ApiClient
 from tests.media import files
+from tests.media.conftest import _fresh_media_metrics  # noqa: F401 - autouse: no metrics flushed at exit
 
 FUZZ = settings(
     max_examples=int(os.environ.get("SENSE_FUZZ_EXAMPLES", "120")),  # raise it for a deeper run
@@ -76,13 +76,6 @@ PILLOW_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 # Django reads a part's headers from its first 1024 bytes; a longer Content-Disposition
 # (a very long name) makes the part unreadable, a case where only the general rules apply.
 PART_HEADER_LIMIT = 1000
-
-
-@pytest.fixture(autouse=True)
-def _fresh_media_metrics() -> Iterator[None]:
-    metrics.discard()
-    yield
-    metrics.discard()
 
 
 @pytest.fixture
