@@ -78,6 +78,31 @@ def cloud_error_body(status: int, message: str | None = None, code: int | None =
     }
 
 
+def _request_record(
+    provider: str,
+    number: str,
+    text: str,
+    media: dict[str, Any] | None,
+    *,
+    at: float,
+    headers: Any,
+    instance: str | None = None,
+    phone_number_id: str | None = None,
+) -> Record:
+    """What every send request is recorded with, before its outcome (message id, status)."""
+    return {
+        "provider": provider,
+        "number": number,
+        "to": number,
+        "text": text,
+        "media": media,
+        "instance": instance,
+        "phone_number_id": phone_number_id,
+        "at": at,
+        "headers": {k.lower(): v for k, v in headers.items()},
+    }
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx's pool expects
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
@@ -361,15 +386,7 @@ class ProviderSimulator:
             text = str(payload.get("caption") or "")
         else:
             text = str(payload.get("text") or "")
-        base: Record = {"provider": "evolution", "number": number, "to": number, "text": text, "media": media}
-        base.update(
-            {
-                "instance": instance,
-                "phone_number_id": None,
-                "at": at,
-                "headers": {k.lower(): v for k, v in headers.items()},
-            }
-        )
+        base = _request_record("evolution", number, text, media, instance=instance, at=at, headers=headers)
         if self.api_keys is not None and headers.get("apikey") not in self.api_keys:
             self._record({**base, "message_id": None, "status": 401}, accepted=False)
             return 401, evolution_error_body(401, "Unauthorized"), {}, None
@@ -412,15 +429,7 @@ class ProviderSimulator:
             part = payload.get(kind) or {}
             text = str(part.get("caption") or "")
             media = {"type": kind, "link": part.get("link"), "filename": part.get("filename")}
-        base: Record = {"provider": "cloud", "number": number, "to": number, "text": text, "media": media}
-        base.update(
-            {
-                "instance": None,
-                "phone_number_id": phone_number_id,
-                "at": at,
-                "headers": {k.lower(): v for k, v in headers.items()},
-            }
-        )
+        base = _request_record("cloud", number, text, media, phone_number_id=phone_number_id, at=at, headers=headers)
         auth = headers.get("Authorization") or ""
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
         if self.access_tokens is not None and token not in self.access_tokens:
