@@ -73,7 +73,6 @@ def _delimiter(header: str) -> str:
 
 @dataclass
 class _Row:
-    number: int
     phone: str
     name: str
     tags: list[str]
@@ -123,7 +122,6 @@ def import_contacts(*, tenant: Tenant, lines: Iterable[bytes | str]) -> ImportRe
             result.error(index, str(exc))
             continue
         row = _Row(
-            number=index,
             phone=phone,
             name=values.get("name", ""),
             tags=clean_tags(values.get("tags", "").split("|")),
