@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Figure  # noqa: E402
+from bench.common import Figure, in_threads, run_child  # noqa: E402
+from bench.common import worker as worker_process  # noqa: E402
 
 DELIVERIES = 10_000
 LIMITED_SECONDS = float(os.environ.get("BENCH_DISPATCH_LIMITED_SECONDS", "90"))
@@ -52,12 +51,7 @@ STRIP = ("S3_BUCKET", "S3_ENDPOINT_URL", "DJANGO_SETTINGS_MODULE", "MEDIA_ROOT")
 def run() -> list[Figure]:
     env = {k: v for k, v in os.environ.items() if k not in STRIP}
     env.update(ENV)
-    result = subprocess.run(
-        [sys.executable, __file__, "--child"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"bench child failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = run_child("bench.bench_dispatch", "--child", env=env, timeout=400)
     window_note = (
         f"600/min limit over a {LIMITED_SECONDS:.0f} s run ({data['limited_sent']} sends), "
         f"{WORKER_PROCESSES} worker processes x {WORKER_THREADS} threads, {SENDERS} senders"
@@ -157,12 +151,8 @@ def _reference_rate(base_url: str, n: int = 4000) -> float:
                 return
             client.post(f"{base_url}/message/sendText/ref", json={"number": f"55119{i:08d}", "text": "hi"})
 
-    threads = [threading.Thread(target=loop) for _ in range(SENDERS)]
     started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(loop, SENDERS)
     return n / (time.perf_counter() - started)
 
 
@@ -210,51 +200,44 @@ def child() -> None:
             rate_per_minute=rate,
         )
 
-    worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", str(WORKER_PROCESSES),
-         "--threads", str(WORKER_THREADS), "--queues", os.environ["CAMPAIGN_QUEUE"]],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+    queues = (os.environ["CAMPAIGN_QUEUE"],)
     try:
-        time.sleep(6)  # boot, connect to RabbitMQ
-        idle = max(_rss_kb(pid, "VmRSS") for pid in _worker_pids(worker.pid))
+        with worker_process(
+            os.environ.copy(), None, processes=WORKER_PROCESSES, threads=WORKER_THREADS, queues=queues
+        ) as worker:
+            time.sleep(6)  # boot, connect to RabbitMQ
+            idle = max(_rss_kb(pid, "VmRSS") for pid in _worker_pids(worker.pid))
 
-        campaign = Campaign.objects.create(tenant=tenant, name="unlimited", connection=connection(0), message="Hi")
-        services.campaign_start(campaign=campaign)
-        deadline = time.monotonic() + 120
-        while Campaign.objects.get(pk=campaign.pk).status != "finished" and time.monotonic() < deadline:
-            time.sleep(0.5)
-        times = sim.send_times()
-        peak = max(_rss_kb(pid, "VmHWM") for pid in _worker_pids(worker.pid))
-        unlimited_rate = len(times) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-        once = len(times) == DELIVERIES and max(sim.count_by_number().values()) == 1
+            campaign = Campaign.objects.create(tenant=tenant, name="unlimited", connection=connection(0), message="Hi")
+            services.campaign_start(campaign=campaign)
+            deadline = time.monotonic() + 120
+            while Campaign.objects.get(pk=campaign.pk).status != "finished" and time.monotonic() < deadline:
+                time.sleep(0.5)
+            times = sim.send_times()
+            peak = max(_rss_kb(pid, "VmHWM") for pid in _worker_pids(worker.pid))
+            unlimited_rate = len(times) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+            once = len(times) == DELIVERIES and max(sim.count_by_number().values()) == 1
 
-        sim.reset()
-        limited = Campaign.objects.create(tenant=tenant, name="limited", connection=connection(RATE), message="Hi")
-        services.campaign_start(campaign=limited)
-        time.sleep(LIMITED_SECONDS)
-        services.campaign_cancel(campaign=Campaign.objects.get(pk=limited.pk))
-        time.sleep(1)
-        limited_times = sim.send_times()
-        first = limited_times[0] if limited_times else 0.0
-        in_first_minute = sum(1 for t in limited_times if t < first + 60)
-        result = {
-            "reference_rate": reference,
-            "unlimited_rate": unlimited_rate,
-            "unlimited_once": once,
-            "idle_rss_mb": idle / 1024,
-            "peak_rss_mb": peak / 1024,
-            "limited_sent": len(limited_times),
-            "limited_rate": float(in_first_minute),
-            "limited_max_window": ProviderSimulator.max_in_window(limited_times, 60.0),
-        }
+            sim.reset()
+            limited = Campaign.objects.create(tenant=tenant, name="limited", connection=connection(RATE), message="Hi")
+            services.campaign_start(campaign=limited)
+            time.sleep(LIMITED_SECONDS)
+            services.campaign_cancel(campaign=Campaign.objects.get(pk=limited.pk))
+            time.sleep(1)
+            limited_times = sim.send_times()
+            first = limited_times[0] if limited_times else 0.0
+            in_first_minute = sum(1 for t in limited_times if t < first + 60)
+            result = {
+                "reference_rate": reference,
+                "unlimited_rate": unlimited_rate,
+                "unlimited_once": once,
+                "idle_rss_mb": idle / 1024,
+                "peak_rss_mb": peak / 1024,
+                "limited_sent": len(limited_times),
+                "limited_rate": float(in_first_minute),
+                "limited_max_window": ProviderSimulator.max_in_window(limited_times, 60.0),
+            }
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
         sim.stop()
         flush_queues()
     print(json.dumps(result))

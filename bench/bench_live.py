@@ -15,34 +15,24 @@ import threading
 import time
 from dataclasses import dataclass
 
-from bench.bench_webhooks import _env, _event, _vhost
-from bench.common import Figure, manage, percentile, production
+from bench.bench_webhooks import _env, _event, _vhost, seed
+from bench.common import Figure, manage, percentile, production, recreate_database
 
 DB_NAME = "sense_bench_live"
 EVENTS = int(os.environ.get("BENCH_LIVE_EVENTS", "1500"))
 RATE = 500.0
 
-SEED = f"""
+SEED = seed(
+    EVENTS,
+    """
 from django.contrib.auth.models import User
-from django.utils import timezone
-from campaigns.models import Campaign, Connection, Delivery
-from sense.models import ApiToken, Membership, Tenant
+from sense.models import ApiToken, Membership
 
-tenant = Tenant.objects.create(slug="live", name="Live")
 user = User.objects.create_user("watcher")
 token, raw = ApiToken.issue(membership=Membership.objects.create(tenant=tenant, user=user, role="operator"))
-conn = Connection.objects.create(tenant=tenant, name="n", provider="evolution", base_url="http://127.0.0.1:9",
-                                 credentials={{"instance": "bench", "api_key": "k"}})
-campaign = Campaign.objects.create(tenant=tenant, name="live", connection=conn, message="hi", status="running")
-now = timezone.now()
-Delivery.objects.bulk_create(
-    [Delivery(tenant=tenant, campaign=campaign, phone=f"+55119{{n:08d}}", text="hi", status="sent",
-              provider_message_id=f"3EB0BENCH{{n:010d}}", sent_at=now) for n in range({EVENTS})],
-    batch_size=5000,
-)
-Campaign.objects.filter(pk=campaign.pk).update(stat_total={EVENTS}, stat_sent={EVENTS})
 print("SEED", conn.webhook_token, campaign.pk, tenant.pk, raw)
-"""
+""",
+)
 
 
 @dataclass
@@ -125,11 +115,8 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
 
 
 def run() -> list[Figure]:
-    from bench.bench_recalc import recreate_database
-
     tmp = tempfile.mkdtemp(prefix="sense-bench-live-")
-    env = _env(tmp, _vhost())
-    env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+    env = _env(DB_NAME, tmp, _vhost())
     recreate_database(DB_NAME)
     manage(env, "migrate", "--noinput", "-v", "0")
     token, campaign_id, tenant_id, api_token = manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()

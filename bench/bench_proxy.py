@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Figure  # noqa: E402
+from bench.common import Figure, in_threads, run_child, web  # noqa: E402
 
 SECONDS = 6.0
 THREADS = 4
@@ -46,12 +47,8 @@ def _load(url: str, headers: dict[str, str]) -> tuple[float, float]:
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
     began = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(worker, THREADS)
     return len(latencies) / (time.perf_counter() - began), statistics.median(latencies)
 
 
@@ -62,7 +59,6 @@ def child() -> None:
 
     os.environ["MEDIA_PROXY_TRUSTED_HOSTS"] = "127.0.0.1"
     from bench.bench_upload import bench_token, prepare_stack
-    from tests.media import webserver
     from tests.media.upstream import upstream
 
     moto, env = prepare_stack()
@@ -70,7 +66,12 @@ def child() -> None:
     token = bench_token()
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        with upstream() as remote, webserver.uvicorn(env) as (base, _):
+        with (
+            upstream() as remote,
+            tempfile.TemporaryDirectory() as tmp,
+            web(env, tmp, app="sense.asgi:application") as (port, _),
+        ):
+            base = f"http://127.0.0.1:{port}"
             image = f"{remote.base}/img.png?bench={time.time()}"
             proxied = f"{base}/api/chat/media-proxy/?url={quote(image, safe='')}"
             with httpx.Client(headers=headers) as client:
@@ -108,9 +109,7 @@ def child() -> None:
 
 
 def run() -> list[Figure]:
-    from bench.bench_upload import run_child
-
-    r: dict[str, Any] = run_child("bench.bench_proxy")
+    r: dict[str, Any] = run_child("bench.bench_proxy", "child")
     ratio = r["hit_rps"] / r["noop_rps"]
     overhead = r["miss_p50"] - r["direct_p50"]
     return [

@@ -8,10 +8,9 @@ command runs in a `manage.py shell` subprocess so both timings share one warm co
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 
-from bench.common import Figure, manage
+from bench.common import Figure, bench_env, manage, recreate_database
 
 DB_NAME = "sense_bench_recalc"
 DELIVERIES = 1_000_000
@@ -87,33 +86,9 @@ print("RESULT " + json.dumps({
 """
 
 
-def _env(tmp: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "RABBITMQ"))}
-    env.update(
-        DEBUG="false",
-        SECRET_KEY="bench-secret-key",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-        REDIS_URL="redis://127.0.0.1:6379/13",
-        SENSE_VAR_DIR=tmp,
-        LOG_LEVEL="WARNING",
-        PERIODIC_ENABLED="false",
-    )
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    return env
-
-
-def recreate_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def run() -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="sense-bench-recalc-") as tmp:
-        env = _env(tmp)
+        env = bench_env(DB_NAME, tmp, PERIODIC_ENABLED="false")
         recreate_database(DB_NAME)
         manage(env, "migrate", "--noinput", "-v", "0")
         manage(env, "shell", "-c", SEED, timeout=600)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Figure  # noqa: E402
+from bench.common import Figure, run_child  # noqa: E402
 
 COUNT = 20
 SIZE = (4000, 3000)  # 12 MP
@@ -93,26 +92,13 @@ def child(engine: str, folder: str) -> None:
     print(json.dumps({"ms": sum(times) / len(times), "bytes": sum(sizes) / len(sizes), "peak": peak}))
 
 
-def _run_child(engine: str, folder: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bench_thumbnails", "child", engine, folder],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
 def run() -> list[Figure]:
     with tempfile.TemporaryDirectory() as folder:
         for i in range(COUNT):
             (Path(folder) / f"photo-{i:02d}.jpg").write_bytes(photo(i))
         source_mb = sum(p.stat().st_size for p in Path(folder).glob("*.jpg")) / COUNT / 1e6
-        sense = _run_child("sense", folder)
-        easy = _run_child("easy", folder)
+        sense = run_child("bench.bench_thumbnails", "child", "sense", folder, timeout=300)
+        easy = run_child("bench.bench_thumbnails", "child", "easy", folder, timeout=300)
     speed = easy["ms"] / sense["ms"]
     note = f"{COUNT} generated {SIZE[0]}x{SIZE[1]} JPEGs, {source_mb:.1f} MB each on average; box {BOX}x{BOX}"
     return [

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Figure  # noqa: E402
+from bench.common import Figure, free_port, run_child, web  # noqa: E402
 
 SIZE = 100 * 1024 * 1024
 DB_NAME = "sense_bench_media"
@@ -59,8 +58,6 @@ def prepare_stack() -> tuple[Any, dict[str, str]]:
     Returns (moto server, env for subprocesses). Call once, in a child process."""
     import psycopg
     from moto.server import ThreadedMotoServer
-
-    from tests.helpers import free_port
 
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -105,7 +102,8 @@ def child() -> None:
     token = bench_token()
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        with webserver.uvicorn(env) as (base, proc):
+        with tempfile.TemporaryDirectory() as logs, web(env, logs, app="sense.asgi:application") as (port, proc):
+            base = f"http://127.0.0.1:{port}"
             body, length, ctype = webserver.multipart_stream("warm.pdf", files.PDF, 64 * 1024)
             httpx.post(
                 f"{base}/api/chat/upload-media/",
@@ -143,17 +141,8 @@ def child() -> None:
     print(json.dumps({"sense_seconds": sense_seconds, "boto_seconds": boto_seconds, "growth": growth}))
 
 
-def run_child(module: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", module, "child"], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stdout[-1000:] + done.stderr[-3000:])
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
 def run() -> list[Figure]:
-    result = run_child("bench.bench_upload")
+    result = run_child("bench.bench_upload", "child")
     mb = SIZE / 2**20
     sense_rate = mb / result["sense_seconds"]
     boto_rate = mb / result["boto_seconds"]

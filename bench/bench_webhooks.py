@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 from typing import Any
+from urllib.parse import quote
 
-from bench.common import ROOT, Figure, manage, percentile, production
+from bench.common import ROOT, Figure, bench_env, manage, percentile, production, recreate_database
 
 DB_NAME = "sense_bench_webhooks"
 VHOST = "sense-bench-webhooks"
@@ -60,7 +61,11 @@ def asgi_app() -> Any:
     return application
 
 
-SEED = f"""
+def seed(deliveries: int, then: str) -> str:
+    """A `manage.py shell -c` script: tenant, an Evolution connection and a running campaign with
+    DELIVERIES sent deliveries (provider ids 3EB0BENCH0000000000, ...), counters to match;
+    then THEN, which may use `tenant`, `conn` and `campaign`."""
+    return f"""
 from django.utils import timezone
 from campaigns.models import Campaign, Connection, Delivery
 from sense.models import Tenant
@@ -72,12 +77,15 @@ campaign = Campaign.objects.create(tenant=tenant, name="bench", connection=conn,
 now = timezone.now()
 Delivery.objects.bulk_create(
     [Delivery(tenant=tenant, campaign=campaign, phone=f"+55119{{n:08d}}", text="hi", status="sent",
-              provider_message_id=f"3EB0BENCH{{n:010d}}", sent_at=now) for n in range({DELIVERIES})],
+              provider_message_id=f"3EB0BENCH{{n:010d}}", sent_at=now) for n in range({deliveries})],
     batch_size=5000,
 )
-Campaign.objects.filter(pk=campaign.pk).update(stat_total={DELIVERIES}, stat_sent={DELIVERIES})
-print("SEED " + conn.webhook_token + " " + str(campaign.pk))
+Campaign.objects.filter(pk=campaign.pk).update(stat_total={deliveries}, stat_sent={deliveries})
+{then}
 """
+
+
+SEED = seed(DELIVERIES, 'print("SEED " + conn.webhook_token + " " + str(campaign.pk))')
 
 
 def _vhost() -> str:
@@ -98,23 +106,14 @@ def _vhost() -> str:
     return "/"
 
 
-def _env(tmp: str, vhost: str) -> dict[str, str]:
-    from urllib.parse import quote
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "RABBITMQ"))}
-    env.update(
-        DEBUG="false",
-        SECRET_KEY="bench-secret-key",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-        REDIS_URL="redis://127.0.0.1:6379/13",
+def _env(db_name: str, tmp: str, vhost: str) -> dict[str, str]:
+    """bench_env on DB_NAME and the RabbitMQ VHOST; uvicorn imports this module (asgi_app)."""
+    return bench_env(
+        db_name,
+        tmp,
         RABBITMQ_URL=f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}",
-        SENSE_VAR_DIR=tmp,
-        LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
     )
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    return env
 
 
 async def _load(url: str, bodies: list[bytes]) -> tuple[float, list[float], int, float]:
@@ -174,10 +173,8 @@ def _event(message_id: str, status: str) -> bytes:
 def run() -> list[Figure]:
     import psycopg
 
-    from bench.bench_recalc import recreate_database
-
     tmp = tempfile.mkdtemp(prefix="sense-bench-webhooks-")
-    env = _env(tmp, _vhost())
+    env = _env(DB_NAME, tmp, _vhost())
     recreate_database(DB_NAME)
     manage(env, "migrate", "--noinput", "-v", "0")
     token, campaign_id = manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()

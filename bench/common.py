@@ -8,17 +8,22 @@ same run (a no-op view, raw SQL, raw boto3, easy-thumbnails, ...).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tests import helpers
+from tests.helpers import free_port
 
 
 @dataclass
@@ -42,25 +47,60 @@ class Figure:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def manage(env: dict[str, str], *args: str, timeout: float = 300) -> str:
     """Run `manage.py ARGS` with ENV; returns stdout, raises with the output on failure."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    result = helpers.manage(*args, env=env, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     return result.stdout
+
+
+def run_child(module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:
+    """Run `python -m MODULE ARGS` in the project root (with ENV, else this environment), for a
+    bench whose work needs a process of its own; returns the JSON object its last line printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def bench_env(db_name: str, tmp: str, **extra: str) -> dict[str, str]:
+    """The environment for Sense's processes in a bench: production settings on database DB_NAME
+    (see recreate_database), Redis db 13 and var/ in TMP, plus EXTRA. The caller's S3 and
+    RabbitMQ variables are dropped (EXTRA may set its own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "RABBITMQ"))}
+    env.update(
+        DEBUG="false",
+        SECRET_KEY="bench-secret-key",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db_name}",
+        REDIS_URL="redis://127.0.0.1:6379/13",
+        SENSE_VAR_DIR=tmp,
+        LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env
+
+
+def recreate_database(name: str) -> None:
+    """Drop the PostgreSQL database NAME (ending its sessions) and create it empty."""
+    import psycopg
+
+    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def in_threads(target: Callable[[], None], count: int) -> None:
+    """Run TARGET in COUNT threads at once; return when every one has finished."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -101,46 +141,66 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 @contextmanager
+def web(
+    env: dict[str, str], tmp: str, *, app: str, factory: bool = False
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """The Procfile's web process: uvicorn serving APP (with FACTORY, a function that returns the
+    ASGI application) with ENV on a free port; yields (port, process) once it listens. Its log
+    goes to TMP/web.log."""
+    port = free_port()
+    with open(Path(tmp) / "web.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                *(["--factory"] if factory else []),
+                app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_port(port, proc)
+            yield port, proc
+        finally:
+            stop(proc)
+
+
+@contextmanager
+def worker(
+    env: dict[str, str], log: Path | None, *, processes: int = 1, threads: int = 8, queues: tuple[str, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The Procfile's worker: `manage.py rundramatiq` with ENV (on QUEUES only, if given), its
+    output to LOG or discarded; stopped with its worker processes at the end."""
+    command = [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", str(processes)]
+    command += ["--threads", str(threads), *(["--queues", *queues] if queues else [])]
+    with open(log, "wb") if log else open(os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            stop(proc)
+
+
+@contextmanager
 def production(env: dict[str, str], tmp: str, *, app: str, worker_threads: int = 8) -> Iterator[int]:
     """The Procfile's web (uvicorn on the ASGI factory APP) and worker (rundramatiq) with ENV;
     yields the web port. Logs go to TMP."""
-    port = free_port()
-    web_log = open(Path(tmp) / "web.log", "wb")  # noqa: SIM115
-    worker_log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=web_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", "1", "--threads", str(worker_threads)],
-        cwd=ROOT,
-        env=env,
-        stdout=worker_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_port(port, web)
+    with (
+        worker(env, Path(tmp) / "worker.log", threads=worker_threads),
+        web(env, tmp, app=app, factory=True) as (port, _),
+    ):
         yield port
-    finally:
-        stop(web)
-        stop(worker)
-        web_log.close()
-        worker_log.close()
