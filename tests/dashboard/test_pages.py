@@ -9,6 +9,7 @@ from campaigns.models import Campaign, Delivery, DeliveryEvent
 from media.models import Asset
 from sense.models import Membership, Tenant
 from tests.conftest import PASSWORD
+from tests.dashboard.conftest import login
 
 HX = {"HX-Request": "true"}
 
@@ -139,8 +140,7 @@ def test_a_member_of_several_tenants_can_switch(bob: User, globex: Tenant, acme_
 
     make_campaign(globex, name="Globex launch")
     Membership.objects.create(user=bob, tenant=globex, role="operator")
-    client = Client()
-    client.login(username="bob", password=PASSWORD)
+    client = login("bob")
     assert "Black Friday" in client.get("/campaigns/").content.decode()
     response = client.post("/tenant/switch/", {"tenant": str(globex.id), "next": "/campaigns/"})
     assert response.status_code == 302 and response["Location"] == "/campaigns/"
@@ -155,8 +155,7 @@ def test_switching_to_a_tenant_one_is_not_in_is_404(alice_client: Client, globex
 
 def test_switching_never_redirects_off_site(bob: User, globex: Tenant) -> None:
     Membership.objects.create(user=bob, tenant=globex, role="operator")
-    client = Client()
-    client.login(username="bob", password=PASSWORD)
+    client = login("bob")
     response = client.post("/tenant/switch/", {"tenant": str(globex.id), "next": "https://evil.example/"})
     assert response["Location"] == "/"
 
