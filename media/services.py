@@ -256,7 +256,7 @@ def thumbnail_generate(*, asset_id: Any) -> str:
     failed, not an image, or claimed by another live job) or "failed" (image refused)."""
     if not thumbnail_claim(asset_id):
         return "skipped"
-    asset = Asset.objects.select_related("tenant").get(id=asset_id)
+    asset = Asset.objects.get(id=asset_id)
     try:
         ok = _render_and_store(asset, from_statuses=(Asset.Status.PROCESSING,))
     except Exception:

@@ -23,7 +23,7 @@ class Command(JsonCommand):
         parser.add_argument("--missing-only", action="store_true", help="skip images whose thumbnail is ready")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        qs = Asset.objects.filter(file_type=Asset.FileType.IMAGE).select_related("tenant").order_by("created_at")
+        qs = Asset.objects.filter(file_type=Asset.FileType.IMAGE).order_by("created_at")
         if options["tenant"]:
             tenant = Tenant.objects.filter(slug=options["tenant"]).first()
             if tenant is None:
