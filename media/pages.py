@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from media import services
 from media.models import Asset
 from sense.errors import ServiceError
 from sense.pagesupport import tenant_required
@@ -55,8 +56,6 @@ def preview(request: TenantHttpRequest, asset_id: UUID) -> HttpResponse:
 @login_required
 @tenant_required
 def delete(request: TenantHttpRequest, asset_id: UUID) -> HttpResponse:
-    from media import services
-
     asset = get_for_tenant(Asset, request.tenant, pk=asset_id)
     try:
         services.asset_delete(asset=asset, user=request.user)
