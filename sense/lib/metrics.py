@@ -50,22 +50,17 @@ def register(collector: Collector, *, name: str) -> None:
 
 
 class QueueCollector(Collector):
-    """Messages waiting in each Dramatiq queue (RabbitMQ: a passive declare per queue)."""
+    """Messages waiting in each Dramatiq queue, read as the ops page reads them: on a
+    short-lived connection of its own. (Dramatiq's broker keeps one connection per thread,
+    and under ASGI every scrape runs in a new thread: asking it would leak one per scrape.)"""
 
     def collect(self) -> Iterator[Any]:
-        import dramatiq
+        from sense.ops import queue_depths
 
         family = GaugeMetricFamily("sense_queue_messages", "Messages waiting per task queue.", labels=["queue"])
-        try:
-            broker = dramatiq.get_broker()
-            for queue in sorted(broker.get_declared_queues()):
-                counter = getattr(broker, "get_queue_message_counts", None)
-                if counter is not None:  # RabbitmqBroker: (ready, delayed, dead-lettered)
-                    family.add_metric([queue], float(counter(queue)[0]))
-                elif hasattr(broker, "queues"):  # StubBroker (embedded mode)
-                    family.add_metric([queue], float(broker.queues[queue].qsize()))
-        except Exception as exc:
-            log.warning("[RABBITMQ] queue depth unavailable: %s", exc.__class__.__name__)
+        for queue, depth in queue_depths().items():
+            if depth is not None:
+                family.add_metric([queue], float(depth))
         yield family
 
 

@@ -76,3 +76,28 @@ def test_quantiles_interpolate_inside_buckets() -> None:
     assert metrics.quantile(bounds, [2, 2, 0], 0.5) == 10.0
     assert metrics.quantile(bounds, [0, 4, 0], 0.5) == 15.0
     assert metrics.quantile(bounds, [0, 0, 3], 0.95) == 20.0
+
+
+def test_queue_depths_are_read_without_keeping_a_broker_connection_per_scrape(db: Any, settings: Any) -> None:
+    import dramatiq
+
+    from sense.tasks import worker_ping
+    from tests.helpers import at_once
+    from tests.workers import flush_queues
+
+    settings.METRICS_TOKEN = "scrape-me"
+    broker = dramatiq.get_broker()
+    flush_queues()
+    try:
+        for n in range(3):
+            worker_ping.send(f"queued-{n}")
+        before = len(broker.connections)  # type: ignore[attr-defined]
+
+        # Under ASGI every scrape runs in a thread of its own.
+        pages = at_once(lambda: Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-me"), threads=5)
+
+        assert all(page.status_code == 200 for page in pages)
+        assert all('sense_queue_messages{queue="default"} 3.0' in page.content.decode() for page in pages)
+        assert len(broker.connections) == before  # type: ignore[attr-defined]
+    finally:
+        flush_queues()
