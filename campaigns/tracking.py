@@ -308,9 +308,10 @@ def process_pending(*, limit: int = 200) -> int:
     """Claim up to LIMIT pending events, oldest first, skipping rows another worker holds,
     and apply them in one transaction: one commit, one lock statement and one write per
     delivery and per campaign for the whole batch, where one event at a time costs all of
-    that per event. If one event fails for a reason other than the database, the batch is
-    rolled back and its events are processed one by one, so only the bad one is marked
-    failed. Returns how many events were claimed."""
+    that per event. If the batch fails, it is rolled back and its events are processed one by
+    one (`process_event`): a bad event is marked failed alone, and a database error counts
+    against each event's attempts (and is raised for a retry) instead of failing the whole
+    batch again and again. Returns how many events were claimed."""
     fallback: list[int] = []
     with transaction.atomic():
         events = list(
@@ -326,10 +327,12 @@ def process_pending(*, limit: int = 200) -> int:
             with transaction.atomic():
                 _claim(WebhookEvent.objects.filter(pk__in=ids))
                 _apply_claimed(events)
-        except OperationalError:
-            raise
-        except Exception:
-            log.warning("[WEBHOOK] a batch of %d event(s) failed; processing them one by one", len(ids))
+        except Exception as exc:
+            log.warning(
+                "[WEBHOOK] a batch of %d event(s) failed (%s); processing them one by one",
+                len(ids),
+                exc.__class__.__name__,
+            )
             fallback = ids
     for event_id in fallback:
         process_event(event_id)

@@ -4,12 +4,13 @@ the workers with a few coalesced messages rather than one per event."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import dramatiq
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from campaigns import tracking, webhook_views
@@ -119,3 +120,27 @@ def test_after_an_outage_the_sweeper_catches_up_in_batches(
     assert len(campaign_updates) == 3  # batches of 200, 200 and 50
     assert stats(campaign)["read"] == 225 and stats(campaign) == recount(campaign)
     assert tracking.sweep(grace=0).events == 0
+
+
+def test_a_database_error_on_one_event_counts_its_attempts_instead_of_failing_the_batch_forever(
+    evolution_connection: Connection, campaign: Campaign, deliveries: Any, monkeypatch: Any, settings: Any
+) -> None:
+    settings.WEBHOOK_MAX_ATTEMPTS = 2
+    rows = deliveries(campaign, 4)
+    ids = [post(evolution_connection, evolution_update(d.provider_message_id, "READ")).json()["id"] for d in rows]
+    original = tracking.apply_updates
+
+    def breaks_on_the_first_event(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("webhook_event_id") == ids[0]:
+            raise OperationalError("delivery changed under a lock")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "apply_updates", breaks_on_the_first_event)
+    for _ in range(4):  # the actor's retries
+        with contextlib.suppress(OperationalError):
+            tracking.process_pending()
+
+    bad = WebhookEvent.objects.get(pk=ids[0])
+    assert (bad.status, bad.attempts) == ("failed", 2)  # visible, no longer retried
+    assert WebhookEvent.objects.filter(pk__in=ids[1:], status="processed").count() == 3
+    assert stats(campaign)["read"] == 3 and stats(campaign) == recount(campaign)
