@@ -54,6 +54,13 @@ redis.call('PEXPIRE', key, math.ceil(window * 1000) + 1000)
 return {free, '0'}
 """
 
+# Extend, never shorten, a hold: read and write in one step, so two senders hitting a 429
+# at once cannot leave the shorter of their holds.
+HOLD = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class Grant:
@@ -79,6 +86,7 @@ class RedisLimiter:
             url, socket_timeout=settings.REDIS_TIMEOUT, socket_connect_timeout=settings.REDIS_TIMEOUT
         )
         self.script = self.client.register_script(ACQUIRE)
+        self.hold_script = self.client.register_script(HOLD)
 
     def acquire(self, key: str, *, limit: int, window: float, n: int = 1) -> Grant:
         """Take up to N sends from KEY's budget of LIMIT per WINDOW seconds (LIMIT 0: no limit,
@@ -90,11 +98,7 @@ class RedisLimiter:
 
     def hold(self, key: str, seconds: float) -> None:
         """No sends on KEY for SECONDS (extends, never shortens, a current hold)."""
-        ms = max(1, int(seconds * 1000))
-        hold_key = f"sense:rate:{key}:hold"
-        current = self.client.pttl(hold_key)
-        if not isinstance(current, int) or current < ms:
-            self.client.set(hold_key, "1", px=ms)
+        self.hold_script(keys=[f"sense:rate:{key}:hold"], args=[max(1, int(seconds * 1000))])
 
 
 class LocalLimiter:

@@ -53,3 +53,14 @@ def test_a_hold_stops_every_sender_until_it_ends(limiter: Any) -> None:
     assert grant.granted == 0 and 0 < grant.wait <= 0.3
     time.sleep(0.35)
     assert limiter.acquire("test-key", limit=0, window=60, n=3).granted == 3
+
+
+def test_a_hold_is_extended_never_shortened_even_by_senders_at_the_same_moment(limiter: Any) -> None:
+    limiter.hold("test-key", 0.2)
+    limiter.hold("test-key", 60)
+    limiter.hold("test-key", 0.2)  # a shorter hold later changes nothing
+    seconds = iter([60.0, 0.05] * 10)
+    at_once(lambda: limiter.hold("test-key", next(seconds)), threads=20)
+
+    grant = limiter.acquire("test-key", limit=0, window=60, n=1)
+    assert grant.granted == 0 and grant.wait > 50
