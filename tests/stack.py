@@ -44,6 +44,57 @@ def _private_vhost() -> str | None:
 
 
 created_vhost: str | None = None
+claimed_redis_db: int | None = None
+REDIS_DBS = [n for n in range(1, 16) if n != 13]  # 0: the app's default; 13: the benchmarks'
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim_redis_db() -> int:
+    """A Redis database no other live test run uses (a run's cache.clear() would empty
+    another's rate limits and proxy locks mid-test): claimed with SET NX on a key in db 0
+    holding our pid; a claim whose pid is gone is taken over."""
+    global claimed_redis_db
+    fallback = REDIS_DBS[os.getpid() % len(REDIS_DBS)]
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_timeout=2, socket_connect_timeout=2)
+        for db in REDIS_DBS:
+            key = f"sense-test:redis-db:{db}"
+            if not client.set(key, os.getpid(), nx=True, ex=6 * 3600):
+                holder = client.get(key)
+                if holder is not None and _pid_alive(int(holder)):
+                    continue
+                client.set(key, os.getpid(), ex=6 * 3600)
+            claimed_redis_db = db
+            return db
+    except Exception:
+        pass
+    return fallback
+
+
+def _release_redis_db() -> None:
+    if claimed_redis_db is None:
+        return
+    import contextlib
+
+    import redis
+
+    with contextlib.suppress(Exception):
+        client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_timeout=2, socket_connect_timeout=2)
+        key = f"sense-test:redis-db:{claimed_redis_db}"
+        if client.get(key) == str(os.getpid()).encode():
+            client.delete(key)
+
 
 if not os.environ.get("SENSE_TEST_EMBEDDED"):
     from moto.server import ThreadedMotoServer
@@ -72,7 +123,8 @@ if not os.environ.get("SENSE_TEST_EMBEDDED"):
     # Parallel runs (several developers, or CI beside a session) get their own test database
     # and Redis database.
     defaults["DATABASE_TEST_NAME"] = f"test_sense_{os.getpid()}"
-    defaults["REDIS_URL"] = f"redis://127.0.0.1:6379/{1 + os.getpid() % 14}"
+    if "REDIS_URL" not in os.environ:
+        defaults["REDIS_URL"] = f"redis://127.0.0.1:6379/{_claim_redis_db()}"
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     # Keep tests from talking to real AWS by accident.
@@ -103,6 +155,7 @@ def pytest_sessionfinish(session: object, exitstatus: int) -> None:
     if moto_server is not None:
         moto_server.stop()
     _drop_leftover_test_database()
+    _release_redis_db()
     var = os.environ.get("SENSE_VAR_DIR", "")
     if os.path.basename(var).startswith("sense-test-var-"):
         shutil.rmtree(var, ignore_errors=True)
