@@ -42,16 +42,18 @@ def stable_port(low: int = 20_000, high: int = 32_000) -> int:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> None:
-    """Poll PREDICATE until it is true; fail after TIMEOUT seconds."""
+    """Poll PREDICATE until it is true; fail after TIMEOUT seconds, with the last error the
+    predicate raised (a server not up yet raises; that is not a failure until the timeout)."""
     deadline = time.monotonic() + timeout
+    last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             if predicate():
                 return
-        except Exception:
-            pass
+        except Exception as exc:
+            last = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last error: {last!r}") from last
 
 
 def at_once(func: Callable[[], T], threads: int) -> list[T]:
