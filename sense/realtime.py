@@ -199,7 +199,10 @@ class Coalescer:
                     log.exception("%s flush failed", self.name)
                 finally:
                     if self.uses_db:
-                        close_old_connections()
+                        try:
+                            close_old_connections()
+                        except Exception:  # never let it end the thread: the next mark needs it
+                            log.warning("%s: could not close database connections", self.name)
             time.sleep(self.interval)
 
     def drain(self, timeout: float = 5.0) -> None:
