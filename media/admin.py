@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from media import services
 from media.models import Asset, DailyMetric
+from media.objects import StorageUnavailable
 
 
 @admin.register(Asset)
@@ -36,17 +37,18 @@ class AssetAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Regenerate thumbnails"))
     def regenerate_thumbnails(self, request: HttpRequest, queryset: QuerySet[Asset]) -> None:
-        done = failed = 0
+        done = failed = unavailable = 0
         for asset in queryset.filter(file_type=Asset.FileType.IMAGE):
-            if services.thumbnail_regenerate(asset=asset):
-                done += 1
-            else:
-                failed += 1
-        self.message_user(
-            request,
-            _("%(done)d thumbnail(s) made, %(failed)d failed.") % {"done": done, "failed": failed},
-            messages.WARNING if failed else messages.SUCCESS,
-        )
+            try:
+                ok = services.thumbnail_regenerate(asset=asset)
+            except StorageUnavailable:  # as regenerate_thumbnails does: say so, not a 500
+                unavailable += 1
+                continue
+            done, failed = (done + 1, failed) if ok else (done, failed + 1)
+        message = _("%(done)d thumbnail(s) made, %(failed)d failed.") % {"done": done, "failed": failed}
+        if unavailable:
+            message += " " + _("%(count)d skipped: storage unavailable, try again.") % {"count": unavailable}
+        self.message_user(request, message, messages.WARNING if failed or unavailable else messages.SUCCESS)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)

@@ -115,6 +115,31 @@ def test_regenerate_thumbnails_action_makes_them_again(admin_client: Client, ali
     assert asset.status == "ready" and asset.thumbnail_key and asset.failure_reason == ""
 
 
+def test_regenerate_thumbnails_action_says_when_storage_is_down(
+    admin_client: Client, alice: Any, acme: Tenant, monkeypatch: Any
+) -> None:
+    from media import services
+    from media.objects import StorageUnavailable
+
+    asset = Asset.objects.create(
+        tenant=acme, uploaded_by=alice, original_name="a.jpg", file_type="image", mime_type="image/jpeg", size=1
+    )
+
+    def storage_down(**kwargs: Any) -> bool:
+        raise StorageUnavailable("S3 is unreachable.")
+
+    monkeypatch.setattr(services, "thumbnail_regenerate", storage_down)
+    response = admin_client.post(
+        "/admin/media/asset/",
+        {"action": "regenerate_thumbnails", "_selected_action": [asset.pk]},
+        follow=True,
+        headers={"accept-language": "en"},
+    )
+
+    assert response.status_code == 200
+    assert "1 skipped: storage unavailable, try again." in response.content.decode()
+
+
 def test_the_admin_cannot_bulk_delete_assets(admin_client: Client, acme: Tenant) -> None:
     add_rows(acme, "one", deliveries=0)  # the admin shows no actions on an empty list
     response = admin_client.get("/admin/media/asset/")
