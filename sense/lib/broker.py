@@ -7,6 +7,10 @@ publish from any thread is handed to one publisher thread with one connection: `
 waits for the publish (errors reach the caller as before), `enqueue_nowait` does not (for
 callers whose work is already stored durably and swept, such as webhooks).
 
+A thread's connection that RabbitMQ has closed (a thread idle past the heartbeat timeout: a
+blocking connection only answers heartbeats while it is used) is replaced on next use instead
+of failing every later call in that thread.
+
 When a fire-and-forget publish fails (the broker is down), the publisher stops trying them
 for `hold_off` seconds: during an outage every webhook would otherwise cost six connection
 attempts and a burst of pika errors in the log, for messages the sweeper replaces anyway.
@@ -24,6 +28,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import dramatiq
+import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker as _RabbitmqBroker
 from dramatiq.message import Message
 
@@ -117,6 +122,29 @@ class RabbitmqBroker(_RabbitmqBroker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.publisher = _Publisher(super().enqueue)
+
+    def _get_connection(self) -> Any:
+        stale = getattr(self.state, "connection", None)
+        if stale is not None and not stale.is_open:
+            del self.connection  # closed under us: the parent opens a new one below
+        return _RabbitmqBroker.connection.fget(self)  # type: ignore[attr-defined]
+
+    connection = property(_get_connection, None, _RabbitmqBroker.connection.fdel)  # type: ignore[attr-defined]
+
+    def _once_more_if_dropped(self, operation: Callable[[], Any]) -> Any:
+        """Run OPERATION; if this thread's connection turns out to be gone (a server-side
+        close is only noticed on use), open a new one and run it again."""
+        try:
+            return operation()
+        except pika.exceptions.AMQPConnectionError:
+            del self.connection
+            return operation()
+
+    def get_queue_message_counts(self, queue_name: str) -> tuple[int, int, int]:
+        return self._once_more_if_dropped(lambda: super(RabbitmqBroker, self).get_queue_message_counts(queue_name))  # type: ignore[no-any-return]
+
+    def flush(self, queue_name: str) -> None:
+        self._once_more_if_dropped(lambda: super(RabbitmqBroker, self).flush(queue_name))
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
         if self.publisher.is_current():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -87,3 +88,32 @@ def test_after_a_failed_publish_fire_and_forget_sends_pause_instead_of_retrying_
     assert publisher.fire(messages[3], None)
     publisher._jobs.join()
     assert calls[-1] == messages[3].message_id and publisher.dropped == 0
+
+
+@pytest.mark.django_db
+def test_a_thread_whose_idle_connection_the_server_closed_gets_a_new_one(settings: Any) -> None:
+    """The CI failure of 2026-11-29: the test thread's connection sat idle past the heartbeat
+    timeout, RabbitMQ closed it, and every later call in that thread failed on it."""
+    import time
+
+    separator = "&" if "?" in settings.RABBITMQ_URL else "?"
+    broker = RabbitmqBroker(url=f"{settings.RABBITMQ_URL}{separator}heartbeat=1")
+    try:
+        broker.declare_queue("idle-probe")
+        assert broker.get_queue_message_counts("idle-probe") == (0, 0, 0)
+        first = broker.connection
+        time.sleep(4)  # no I/O: the connection misses its heartbeats and the server drops it
+
+        assert broker.get_queue_message_counts("idle-probe") == (0, 0, 0)
+        assert broker.connection is not first and broker.connection.is_open
+        first.close() if first.is_open else None
+
+        time.sleep(4)
+        broker.flush("idle-probe")  # the same for a purge
+        broker.join("idle-probe", min_successes=1, timeout=5000)
+    finally:
+        with contextlib.suppress(Exception):
+            broker.channel.queue_delete("idle-probe")
+            broker.channel.queue_delete("idle-probe.DQ")
+            broker.channel.queue_delete("idle-probe.XQ")
+        broker.close()
