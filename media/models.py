@@ -40,8 +40,8 @@ class Asset(TenantOwned):
     failure_reason = models.TextField(_("failure reason"), blank=True)
     thumbnail_key = models.CharField(max_length=512, blank=True)
     thumbnail_size = models.PositiveIntegerField(null=True, blank=True)
-    # Set by the thumbnail job while it makes the thumbnail (the on-demand path in
-    # thumbnail_ensure does not claim); a stale claim (a worker that died) may be taken over
+    # Set by whoever makes the thumbnail (the job, or a request in thumbnail_ensure, which
+    # otherwise waits for the holder); a stale claim (a process that died) may be taken over
     # after THUMBNAIL_CLAIM_SECONDS.
     thumbnail_claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)

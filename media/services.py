@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import logging
 import re
+import time
 import unicodedata
 import uuid
 from typing import IO, Any
@@ -187,6 +188,11 @@ def thumbnail_claim(asset_id: Any, *, now: datetime.datetime | None = None) -> b
     )
 
 
+def _thumbnail_release(asset_id: Any, claimed_at: datetime.datetime) -> None:
+    # Only our own claim: had it gone stale, someone else may have taken it over meanwhile.
+    Asset.objects.filter(id=asset_id, thumbnail_claimed_at=claimed_at).update(thumbnail_claimed_at=None)
+
+
 def _render(asset: Asset) -> bytes:
     source = objects.open_object(asset.key)
     try:
@@ -254,38 +260,67 @@ def _render_and_store(asset: Asset, *, from_statuses: tuple[str, ...]) -> bool:
 def thumbnail_generate(*, asset_id: Any) -> str:
     """The thumbnail job. Idempotent: returns "done" (made now), "skipped" (already made,
     failed, not an image, or claimed by another live job) or "failed" (image refused)."""
-    if not thumbnail_claim(asset_id):
+    claimed_at = timezone.now()
+    if not thumbnail_claim(asset_id, now=claimed_at):
         return "skipped"
     asset = Asset.objects.get(id=asset_id)
     try:
         ok = _render_and_store(asset, from_statuses=(Asset.Status.PROCESSING,))
     except Exception:
-        Asset.objects.filter(id=asset_id).update(thumbnail_claimed_at=None)  # let the retry claim it
+        _thumbnail_release(asset_id, claimed_at)  # let the retry claim it
         raise
     finally:
         metrics.flush()
     return "done" if ok else "failed"
 
 
+def _thumbnail_failed(asset: Asset) -> ServiceError:
+    return ServiceError(f"The thumbnail could not be made: {asset.failure_reason}", code="thumbnail_failed", status=404)
+
+
 def thumbnail_ensure(*, asset: Asset) -> str:
     """The thumbnail key of ASSET, making it now if the job has not yet (same code, same key).
-    Raises ServiceError 404 for assets without a thumbnail, 503 when storage is down."""
+
+    Single-flight across processes: the request claims the asset as the job does. When the
+    job or another request holds a live claim, it polls the row for up to
+    MEDIA_THUMBNAIL_WAIT_SECONDS and returns what the holder produced, rather than rendering
+    a duplicate. Raises ServiceError 404 for assets without a thumbnail or whose thumbnail
+    failed, Unavailable 503 when storage is down or the holder has not finished in time."""
     if not asset.has_thumbnail:
         raise ServiceError("This file has no thumbnail.", code="no_thumbnail", status=404)
-    if asset.status == Asset.Status.READY and asset.thumbnail_key:
-        return asset.thumbnail_key
-    if asset.status == Asset.Status.FAILED:
-        raise ServiceError(
-            f"The thumbnail could not be made: {asset.failure_reason}", code="thumbnail_failed", status=404
-        )
+    deadline = time.monotonic() + settings.MEDIA_THUMBNAIL_WAIT_SECONDS
+    pause = 0.05
+    while True:
+        if asset.status == Asset.Status.READY and asset.thumbnail_key:
+            return asset.thumbnail_key
+        if asset.status == Asset.Status.FAILED:
+            raise _thumbnail_failed(asset)
+        claimed_at = timezone.now()
+        # Only a processing image can be claimed; a ready one without a key (never expected)
+        # is rendered unclaimed, as before.
+        if thumbnail_claim(asset.id, now=claimed_at) or asset.status != Asset.Status.PROCESSING:
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log.info("[IMG] thumbnail of %s still being made elsewhere; answered 503", asset.id)
+            raise Unavailable("The thumbnail is being made; try again shortly.", code="thumbnail_pending")
+        # Backing off keeps a few waiting requests from hammering the row while a big image renders.
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)
+        try:
+            asset.refresh_from_db(fields=["status", "thumbnail_key", "thumbnail_size", "failure_reason"])
+        except Asset.DoesNotExist:
+            raise ServiceError("Not found.", code="not_found", status=404) from None
     try:
         ok = _render_and_store(asset, from_statuses=(Asset.Status.PROCESSING,))
     except objects.StorageUnavailable as exc:
+        _thumbnail_release(asset.id, claimed_at)
         raise Unavailable("File storage is unreachable; try again shortly.", code="storage_unavailable") from exc
+    except Exception:
+        _thumbnail_release(asset.id, claimed_at)
+        raise
     if not ok:
-        raise ServiceError(
-            f"The thumbnail could not be made: {asset.failure_reason}", code="thumbnail_failed", status=404
-        )
+        raise _thumbnail_failed(asset)
     return thumbnail_key_for(asset)
 
 

@@ -398,6 +398,9 @@ MEDIA_MAX_DOCUMENT_BYTES = _read("MEDIA_MAX_DOCUMENT_BYTES", _int(1), 100 * 1024
 MEDIA_MAX_IMAGE_PIXELS = _read("MEDIA_MAX_IMAGE_PIXELS", _int(1), 50_000_000)
 MEDIA_THUMBNAIL_SIZE = _read("MEDIA_THUMBNAIL_SIZE", _int(16), 320)
 MEDIA_THUMBNAIL_QUALITY = _read("MEDIA_THUMBNAIL_QUALITY", _int(1), 80)
+# A thumbnail request that finds the thumbnail being made elsewhere (the job, another request)
+# waits this long for it, then answers 503 rather than rendering it a second time.
+MEDIA_THUMBNAIL_WAIT_SECONDS = _read("MEDIA_THUMBNAIL_WAIT_SECONDS", _float, 5.0)
 # Uploads above the threshold go to S3 as a multipart upload of CHUNK-sized parts, at most
 # CONCURRENCY parts in flight (that bounds the web process's memory per upload).
 MEDIA_MULTIPART_THRESHOLD = _read("MEDIA_MULTIPART_THRESHOLD", _int(5 * 1024 * 1024), 8 * 1024 * 1024)
