@@ -144,13 +144,17 @@ class ConnectionOut(Schema):
     base_url: str
     rate_per_minute: int
     is_active: bool
-    webhook_url: str
+    webhook_url: str | None
     credentials_set: list[str]
     created_at: datetime
 
     @staticmethod
-    def resolve_webhook_url(obj: Connection) -> str:
-        return services.connection_webhook_path(obj)
+    def resolve_webhook_url(obj: Connection, context: dict[str, Any]) -> str | None:
+        """The path to give the provider, for admins; None for operators: it holds the
+        connection's secret webhook token (the only secret of an Evolution connection
+        without a JWT key), which would let them forge delivery statuses."""
+        request = context["request"]
+        return services.connection_webhook_path(obj) if request.membership.is_admin else None
 
     @staticmethod
     def resolve_credentials_set(obj: Connection) -> list[str]:
