@@ -9,11 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.live import Stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+
+# Assertions wait as long as actions do (the page's default below). Playwright's own 5 s
+# default failed in CI on a loaded 2-core machine: two uploads through the live stack to S3
+# took longer than that, though nothing was wrong.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="module")
