@@ -56,6 +56,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last error: {last!r}") from last
 
 
+def once_still(read: Callable[[], T], still: float = 0.25, timeout: float = 10.0, what: str = "") -> T:
+    """READ's value once two reads STILL seconds apart agree. After a worker is SIGKILLed, a
+    COMMIT it had already sent still lands in PostgreSQL a moment later: read the state it
+    left only once that has happened."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(still)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"{what or read} still changing after {timeout}s (last {last!r})")
+
+
 def at_once(func: Callable[[], T], threads: int) -> list[T]:
     """Call FUNC from THREADS threads released together; returns their results. Each thread
     closes its own database connection."""
