@@ -108,16 +108,16 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         tenant_id = str(self.scope["url_route"]["kwargs"]["tenant_id"])
-        await self.accept()
         user_id, member = await _resolve(self.scope, tenant_id)
-        if user_id is None:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        if user_id is None or not member:
+            await self.accept()  # a close code (4401/4403) needs an accepted socket
+            await self.close(code=CLOSE_UNAUTHENTICATED if user_id is None else CLOSE_FORBIDDEN)
             return
-        if not member:
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
+        # Subscribe before accepting: the page counts as live once the socket opens, and an
+        # event sent between the two would otherwise be lost.
         self.group = group_name(tenant_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
 
     async def disconnect(self, code: int) -> None:
         for task in self._timers.values():
