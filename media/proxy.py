@@ -331,6 +331,10 @@ def serve(url: str) -> tuple[Fetched, bool]:
                 if hit is not None:
                     return hit, True
                 if proxy_cache().get(lock_key) is None:
+                    # The owner may have stored its result between our two reads.
+                    hit = _cached(proxy_cache().get(key))
+                    if hit is not None:
+                        return hit, True
                     break
         fetched = fetch(url)
         _store(key, fetched)
