@@ -64,6 +64,7 @@
   function applyMedia(frame) {
     document.querySelectorAll('[data-asset="' + frame.id + '"]').forEach(function (el) {
       if (el.dataset.liveRefresh) refresh(el);
+      else el.dataset.changed = "1"; // a card still loading (media.js): it refreshes once in
     });
   }
 

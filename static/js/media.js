@@ -59,7 +59,12 @@
     var slot = document.createElement("figure");
     slot.dataset.asset = id;
     grid.prepend(slot);
-    window.htmx.ajax("GET", "/media/" + id + "/card/", { target: slot, swap: "outerHTML" });
+    var url = "/media/" + id + "/card/";
+    window.htmx.ajax("GET", url, { target: slot, swap: "outerHTML" }).then(function () {
+      // The thumbnail may have been made while the card was loading (live.js marks it).
+      var card = grid.querySelector('[data-asset="' + id + '"]');
+      if (slot.dataset.changed && card) window.htmx.ajax("GET", url, { target: card, swap: "outerHTML" });
+    });
   }
 
   function files(list) { Array.prototype.forEach.call(list, upload); }
