@@ -102,13 +102,13 @@ def test_a_thread_whose_idle_connection_the_server_closed_gets_a_new_one(setting
         broker.declare_queue("idle-probe")
         assert broker.get_queue_message_counts("idle-probe") == (0, 0, 0)
         first = broker.connection
-        time.sleep(4)  # no I/O: the connection misses its heartbeats and the server drops it
+        time.sleep(6)  # no I/O: the connection misses its heartbeats (1 s) and the server drops it
 
         assert broker.get_queue_message_counts("idle-probe") == (0, 0, 0)
         assert broker.connection is not first and broker.connection.is_open
         first.close() if first.is_open else None
 
-        time.sleep(4)
+        time.sleep(6)
         broker.flush("idle-probe")  # the same for a purge
         broker.join("idle-probe", min_successes=1, timeout=5000)
     finally:

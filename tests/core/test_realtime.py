@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from unittest import mock
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -12,7 +13,7 @@ from django.test import Client
 
 from sense.asgi import application
 from sense.models import Tenant
-from sense.realtime import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, broadcast
+from sense.realtime import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, TenantConsumer, broadcast
 from tests.conftest import PASSWORD, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,37 +84,49 @@ def test_an_api_client_with_a_token_receives_broadcasts(alice: User, acme: Tenan
 
 
 async def burst(path: str, tenant_id: Any, count: int) -> tuple[list[dict[str, Any]], list[float]]:
-    communicator = WebsocketCommunicator(application, path, headers=HEADERS)
-    connected, _ = await communicator.connect(timeout=5)
-    assert connected
-    await communicator.send_json_to({"type": "ping"})
-    await communicator.receive_json_from(timeout=5)
+    """Broadcast COUNT stats of one campaign; the frames the socket got until the last state,
+    and when the consumer sent each (stamped at the sender: a reader held up by a busy loop
+    would bunch its receive times together)."""
     loop = asyncio.get_running_loop()
-    frames: list[dict[str, Any]] = []
-    stamps: list[float] = []
+    sent_at: list[float] = []
+    send_json = TenantConsumer.send_json
 
-    async def read() -> None:
-        # receive_nothing waits without cancelling the consumer (a receive timeout would).
-        while not await communicator.receive_nothing(timeout=1.5):
-            frames.append(await communicator.receive_json_from())
-            stamps.append(loop.time())
+    async def stamped(self: TenantConsumer, content: Any, close: bool = False) -> None:
+        if isinstance(content, dict) and content.get("type") == "campaign.stats":
+            sent_at.append(loop.time())
+        await send_json(self, content, close)
 
-    reader = asyncio.ensure_future(read())
-    for n in range(count):
-        message = {"type": "campaign.stats", "campaign_id": "c1", "stats": {"sent": n}}
-        await loop.run_in_executor(None, broadcast, tenant_id, message)
-    await reader
-    await communicator.disconnect()
-    return frames, stamps
+    with mock.patch.object(TenantConsumer, "send_json", stamped):
+        communicator = WebsocketCommunicator(application, path, headers=HEADERS)
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected
+        await communicator.send_json_to({"type": "ping"})
+        await communicator.receive_json_from(timeout=5)
+        frames: list[dict[str, Any]] = []
+
+        async def read() -> None:
+            while not frames or frames[-1]["stats"] != {"sent": count - 1}:
+                frames.append(await communicator.receive_json_from(timeout=30))
+
+        reader = asyncio.ensure_future(read())
+        for n in range(count):
+            message = {"type": "campaign.stats", "campaign_id": "c1", "stats": {"sent": n}}
+            await loop.run_in_executor(None, broadcast, tenant_id, message)
+        await reader
+        # Nothing after the last state either.
+        assert await communicator.receive_nothing(timeout=0.5)
+        await communicator.disconnect()
+    return frames, sent_at
 
 
 def test_a_burst_is_coalesced_and_the_last_state_always_arrives(alice: User, acme: Tenant) -> None:
     token = token_for(alice, acme)
-    frames, stamps = asyncio.run(burst(f"/ws/tenant/{acme.id}/?token={token}", acme.id, 200))
+    frames, sent_at = asyncio.run(burst(f"/ws/tenant/{acme.id}/?token={token}", acme.id, 200))
     assert frames[-1]["stats"] == {"sent": 199}  # the final state is never dropped
     assert len(frames) < 200  # the burst was coalesced
+    assert len(sent_at) == len(frames)
     # Never more than 4 frames in any one-second window.
-    assert all(sum(1 for t in stamps if s <= t < s + 1.0) <= 4 for s in stamps)
+    assert all(sum(1 for t in sent_at if s <= t < s + 1.0) <= 4 for s in sent_at)
 
 
 def test_the_coalescer_flushes_a_burst_in_few_calls_and_never_drops_a_key() -> None:

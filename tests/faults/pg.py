@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import free_port, port_open, wait_for
+from tests.helpers import port_open, stable_port, wait_for
 
 
 def _bin(name: str) -> str:
@@ -26,7 +26,7 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.data = root / "data"
-        self.port = free_port()
+        self.port = stable_port()  # outside the ephemeral range: it is bound again after a restart
         self.log = root / "postgres.log"
 
     def _run(self, *args: str) -> None:

@@ -54,7 +54,7 @@ def test_with_redis_down_webhooks_still_land_and_the_proxy_serves_uncached(
                 campaign.refresh_from_db()
                 return campaign.stat_delivered == 5
 
-            wait_for(delivered, timeout=30, what="the webhooks to be applied without Redis")
+            wait_for(delivered, timeout=90, what="the webhooks to be applied without Redis")  # incl. the worker start
 
             probe = f"{stack.base_url}/api/health/probe.png"
             for _ in range(2):

@@ -15,7 +15,7 @@ from campaigns.models import Campaign, Connection
 from media.models import Asset
 from sense.models import Tenant
 from tests.conftest import token_for
-from tests.helpers import free_port, wait_for
+from tests.helpers import stable_port, wait_for
 from tests.live import running_stack, stack_env
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries
 from tests.webhook_payloads import evolution_update
@@ -32,7 +32,7 @@ def test_with_s3_unreachable_uploads_fail_cleanly_and_the_rest_works(
     token = token_for(alice, acme)
     # An S3 endpoint nobody listens on, as when MinIO is down.
     env = stack_env(
-        ALLOWED_HOSTS="127.0.0.1,localhost", S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", S3_TIMEOUT="0.5"
+        ALLOWED_HOSTS="127.0.0.1,localhost", S3_ENDPOINT_URL=f"http://127.0.0.1:{stable_port()}", S3_TIMEOUT="0.5"
     )
     with running_stack(env, tmp_path) as stack:
         api = httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -59,4 +59,4 @@ def test_with_s3_unreachable_uploads_fail_cleanly_and_the_rest_works(
             campaign.refresh_from_db()
             return campaign.stat_read == 1
 
-        wait_for(read, timeout=30, what="the webhook to be applied")
+        wait_for(read, timeout=90, what="the webhook to be applied")  # incl. the worker start

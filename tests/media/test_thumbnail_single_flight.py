@@ -92,7 +92,7 @@ def test_a_request_waits_for_the_job_that_holds_the_claim_and_answers_with_its_r
         holder = threading.Thread(target=job)
         holder.start()
         try:
-            wait_for(lambda: renders.count == 1, timeout=5, what="the job to claim and start rendering")
+            wait_for(lambda: renders.count == 1, timeout=15, what="the job to claim and start rendering")
             response = api_alice.get_json(_url(image))
         finally:
             holder.join()

@@ -122,7 +122,7 @@ def test_webhooks_racing_the_send_response_are_applied_once(
                     sent_at=timezone.now(),
                 )
                 tracking.apply_early_events(delivery.pk)
-        wait_for(lambda: len(sim.webhooks) == 5 * len(rows), what="all webhooks posted")
+        wait_for(lambda: len(sim.webhooks) == 5 * len(rows), timeout=60, what="all webhooks posted")
     assert not sim.hook_errors
     all_processed()
     tracking.sweep(grace=0)  # what the periodic sweeper would do for any id recorded in a race
