@@ -56,19 +56,19 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last error: {last!r}") from last
 
 
-def once_still(read: Callable[[], T], still: float = 0.25, timeout: float = 10.0, what: str = "") -> T:
-    """READ's value once two reads STILL seconds apart agree. After a worker is SIGKILLed, a
-    COMMIT it had already sent still lands in PostgreSQL a moment later: read the state it
-    left only once that has happened."""
-    deadline = time.monotonic() + timeout
-    last = read()
-    while time.monotonic() < deadline:
-        time.sleep(still)
-        now = read()
-        if now == last:
-            return now
-        last = now
-    raise AssertionError(f"{what or read} still changing after {timeout}s (last {last!r})")
+def wait_until_gone_from_postgresql(application_name: str, timeout: float = 30.0) -> None:
+    """Wait until no PostgreSQL backend has APPLICATION_NAME (a process started with
+    PGAPPNAME). After its client is SIGKILLed, a backend first finishes what it already
+    received (a COMMIT the worker had sent still lands) or rolls back, then exits: only
+    then is the state the process left final."""
+    from django.db import connection
+
+    def gone() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name])
+            return cursor.fetchone()[0] == 0  # type: ignore[index]
+
+    wait_for(gone, timeout=timeout, interval=0.05, what=f"{application_name}'s database sessions to end")
 
 
 def at_once(func: Callable[[], T], threads: int) -> list[T]:

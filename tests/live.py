@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from tests.helpers import ROOT, clean_env, free_port, manage, port_open, wait_for
+from tests.helpers import ROOT, clean_env, free_port, manage, port_open, wait_for, wait_until_gone_from_postgresql
 
 
 def stack_env(**overrides: str) -> dict[str, str]:
@@ -39,6 +40,7 @@ class Process:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    application_name: str = ""  # its PGAPPNAME, when it uses the test database
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         """Send SIG to the whole process group (a dramatiq parent and its worker processes),
@@ -52,6 +54,8 @@ class Process:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if sig == signal.SIGKILL and self.application_name:
+            wait_until_gone_from_postgresql(self.application_name)  # what it committed is final
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -66,15 +70,16 @@ class Stack:
 
     def start_worker(self, *args: str, name: str = "worker") -> Process:
         log = self.tmp / f"{name}-{len(self.processes)}.log"
+        application_name = f"sense-test-{name}-{uuid.uuid4().hex[:8]}"
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4", *args],
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, "PGAPPNAME": application_name},
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        process = Process(name, proc, log)
+        process = Process(name, proc, log, application_name)
         self.processes.append(process)
         return process
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.conf import settings
 from campaigns import ratelimit
 from campaigns.models import Campaign, Connection, Contact
 from sense.models import Tenant
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until_gone_from_postgresql
 from tests.live import stack_env
 from tests.simulator import ProviderSimulator
 
@@ -95,6 +96,8 @@ class WorkerProcess:
     """`manage.py rundramatiq` in its own process group, on the test database."""
 
     def __init__(self, env: dict[str, str]) -> None:
+        self.application_name = f"sense-test-worker-{uuid.uuid4().hex[:8]}"
+        env = {**env, "PGAPPNAME": self.application_name}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -119,6 +122,7 @@ class WorkerProcess:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+        wait_until_gone_from_postgresql(self.application_name)  # what it committed is final
 
     def stop(self) -> None:
         if self.proc.poll() is None:
