@@ -69,22 +69,28 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
 
     def start_worker(self, *args: str, name: str = "worker") -> Process:
-        log = self.tmp / f"{name}-{len(self.processes)}.log"
-        application_name = f"sense-test-{name}-{uuid.uuid4().hex[:8]}"
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4", *args],
-            cwd=ROOT,
-            env={**self.env, "PGAPPNAME": application_name},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        process = Process(name, proc, log, application_name)
+        process = start_worker(self.env, self.tmp / f"{name}-{len(self.processes)}.log", *args, name=name)
         self.processes.append(process)
         return process
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.processes)
+
+
+def start_worker(env: dict[str, str], log: Path, *args: str, name: str = "worker") -> Process:
+    """`manage.py rundramatiq` (one process, 4 threads, dramatiq's ARGS) in a process group of
+    its own with ENV, its output in LOG. Its PGAPPNAME lets `stop(SIGKILL)` wait for its
+    database sessions to end."""
+    application_name = f"sense-test-{name}-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "4", *args],
+        cwd=ROOT,
+        env={**env, "PGAPPNAME": application_name},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Process(name, proc, log, application_name)
 
 
 def start_web(env: dict[str, str], tmp: Path, *options: str) -> tuple[str, Process]:

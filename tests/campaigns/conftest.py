@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +15,7 @@ from django.conf import settings
 from campaigns import ratelimit
 from campaigns.models import Campaign, Connection, Contact
 from sense.models import Tenant
-from tests.helpers import ROOT, wait_until_gone_from_postgresql
-from tests.live import stack_env
+from tests.live import Process, stack_env, start_worker
 from tests.simulator import ProviderSimulator
 
 
@@ -92,65 +89,26 @@ def make_campaign(acme: Tenant, alice: Any) -> Callable[..., Campaign]:
     return make
 
 
-class WorkerProcess:
-    """`manage.py rundramatiq` in its own process group, on the test database."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.application_name = f"sense-test-worker-{uuid.uuid4().hex[:8]}"
-        env = {**env, "PGAPPNAME": self.application_name}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "rundramatiq",
-                "--processes",
-                "1",
-                "--threads",
-                "4",
-                "--queues",
-                settings.CAMPAIGN_QUEUE,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (the dramatiq parent and its worker process): no cleanup."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        wait_until_gone_from_postgresql(self.application_name)  # what it committed is final
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
-def worker_processes(transactional_db: Any) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real worker processes: `start(**env_overrides)`. All are stopped at the end."""
+def worker_processes(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start real worker processes on the campaign queue: `start(**env_overrides)`.
+    `stop(signal.SIGKILL)` kills one; all are killed at the end."""
     from tests.workers import flush_queues
 
     flush_queues()
-    started: list[WorkerProcess] = []
+    started: list[Process] = []
 
-    def start(**overrides: str) -> WorkerProcess:
+    def start(**overrides: str) -> Process:
         env = stack_env(PERIODIC_ENABLED="false", **overrides)
         env.pop("DJANGO_SETTINGS_MODULE", None)
-        worker = WorkerProcess(env)
+        log = tmp_path / f"worker-{len(started)}.log"
+        worker = start_worker(env, log, "--queues", settings.CAMPAIGN_QUEUE)
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
-        worker.kill()
+        worker.stop(signal.SIGKILL)
     flush_queues()
 
 

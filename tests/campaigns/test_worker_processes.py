@@ -3,6 +3,7 @@ one connection's rate limit."""
 
 from __future__ import annotations
 
+import signal
 from datetime import timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ def test_a_worker_killed_mid_batch_never_causes_a_second_send(
     services.campaign_start(campaign=campaign)
     wait_for(lambda: len(sim.sends) >= 20, timeout=30, what="sends under way")
 
-    first.kill()  # returns once its database sessions are gone: what it committed is final
+    first.stop(signal.SIGKILL)  # returns once its database sessions are gone: what it committed is final
     in_flight = Delivery.objects.filter(campaign=campaign, status=Delivery.Status.SENDING).count()
     sent_before = len(sim.sends)
     assert in_flight >= 1  # claimed, maybe sent, never recorded
