@@ -109,6 +109,7 @@ def child() -> None:
     moto, env = prepare_stack()  # sets Django up: models are imported after it
     from django.conf import settings
 
+    from media import services
     from media.models import Asset
     from media.objects import transfer_config
     from sense.lib.storage import s3_client
@@ -153,8 +154,7 @@ def child() -> None:
                 # Keep moto's store (and its disk) the same size in every round.
                 s3_client().delete_object(Bucket=settings.S3_BUCKET, Key=f"bench/reference-{n}.pdf")
                 for asset in Asset.objects.filter(original_name=f"big-{n}.pdf"):
-                    s3_client().delete_object(Bucket=settings.S3_BUCKET, Key=asset.key)
-                    asset.delete()
+                    services.asset_delete(asset=asset)
             growth = webserver.peak_rss(proc.pid) - before
     finally:
         moto.stop()
