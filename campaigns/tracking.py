@@ -183,7 +183,7 @@ def _broadcast_on_commit(campaign_ids: set[UUID]) -> None:
     from campaigns import services
 
     for campaign_id in campaign_ids:
-        transaction.on_commit(partial(services.broadcast_stats, campaign_id))
+        services.broadcast_stats_on_commit(campaign_id)
 
 
 # --- Applying stored events -------------------------------------------------------------------
@@ -194,8 +194,6 @@ class Outcome:
     """What processing one webhook event did."""
 
     status: str  # the event's final status, or "skipped" when someone else had it
-    applied: int = 0
-    early: int = 0
 
 
 def lock_deliveries(keys: Iterable[tuple[UUID, str]]) -> dict[tuple[UUID, str], Delivery]:
@@ -226,7 +224,6 @@ def apply_updates(
     become PendingStatus rows. Deliveries are locked up front in id order, so concurrent
     events never deadlock on each other. A batch passes its WRITES, holding the deliveries
     it locked, and flushes them itself; without, this locks and writes before returning."""
-    outcome = Outcome(status=WebhookEvent.Status.PROCESSED)
     own = writes is None
     if writes is None:
         writes = Writes(lock_deliveries((tenant_id, u.message_id) for u in updates))
@@ -247,13 +244,11 @@ def apply_updates(
                     error_message=update.error_message,
                 )
             )
-            outcome.early += 1
             continue
         apply_update(match, update, received_at=received_at, webhook_event_id=webhook_event_id, writes=writes)
-        outcome.applied += 1
     if own:
         writes.flush()
-    return outcome
+    return Outcome(status=WebhookEvent.Status.PROCESSED)
 
 
 _EVENT_FIELDS = ("id", "tenant_id", "connection_id", "provider", "event_type", "body", "received_at")
