@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Figure, in_threads, run_child  # noqa: E402
+from bench.common import Figure, in_threads, recreate_database, run_child  # noqa: E402
 from bench.common import worker as worker_process  # noqa: E402
 
 DELIVERIES = 10_000
@@ -157,11 +157,7 @@ def _reference_rate(base_url: str, n: int = 4000) -> float:
 
 
 def child() -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS sense_bench_dispatch WITH (FORCE)")
-        conn.execute("CREATE DATABASE sense_bench_dispatch")
+    recreate_database("sense_bench_dispatch")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sense.settings")
     import django
 

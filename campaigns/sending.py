@@ -188,7 +188,7 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
     if Campaign.record_provider_error(campaign.pk, limit=limit, reason=reason[:1000]):
         log.warning("[CAMPAIGN] %s paused after %d consecutive provider errors", campaign.pk, limit)
         outcome.stopped = "auto-paused"
-        transaction.on_commit(lambda: services.broadcast_stats(campaign.pk))
+        services.broadcast_stats_on_commit(campaign.pk)
 
 
 class MediaUrl:

@@ -354,7 +354,8 @@ def broadcast_stats(campaign_id: Any) -> None:
     _stats_coalescer.mark(campaign_id)
 
 
-def _on_commit_broadcast(campaign_id: Any) -> None:
+def broadcast_stats_on_commit(campaign_id: Any) -> None:
+    """`broadcast_stats` once the current transaction commits."""
     transaction.on_commit(lambda: broadcast_stats(campaign_id))
 
 
@@ -406,7 +407,7 @@ def _run(campaign: Campaign) -> Campaign:
             campaign.finish()
         else:
             _enqueue_senders(campaign.pk)
-        _on_commit_broadcast(campaign.pk)
+        broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s started with %d deliveries", campaign.pk, total)
     return campaign
 
@@ -420,7 +421,7 @@ def campaign_start(*, campaign: Campaign, user: Any = None) -> Campaign:
     if campaign.scheduled_at is not None and campaign.scheduled_at > timezone.now():
         with transaction.atomic():
             campaign.schedule()
-            _on_commit_broadcast(campaign.pk)
+            broadcast_stats_on_commit(campaign.pk)
         log.info("[CAMPAIGN] %s scheduled for %s", campaign.pk, campaign.scheduled_at.isoformat())
         return campaign
     return _run(campaign)
@@ -433,7 +434,7 @@ def raise_invalid(action: str, campaign: Campaign) -> None:
 def campaign_unschedule(*, campaign: Campaign, user: Any = None) -> Campaign:
     with transaction.atomic():
         campaign.unschedule()
-        _on_commit_broadcast(campaign.pk)
+        broadcast_stats_on_commit(campaign.pk)
     return campaign
 
 
@@ -442,7 +443,7 @@ def campaign_pause(*, campaign: Campaign, user: Any = None, reason: str = "") ->
     running campaign); a send already in flight completes and is recorded."""
     with transaction.atomic():
         campaign.pause(reason)
-        _on_commit_broadcast(campaign.pk)
+        broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s paused", campaign.pk)
     return campaign
 
@@ -452,7 +453,7 @@ def campaign_resume(*, campaign: Campaign, user: Any = None) -> Campaign:
         campaign.resume()
         Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
         _enqueue_senders(campaign.pk)
-        _on_commit_broadcast(campaign.pk)
+        broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s resumed", campaign.pk)
     return campaign
 
@@ -479,7 +480,7 @@ def deliveries_retry_failed(*, campaign: Campaign, user: Any = None) -> int:
         if retried and campaign.status == Campaign.Status.RUNNING:
             Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
             _enqueue_senders(campaign.pk)
-        _on_commit_broadcast(campaign.pk)
+        broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s: %d failed deliveries queued again", campaign.pk, retried)
     return retried
 
@@ -491,7 +492,7 @@ def campaign_cancel(*, campaign: Campaign, user: Any = None) -> Campaign:
         cancelled = Delivery.move_many(
             campaign_id=campaign.pk, from_status=Delivery.Status.PENDING, to_status=Delivery.Status.CANCELLED
         )
-        _on_commit_broadcast(campaign.pk)
+        broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s cancelled (%d unsent deliveries cancelled)", campaign.pk, cancelled)
     campaign.refresh_from_db()
     return campaign
@@ -509,7 +510,7 @@ def campaign_finish_if_done(*, campaign_id: Any) -> bool:
     )
     if finished:
         log.info("[CAMPAIGN] %s finished", campaign_id)
-        _on_commit_broadcast(campaign_id)
+        broadcast_stats_on_commit(campaign_id)
     return bool(finished)
 
 
@@ -558,7 +559,7 @@ def deliveries_sweep_stale(*, older_than: timedelta | None = None) -> int:
             campaigns.add(campaign_id)
     for campaign_id in campaigns:
         campaign_finish_if_done(campaign_id=campaign_id)
-        _on_commit_broadcast(campaign_id)
+        broadcast_stats_on_commit(campaign_id)
     if moved:
         log.warning("[CAMPAIGN] %d delivery(ies) left in sending moved to unknown", moved)
     return moved
