@@ -10,18 +10,21 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from campaigns import services
-from campaigns.models import Campaign, Connection, Contact, Delivery, DeliveryEvent, WebhookEvent, WebhookRejection
+from campaigns.models import (
+    Campaign,
+    Connection,
+    Contact,
+    Delivery,
+    DeliveryEvent,
+    WebhookEvent,
+    WebhookRejection,
+    normalize_phone,
+)
+from campaigns.providers import registry
 from sense.errors import ServiceError
 
-CREDENTIAL_FIELDS = {
-    "instance": _("Evolution instance name"),
-    "api_key": _("Evolution API key"),
-    "jwt_key": _("Evolution webhook JWT key"),
-    "phone_number_id": _("Cloud API phone number id"),
-    "access_token": _("Cloud API access token"),
-    "app_secret": _("Cloud API app secret"),
-    "verify_token": _("Cloud API verify token"),
-}
+# Every credential any provider declares (`Provider.credentials`), by name.
+CREDENTIALS = {c.name: c for cls in registry.values() for c in cls.credentials}
 
 
 @admin.register(Contact)
@@ -35,7 +38,7 @@ class ContactAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Contact, form: Any, change: bool) -> None:
         with contextlib.suppress(ValueError):  # keep what was typed; the unique constraint still holds
-            obj.phone = services.normalize_phone(obj.phone)
+            obj.phone = normalize_phone(obj.phone)
         super().save_model(request, obj, form, change)
 
     @admin.action(description=_("Opt out (never send to them)"))
@@ -49,23 +52,28 @@ class ContactAdmin(admin.ModelAdmin):
 
 def _secret(name: str) -> forms.CharField:
     return forms.CharField(
-        label=CREDENTIAL_FIELDS[name],
+        label=CREDENTIALS[name].label,
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
 
 
-class ConnectionForm(forms.ModelForm):
+class _CredentialFields(forms.forms.DeclarativeFieldsMetaclass):
+    """Declares one write-only `cred_<name>` field per provider credential, so the admin
+    lists them like any declared field."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> Any:
+        attrs.update({f"cred_{cred}": _secret(cred) for cred in CREDENTIALS})
+        return super().__new__(mcs, name, bases, attrs)
+
+
+class _ConnectionFormMetaclass(_CredentialFields, forms.models.ModelFormMetaclass):
+    pass
+
+
+class ConnectionForm(forms.ModelForm, metaclass=_ConnectionFormMetaclass):
     """Credentials are write-only: each is a password field that never shows the stored
     value; leaving it blank keeps it."""
-
-    cred_instance = _secret("instance")
-    cred_api_key = _secret("api_key")
-    cred_jwt_key = _secret("jwt_key")
-    cred_phone_number_id = _secret("phone_number_id")
-    cred_access_token = _secret("access_token")
-    cred_app_secret = _secret("app_secret")
-    cred_verify_token = _secret("verify_token")
 
     class Meta:
         model = Connection
@@ -74,7 +82,7 @@ class ConnectionForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         stored = self.instance.credentials if self.instance and self.instance.pk else {}
-        for name in CREDENTIAL_FIELDS:
+        for name in CREDENTIALS:
             if stored.get(name):
                 self.fields[f"cred_{name}"].help_text = _("stored; leave blank to keep")
 
@@ -82,16 +90,18 @@ class ConnectionForm(forms.ModelForm):
         data = super().clean() or {}
         provider = data.get("provider")
         creds = {**(self.instance.credentials if self.instance.pk else {})}
-        for name in CREDENTIAL_FIELDS:
+        for name in CREDENTIALS:
             value = (data.get(f"cred_{name}") or "").strip()
             if value:
                 creds[name] = value
-        if provider in services.ALLOWED_CREDENTIALS:
-            allowed = services.ALLOWED_CREDENTIALS[provider]
+        if provider in registry:
+            # Stored credentials of another provider (the provider was changed) are dropped.
+            allowed = registry[provider].allowed_credentials()
             creds = {k: v for k, v in creds.items() if k in allowed}
-            missing = [k for k in services.REQUIRED_CREDENTIALS[provider] if not creds.get(k)]
-            if missing:
-                raise forms.ValidationError(_("Missing credential(s): %(names)s") % {"names": ", ".join(missing)})
+            try:
+                creds = services.connection_credentials_check(provider=provider, credentials=creds)
+            except ServiceError as exc:
+                raise forms.ValidationError(exc.message) from None
         self.instance.credentials = creds
         return data
 
@@ -153,7 +163,7 @@ class CampaignAdmin(admin.ModelAdmin):
         done = 0
         for campaign in queryset.select_related("connection", "tenant"):
             try:
-                service(campaign=campaign, user=request.user)
+                service(campaign=campaign)
                 done += 1
             except ServiceError as exc:
                 self.message_user(request, f"{campaign.name}: {exc.message}", level=messages.ERROR)
@@ -178,9 +188,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Recount stats from deliveries"))
     def recalc_stats(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        from campaigns.tracking import campaign_recalc_stats
-
-        drifts = campaign_recalc_stats(campaign_ids=list(queryset.values_list("pk", flat=True)))
+        drifts = services.campaign_recalc_stats(campaign_ids=list(queryset.values_list("pk", flat=True)))
         for drift in drifts:
             changed = ", ".join(
                 f"{n} {drift.before[n]} -> {drift.after[n]}" for n in drift.before if drift.before[n] != drift.after[n]
@@ -194,7 +202,7 @@ class CampaignAdmin(admin.ModelAdmin):
         total = 0
         for campaign in queryset:
             try:
-                total += services.deliveries_retry_failed(campaign=campaign, user=request.user)
+                total += services.deliveries_retry_failed(campaign=campaign)
             except ServiceError as exc:
                 self.message_user(request, f"{campaign.name}: {exc.message}", messages.ERROR)
         self.message_user(request, _("%(n)d failed deliveries queued again.") % {"n": total})

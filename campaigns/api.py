@@ -16,7 +16,7 @@ from ninja.files import UploadedFile
 from ninja.responses import Status
 
 from campaigns import services
-from campaigns.models import Campaign, Connection, Contact, Delivery
+from campaigns.models import Campaign, Connection, Contact, Delivery, DeliveryEvent
 from sense.errors import ServiceError
 from sense.tenancy import TenantHttpRequest, get_for_tenant
 
@@ -312,27 +312,27 @@ def update_campaign(request: TenantHttpRequest, campaign_id: UUID, payload: Camp
 
 @campaigns_router.post("/{uuid:campaign_id}/start/", response=CampaignOut, summary="Start (or schedule) a draft")
 def start_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_start(campaign=_campaign(request, campaign_id), user=request.user)
+    return services.campaign_start(campaign=_campaign(request, campaign_id))
 
 
 @campaigns_router.post("/{uuid:campaign_id}/pause/", response=CampaignOut)
 def pause_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_pause(campaign=_campaign(request, campaign_id), user=request.user)
+    return services.campaign_pause(campaign=_campaign(request, campaign_id))
 
 
 @campaigns_router.post("/{uuid:campaign_id}/resume/", response=CampaignOut)
 def resume_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_resume(campaign=_campaign(request, campaign_id), user=request.user)
+    return services.campaign_resume(campaign=_campaign(request, campaign_id))
 
 
 @campaigns_router.post("/{uuid:campaign_id}/cancel/", response=CampaignOut)
 def cancel_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_cancel(campaign=_campaign(request, campaign_id), user=request.user)
+    return services.campaign_cancel(campaign=_campaign(request, campaign_id))
 
 
 @campaigns_router.post("/{uuid:campaign_id}/unschedule/", response=CampaignOut, summary="Scheduled back to draft")
 def unschedule_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_unschedule(campaign=_campaign(request, campaign_id), user=request.user)
+    return services.campaign_unschedule(campaign=_campaign(request, campaign_id))
 
 
 @campaigns_router.get("/{uuid:campaign_id}/deliveries/", response=DeliveryPage, summary="A campaign's deliveries")
@@ -353,3 +353,42 @@ def list_deliveries(
 def get_delivery(request: TenantHttpRequest, campaign_id: UUID, delivery_id: int) -> Delivery:
     campaign = _campaign(request, campaign_id)
     return get_for_tenant(Delivery.objects.filter(campaign=campaign), request.tenant, pk=delivery_id)
+
+
+# --- Deliveries ------------------------------------------------------------------------------
+
+deliveries_router = Router(tags=["deliveries"])
+
+
+class EventError(Schema):
+    code: str
+    message: str
+
+
+class DeliveryEventOut(Schema):
+    status: str
+    occurred_at: datetime
+    received_at: datetime
+    event: str
+    error: EventError | None
+
+
+@deliveries_router.get(
+    "/{delivery_id}/events/", response=list[DeliveryEventOut], summary="A delivery's status events, in order"
+)
+def delivery_events(request: TenantHttpRequest, delivery_id: int) -> list[dict[str, object]]:
+    """Every status event received for the delivery, oldest first by the provider's time,
+    with the time Sense received it and the provider's event type; failures carry the
+    provider's error code and message."""
+    delivery = get_for_tenant(Delivery, request.tenant, pk=delivery_id)
+    events = DeliveryEvent.objects.filter(delivery=delivery).order_by("occurred_at", "received_at", "pk")
+    return [
+        {
+            "status": e.status,
+            "occurred_at": e.occurred_at,
+            "received_at": e.received_at,
+            "event": e.event,
+            "error": {"code": e.error_code, "message": e.error_message} if (e.error_code or e.error_message) else None,
+        }
+        for e in events
+    ]

@@ -18,8 +18,7 @@ from typing import Any
 
 from django.db import transaction
 
-from campaigns.models import Contact
-from campaigns.services import clean_tags, normalize_phone
+from campaigns.models import Contact, clean_tags, normalize_phone
 from sense.errors import ServiceError
 from sense.models import Tenant
 

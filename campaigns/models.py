@@ -8,13 +8,16 @@ never drift; `manage.py recalc_campaign_stats` proves it.
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
 from functools import reduce
 from typing import Any
 
+import phonenumbers
 from django.conf import settings
 from django.db import OperationalError, connections, models, transaction
 from django.db.models import F, Q, Subquery
@@ -25,9 +28,36 @@ from django.utils.translation import gettext_lazy as _
 from sense.errors import Conflict
 from sense.models import TenantOwned, TenantQuerySet
 
+log = logging.getLogger("sense.campaigns")
+
 
 def new_webhook_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def normalize_phone(raw: str, *, region: str | None = None) -> str:
+    """RAW as E.164 (`+5511999999999`); numbers without a country code are read in REGION
+    (default DEFAULT_PHONE_REGION). Raises ValueError for anything that is not a valid number."""
+    text = (raw or "").strip()
+    if not text:
+        raise ValueError("missing phone")
+    try:
+        number = phonenumbers.parse(text, region or settings.DEFAULT_PHONE_REGION)
+    except phonenumbers.NumberParseException:
+        raise ValueError("invalid phone") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("invalid phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Tags stripped, without empties or repeats, in their first order."""
+    seen: dict[str, None] = {}
+    for tag in tags:
+        tag = str(tag).strip()
+        if tag:
+            seen.setdefault(tag, None)
+    return list(seen)
 
 
 class ContactQuerySet(TenantQuerySet):
@@ -228,6 +258,23 @@ class Campaign(TenantOwned):
         self._transition("reopen", {self.Status.FINISHED}, self.Status.RUNNING, finished_at=None)
 
     @classmethod
+    def finish_if_done(cls, campaign_id: Any) -> bool:
+        """running -> finished when no delivery is pending or being sent; True when this
+        call finished it (the caller broadcasts the change)."""
+        left = Delivery.objects.filter(
+            campaign_id=campaign_id, status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
+        ).exists()
+        if left:
+            return False
+        now = timezone.now()
+        finished = cls.objects.filter(pk=campaign_id, status=cls.Status.RUNNING).update(
+            status=cls.Status.FINISHED, finished_at=now, updated_at=now
+        )
+        if finished:
+            log.info("[CAMPAIGN] %s finished", campaign_id)
+        return bool(finished)
+
+    @classmethod
     def add_to_stats(cls, campaign: Any, deltas: dict[str, int], times: int = 1) -> None:
         """Add DELTAS (counter name -> change), TIMES over, to the counters of CAMPAIGN (an id
         or a subquery giving one) with one F() UPDATE; nothing when no counter changes. Only
@@ -311,6 +358,49 @@ class Delivery(TenantOwned):
     def __str__(self) -> str:
         return f"{self.phone} ({self.status})"
 
+    # --- The status rule -------------------------------------------------------------------
+    # A status only moves up: pending < sent < delivered < read. read implies delivered;
+    # failed applies only before delivered, and later delivered/read evidence moves a failed
+    # delivery on. Timestamps keep the earliest evidence of each stage. So the outcome is the
+    # same whatever order a provider's events arrive in.
+
+    @classmethod
+    def next_status(cls, current: str, incoming: str) -> str | None:
+        """The status a delivery in CURRENT moves to on INCOMING evidence, or None to stay."""
+        S = cls.Status
+        if current == S.CANCELLED:
+            return None  # never sent by us: a stray receipt changes nothing
+        if incoming == S.FAILED:
+            return S.FAILED if current in (S.PENDING, S.SENDING, S.UNKNOWN, S.SENT) else None
+        if incoming not in STAGE_FIELDS:
+            return None  # "pending" (Evolution's send.message) is history only
+        if current == S.FAILED:
+            return incoming if incoming in (S.DELIVERED, S.READ) else None
+        return incoming if RANK[incoming] > RANK[current] else None
+
+    def status_change(
+        self, status: str, occurred_at: datetime, *, error_code: str = "", error_message: str = ""
+    ) -> tuple[str | None, dict[str, Any]]:
+        """(new status or None, columns to write) when evidence of STATUS at OCCURRED_AT
+        reaches this delivery. Reads this instance only; the caller writes the result."""
+        S = self.Status
+        new = self.next_status(self.status, status)
+        fields: dict[str, Any] = {}
+        if self.status == S.CANCELLED:
+            return None, fields
+        for name in STAGE_FIELDS.get(status, ()):
+            current = getattr(self, name)
+            if current is None or occurred_at < current:
+                fields[name] = occurred_at
+        # The earliest failure wins, whatever order the failures arrive in.
+        ends_failed = status == S.FAILED and (new or self.status) == S.FAILED
+        if ends_failed and (self.failed_at is None or occurred_at < self.failed_at):
+            fields.update(failed_at=occurred_at, error_code=error_code[:64], error_message=error_message)
+        if self.status == S.FAILED and new in (S.DELIVERED, S.READ):
+            # Delivered after all: the failure stays in the event history, not on the row.
+            fields.update(failed_at=None, error_code="", error_message="")
+        return new, fields
+
     @classmethod
     def stat_deltas(cls, old: str, new: str) -> dict[str, int]:
         """Counter changes when a delivery moves from OLD to NEW status."""
@@ -389,6 +479,17 @@ class Delivery(TenantOwned):
             changed = qs.update(status=to_status, updated_at=timezone.now(), **fields)
             Campaign.add_to_stats(campaign_id, cls.stat_deltas(from_status, to_status), changed)
         return changed
+
+
+_S = Delivery.Status
+# Delivered evidence outranks sent, read outranks delivered. Not-yet-sent states rank 0.
+RANK: dict[str, int] = {_S.PENDING: 0, _S.SENDING: 0, _S.UNKNOWN: 0, _S.SENT: 1, _S.DELIVERED: 2, _S.READ: 3}
+# The timestamp columns each kind of evidence proves (read implies delivered implies sent).
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    _S.SENT: ("sent_at",),
+    _S.DELIVERED: ("sent_at", "delivered_at"),
+    _S.READ: ("sent_at", "delivered_at", "read_at"),
+}
 
 
 class WebhookEvent(TenantOwned):
@@ -493,3 +594,28 @@ class WebhookRejection(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.day} {self.reason}: {self.count}"
+
+    @classmethod
+    def bump(cls, connection: Connection, reason: str) -> None:
+        """Count one refused call of CONNECTION for REASON today. Never raises: a counter
+        must not turn a refusal into a 500."""
+        day = timezone.localdate()
+        row = cls.objects.filter(connection=connection, day=day, reason=reason)
+        try:
+            with transaction.atomic():
+                if not row.update(count=F("count") + 1):
+                    cls.objects.bulk_create(
+                        [cls(tenant_id=connection.tenant_id, connection=connection, day=day, reason=reason)],
+                        ignore_conflicts=True,
+                    )
+                    row.update(count=F("count") + 1)
+        except Exception as exc:
+            log.warning("[WEBHOOK] rejection not counted: %s", exc.__class__.__name__)
+
+    @classmethod
+    def total_since(cls, since: date | None = None, *, tenant_id: Any = None) -> int:
+        """Refused calls since SINCE (default today), for one tenant or all."""
+        qs = cls.objects.filter(day__gte=since or timezone.localdate())
+        if tenant_id is not None:
+            qs = qs.filter(tenant_id=tenant_id)
+        return sum(qs.values_list("count", flat=True))

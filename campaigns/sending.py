@@ -34,9 +34,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from campaigns import ratelimit, services
+from campaigns import ratelimit
+from campaigns.live import broadcast_stats, broadcast_stats_on_commit
 from campaigns.models import Campaign, Delivery, PendingStatus
 from campaigns.providers import Media, OutgoingMessage, Provider, ProviderError, provider_for
+from campaigns.tracking import apply_early_events
 
 log = logging.getLogger("sense.campaigns")
 
@@ -152,8 +154,6 @@ def record_sent(campaign_id: Any, tenant_id: Any, sent: dict[int, str]) -> None:
         )
     )
     if early:
-        from campaigns.tracking import apply_early_events
-
         for delivery_id in (d for d, message_id in sent.items() if message_id in early):
             try:
                 apply_early_events(delivery_id)
@@ -188,7 +188,7 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
     if Campaign.record_provider_error(campaign.pk, limit=limit, reason=reason[:1000]):
         log.warning("[CAMPAIGN] %s paused after %d consecutive provider errors", campaign.pk, limit)
         outcome.stopped = "auto-paused"
-        services.broadcast_stats_on_commit(campaign.pk)
+        broadcast_stats_on_commit(campaign.pk)
 
 
 class MediaUrl:
@@ -217,56 +217,90 @@ class MediaUrl:
         return self._value
 
 
-def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -> Outcome:
-    """Send the campaign's pending deliveries for up to SLICE_SECONDS. The outcome's
-    `reschedule_in` says when the caller should run this again (None: no need)."""
-    outcome = Outcome()
-    campaign = Campaign.objects.select_related("connection", "media").filter(pk=campaign_id).first()
-    if campaign is None or campaign.status != Campaign.Status.RUNNING:
-        return outcome
-    if not campaign.connection.is_active:
-        services.campaign_pause(campaign=campaign, reason="The connection is disabled.")
-        return outcome
-    provider: Provider = provider_for(campaign.connection)
-    media = MediaUrl(campaign)
-    limiter = ratelimit.limiter()
-    key = str(campaign.connection_id)
-    limit = campaign.connection.rate_per_minute
-    window = ratelimit.window_seconds()
-    batch = settings.CAMPAIGN_CLAIM_BATCH
-    started = last_beat = last_broadcast = time.monotonic()
-    # A success ends the campaign's run of errors; only write that when a run may exist.
-    errors_seen = campaign.consecutive_errors > 0
-    Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
+class _Run:
+    """One `dispatch` run of one running campaign: its provider, media, rate budget and
+    the timers of its heartbeat, live updates and pause checks."""
 
-    while True:
-        now = time.monotonic()
-        if now - started > slice_seconds:
-            outcome.reschedule_in = 0.0
-            break
-        if now - last_beat > HEARTBEAT_SECONDS:
-            Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
-            last_beat = now
-        if now - last_broadcast > BROADCAST_SECONDS and (outcome.sent or outcome.failed):
-            services.broadcast_stats(campaign.pk)
-            last_broadcast = now
+    def __init__(self, campaign: Campaign, slice_seconds: float) -> None:
+        self.campaign = campaign
+        self.provider: Provider = provider_for(campaign.connection)
+        self.media = MediaUrl(campaign)
+        self.limiter = ratelimit.limiter()
+        self.outcome = Outcome()
+        self.slice_seconds = slice_seconds
+        self.started = self.last_beat = self.last_broadcast = time.monotonic()
+        # A success ends the campaign's run of errors; only write that when a run may exist.
+        self.errors_seen = campaign.consecutive_errors > 0
 
-        grant = limiter.acquire(key, limit=limit, window=window, n=batch)
-        if not grant.granted:
-            if grant.wait > MAX_SLEEP:
-                outcome.reschedule_in = grant.wait
+    def loop(self) -> None:
+        """Take budget, claim, send, record, until the slice ends or something stops it."""
+        self.beat()
+        while not self.slice_over():
+            self.keep_alive()
+            granted = self.budget()
+            if granted is None:
                 break
-            time.sleep(grant.wait)
-            continue
+            if not granted:
+                continue
+            items = claim(self.campaign.pk, granted)
+            if not items:
+                if Campaign.finish_if_done(self.campaign.pk):
+                    broadcast_stats_on_commit(self.campaign.pk)
+                break
+            if items[0].errors_before:
+                self.errors_seen = True
+            self.send_batch(items)
+            if self.outcome.stopped:
+                self.outcome.reschedule_in = None
+                break
+            if self.outcome.reschedule_in:  # a transient error put a hold on the connection
+                break
 
-        items = claim(campaign.pk, grant.granted)
-        checked_at = time.monotonic()
-        if items and items[0].errors_before:
-            errors_seen = True
-        if not items:
-            services.campaign_finish_if_done(campaign_id=campaign.pk)
-            break
+    def slice_over(self) -> bool:
+        if time.monotonic() - self.started > self.slice_seconds:
+            self.outcome.reschedule_in = 0.0
+            return True
+        return False
+
+    def beat(self) -> None:
+        """Tell the stalled-campaign kick that a sender is on this campaign."""
+        Campaign.objects.filter(pk=self.campaign.pk).update(dispatch_seen_at=timezone.now())
+        self.last_beat = time.monotonic()
+
+    def keep_alive(self) -> None:
+        """The heartbeat every HEARTBEAT_SECONDS, and live stats every BROADCAST_SECONDS."""
+        now = time.monotonic()
+        if now - self.last_beat > HEARTBEAT_SECONDS:
+            self.beat()
+        if now - self.last_broadcast > BROADCAST_SECONDS and (self.outcome.sent or self.outcome.failed):
+            broadcast_stats(self.campaign.pk)
+            self.last_broadcast = now
+
+    def budget(self) -> int | None:
+        """How many sends the connection's rate allows now (0: slept, ask again); None when
+        the wait is long enough to hand over to a delayed message instead."""
+        connection = self.campaign.connection
+        grant = self.limiter.acquire(
+            str(connection.pk),
+            limit=connection.rate_per_minute,
+            window=ratelimit.window_seconds(),
+            n=settings.CAMPAIGN_CLAIM_BATCH,
+        )
+        if grant.granted:
+            return grant.granted
+        if grant.wait > MAX_SLEEP:
+            self.outcome.reschedule_in = grant.wait
+            return None
+        time.sleep(grant.wait)
+        return 0
+
+    def send_batch(self, items: list[Claimed]) -> None:
+        """Send claimed ITEMS in order, then record the sends together (one counter update per
+        batch); a worker killed before that leaves them in `sending`, later `unknown`: never
+        sent twice. A pause, a stop or a transient error gives the rest back unsent."""
+        campaign, outcome = self.campaign, self.outcome
         sent: dict[int, str] = {}
+        checked_at = time.monotonic()
         for index, item in enumerate(items):
             # The claim checked the status; later items of a batch re-check it at most every
             # 0.3 s (not before each send: that query would cost as much as recording the
@@ -277,37 +311,44 @@ def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -
                     outcome.stopped = "stopped"
                     break
                 checked_at = time.monotonic()
-            message = OutgoingMessage(phone=item.phone, text=item.text, media=media.get())
+            message = OutgoingMessage(phone=item.phone, text=item.text, media=self.media.get())
             try:
-                result = provider.send(message)
+                result = self.provider.send(message)
             except ProviderError as error:
                 log.info("[CAMPAIGN] delivery %s: %s error %s", item.id, error.kind, error.code)
                 record_failure(campaign, item, error, outcome)
-                errors_seen = True
+                self.errors_seen = True
                 if outcome.stopped or error.kind == "transient":
                     release(campaign.pk, [i.id for i in items[index + 1 :]])
                     break
                 continue
             sent[item.id] = result.message_id
             outcome.sent += 1
-            if errors_seen:
+            if self.errors_seen:
                 Campaign.record_provider_success(campaign.pk)
-                errors_seen = False
-        # The batch's sends are recorded together (one counter update per batch); a worker
-        # killed before this leaves them in `sending`, later `unknown`: never sent twice.
+                self.errors_seen = False
         record_sent(campaign.pk, campaign.tenant_id, sent)
-        if outcome.stopped:
-            outcome.reschedule_in = None
-            break
-        if outcome.reschedule_in:  # a transient error put a hold on the connection
-            break
 
-    if outcome.reschedule_in is not None:
+
+def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -> Outcome:
+    """Send the campaign's pending deliveries for up to SLICE_SECONDS. The outcome's
+    `reschedule_in` says when the caller should run this again (None: no need)."""
+    campaign = Campaign.objects.select_related("connection", "media").filter(pk=campaign_id).first()
+    if campaign is None or campaign.status != Campaign.Status.RUNNING:
+        return Outcome()
+    if not campaign.connection.is_active:
+        with transaction.atomic():
+            campaign.pause("The connection is disabled.")
+            broadcast_stats_on_commit(campaign.pk)
+        return Outcome()
+    run = _Run(campaign, slice_seconds)
+    run.loop()
+    if run.outcome.reschedule_in is not None:
         Campaign.objects.filter(pk=campaign.pk).update(
-            dispatch_seen_at=timezone.now() + timedelta(seconds=outcome.reschedule_in)
+            dispatch_seen_at=timezone.now() + timedelta(seconds=run.outcome.reschedule_in)
         )
-    services.broadcast_stats(campaign.pk)
-    return outcome
+    broadcast_stats(campaign.pk)
+    return run.outcome
 
 
 def _stopped(campaign_id: Any) -> bool:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import phonenumbers
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
@@ -22,9 +22,11 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns.models import Campaign, Connection, Contact, Delivery, InvalidTransition
+from campaigns.csv_import import ImportResult, import_contacts
+from campaigns.live import broadcast_stats_on_commit
+from campaigns.models import Campaign, Connection, Contact, Delivery, InvalidTransition, clean_tags, normalize_phone
+from campaigns.providers import Provider, provider_class
 from media.models import Asset
-from sense import realtime
 from sense.errors import Conflict, ServiceError
 from sense.models import Tenant
 
@@ -35,31 +37,6 @@ SNAPSHOT_BATCH = 2000
 
 
 # --- Contacts ---------------------------------------------------------------------------
-
-
-def normalize_phone(raw: str, *, region: str | None = None) -> str:
-    """RAW as E.164 (`+5511999999999`); numbers without a country code are read in REGION
-    (default DEFAULT_PHONE_REGION). Raises ValueError for anything that is not a valid number."""
-    text = (raw or "").strip()
-    if not text:
-        raise ValueError("missing phone")
-    try:
-        number = phonenumbers.parse(text, region or settings.DEFAULT_PHONE_REGION)
-    except phonenumbers.NumberParseException:
-        raise ValueError("invalid phone") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("invalid phone")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def clean_tags(tags: Iterable[str]) -> list[str]:
-    """Tags stripped, without empties or repeats, in their first order."""
-    seen: dict[str, None] = {}
-    for tag in tags:
-        tag = str(tag).strip()
-        if tag:
-            seen.setdefault(tag, None)
-    return list(seen)
 
 
 def contact_create(
@@ -110,11 +87,9 @@ def contact_update(*, contact: Contact, **changes: Any) -> Contact:
     return contact
 
 
-def contacts_import(*, tenant: Tenant, file: Iterable[bytes | str]) -> Any:
+def contacts_import(*, tenant: Tenant, file: Iterable[bytes | str]) -> ImportResult:
     """Import a CSV FILE (an uploaded file, an open binary file or lines) into TENANT; returns
     an ImportResult (created, updated, errors [{row, error}])."""
-    from campaigns.csv_import import import_contacts
-
     result = import_contacts(tenant=tenant, lines=file)
     log.info(
         "[CAMPAIGN] contacts imported for %s: %d created, %d updated, %d bad rows",
@@ -128,19 +103,31 @@ def contacts_import(*, tenant: Tenant, file: Iterable[bytes | str]) -> Any:
 
 # --- Connections --------------------------------------------------------------------------
 
-REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {
-    Connection.Provider.EVOLUTION: ("instance", "api_key"),
-    Connection.Provider.CLOUD: ("phone_number_id", "access_token", "app_secret", "verify_token"),
-}
-ALLOWED_CREDENTIALS: dict[str, tuple[str, ...]] = {
-    Connection.Provider.EVOLUTION: ("instance", "api_key", "jwt_key"),
-    Connection.Provider.CLOUD: ("phone_number_id", "access_token", "app_secret", "verify_token"),
-}
+
+def _provider(name: str) -> type[Provider]:
+    try:
+        return provider_class(name)
+    except KeyError:
+        raise ServiceError(f"Unknown provider {name!r}: use evolution or cloud.", code="invalid_provider") from None
 
 
 def _clean_credentials(credentials: dict[str, Any]) -> dict[str, str]:
     """CREDENTIALS stripped, without blank values (a blank one means "not given")."""
     return {k: str(v).strip() for k, v in credentials.items() if v is not None and str(v).strip()}
+
+
+def connection_credentials_check(*, provider: str, credentials: dict[str, Any]) -> dict[str, str]:
+    """CREDENTIALS cleaned for PROVIDER: refuses unknown names and missing required ones
+    (`Provider.credentials`) with a ServiceError naming them."""
+    cls = _provider(provider)
+    creds = _clean_credentials(credentials)
+    unknown = sorted(set(creds) - set(cls.allowed_credentials()))
+    if unknown:
+        raise ServiceError(f"Unknown credential(s) for {provider}: {', '.join(unknown)}.", code="invalid_credentials")
+    missing = [k for k in cls.required_credentials() if not creds.get(k)]
+    if missing:
+        raise ServiceError(f"Missing credential(s) for {provider}: {', '.join(missing)}.", code="invalid_credentials")
+    return creds
 
 
 def connection_create(
@@ -153,22 +140,13 @@ def connection_create(
     rate_per_minute: int = 60,
     is_active: bool = True,
 ) -> Connection:
-    """A new connection. Evolution needs instance and api_key (jwt_key optional); Cloud API
-    needs phone_number_id, access_token, app_secret and verify_token (base_url defaults
-    to CLOUD_API_BASE_URL)."""
-    if provider not in REQUIRED_CREDENTIALS:
-        raise ServiceError(f"Unknown provider {provider!r}: use evolution or cloud.", code="invalid_provider")
-    creds = _clean_credentials(credentials)
-    unknown = sorted(set(creds) - set(ALLOWED_CREDENTIALS[provider]))
-    if unknown:
-        raise ServiceError(f"Unknown credential(s) for {provider}: {', '.join(unknown)}.", code="invalid_credentials")
-    missing = [k for k in REQUIRED_CREDENTIALS[provider] if not creds.get(k)]
-    if missing:
-        raise ServiceError(f"Missing credential(s) for {provider}: {', '.join(missing)}.", code="invalid_credentials")
+    """A new connection with the credentials its provider declares (`Provider.credentials`:
+    the required ones must be given); base_url defaults to the provider's own, where it has
+    one (Cloud API: CLOUD_API_BASE_URL)."""
+    creds = connection_credentials_check(provider=provider, credentials=credentials)
+    base_url = base_url or _provider(provider).default_base_url()
     if not base_url:
-        if provider != Connection.Provider.CLOUD:
-            raise ServiceError("base_url is required for Evolution API connections.", code="invalid_base_url")
-        base_url = settings.CLOUD_API_BASE_URL
+        raise ServiceError(f"base_url is required for {provider} connections.", code="invalid_base_url")
     if not re.match(r"^https?://[^/\s]+", base_url):
         raise ServiceError("base_url must be an http(s) URL.", code="invalid_base_url")
     if rate_per_minute < 0:
@@ -192,7 +170,7 @@ def connection_update(
     """Change NAME, BASE_URL, RATE_PER_MINUTE or IS_ACTIVE; CREDENTIALS given are merged in
     (a blank value keeps the stored one: they are write-only)."""
     if credentials:
-        allowed = ALLOWED_CREDENTIALS[connection.provider]
+        allowed = _provider(connection.provider).allowed_credentials()
         unknown = sorted(set(credentials) - set(allowed))
         if unknown:
             raise ServiceError(f"Unknown credential(s): {', '.join(unknown)}.", code="invalid_credentials")
@@ -209,8 +187,7 @@ def connection_update(
 
 def connection_webhook_path(connection: Connection) -> str:
     """The path the provider must call with status webhooks."""
-    name = "webhook-evolution" if connection.provider == Connection.Provider.EVOLUTION else "webhook-whatsapp"
-    return reverse(name, args=[connection.webhook_token])
+    return reverse(_provider(connection.provider).webhook_url_name, args=[connection.webhook_token])
 
 
 # --- Campaigns ----------------------------------------------------------------------------
@@ -322,43 +299,6 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
     return campaign
 
 
-def _publish_stats(campaign_ids: set[Any]) -> None:
-    """One query for every campaign whose counters or status changed, then one frame each."""
-    names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
-    try:
-        rows = list(
-            Campaign.objects.filter(pk__in=campaign_ids).values("id", "tenant_id", "status", "pause_reason", *names)
-        )
-    except Exception as exc:  # a live update must never fail the work that triggered it
-        log.warning("[CAMPAIGN] stats broadcast skipped: %s", exc.__class__.__name__)
-        return
-    for row in rows:
-        realtime.broadcast(
-            row["tenant_id"],
-            {
-                "type": "campaign.stats",
-                "campaign_id": str(row["id"]),
-                "status": row["status"],
-                "pause_reason": row["pause_reason"],
-                "stats": {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES},
-            },
-        )
-
-
-_stats_coalescer = realtime.Coalescer(_publish_stats)
-
-
-def broadcast_stats(campaign_id: Any) -> None:
-    """Send CAMPAIGN_ID's status and counters to its tenant's live group soon (best effort;
-    changes within ~0.1 s are coalesced into one frame with the latest state)."""
-    _stats_coalescer.mark(campaign_id)
-
-
-def broadcast_stats_on_commit(campaign_id: Any) -> None:
-    """`broadcast_stats` once the current transaction commits."""
-    transaction.on_commit(lambda: broadcast_stats(campaign_id))
-
-
 def _enqueue_senders(campaign_id: Any) -> None:
     """Start the campaign's senders once the transaction that made it runnable commits."""
     from campaigns.tasks import dispatch_campaign
@@ -412,7 +352,7 @@ def _run(campaign: Campaign) -> Campaign:
     return campaign
 
 
-def campaign_start(*, campaign: Campaign, user: Any = None) -> Campaign:
+def campaign_start(*, campaign: Campaign) -> Campaign:
     """Start a draft: scheduled when its scheduled_at is in the future, running otherwise."""
     if campaign.status != Campaign.Status.DRAFT:
         raise_invalid("start", campaign)
@@ -431,14 +371,14 @@ def raise_invalid(action: str, campaign: Campaign) -> None:
     raise InvalidTransition(f"Cannot {action} a campaign that is {campaign.get_status_display().lower()}.")
 
 
-def campaign_unschedule(*, campaign: Campaign, user: Any = None) -> Campaign:
+def campaign_unschedule(*, campaign: Campaign) -> Campaign:
     with transaction.atomic():
         campaign.unschedule()
         broadcast_stats_on_commit(campaign.pk)
     return campaign
 
 
-def campaign_pause(*, campaign: Campaign, user: Any = None, reason: str = "") -> Campaign:
+def campaign_pause(*, campaign: Campaign, reason: str = "") -> Campaign:
     """running -> paused. Senders claim nothing once this commits (their claim requires a
     running campaign); a send already in flight completes and is recorded."""
     with transaction.atomic():
@@ -448,7 +388,7 @@ def campaign_pause(*, campaign: Campaign, user: Any = None, reason: str = "") ->
     return campaign
 
 
-def campaign_resume(*, campaign: Campaign, user: Any = None) -> Campaign:
+def campaign_resume(*, campaign: Campaign) -> Campaign:
     with transaction.atomic():
         campaign.resume()
         Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
@@ -458,7 +398,7 @@ def campaign_resume(*, campaign: Campaign, user: Any = None) -> Campaign:
     return campaign
 
 
-def deliveries_retry_failed(*, campaign: Campaign, user: Any = None) -> int:
+def deliveries_retry_failed(*, campaign: Campaign) -> int:
     """Send CAMPAIGN's failed deliveries again: they go back to pending (error cleared) and a
     finished campaign runs again; a paused one sends them when resumed. Returns how many.
     Deliveries whose outcome is `unknown` are never retried here: they may have been sent."""
@@ -485,7 +425,7 @@ def deliveries_retry_failed(*, campaign: Campaign, user: Any = None) -> int:
     return retried
 
 
-def campaign_cancel(*, campaign: Campaign, user: Any = None) -> Campaign:
+def campaign_cancel(*, campaign: Campaign) -> Campaign:
     """Stop for good: unsent (pending) deliveries become cancelled. A send in flight completes."""
     with transaction.atomic():
         campaign.cancel()
@@ -499,19 +439,11 @@ def campaign_cancel(*, campaign: Campaign, user: Any = None) -> Campaign:
 
 
 def campaign_finish_if_done(*, campaign_id: Any) -> bool:
-    """running -> finished when no delivery is pending or being sent. True when it finished."""
-    left = Delivery.objects.filter(
-        campaign_id=campaign_id, status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
-    ).exists()
-    if left:
-        return False
-    finished = Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.RUNNING).update(
-        status=Campaign.Status.FINISHED, finished_at=timezone.now(), updated_at=timezone.now()
-    )
+    """`Campaign.finish_if_done`, with the live update. True when it finished."""
+    finished = Campaign.finish_if_done(campaign_id)
     if finished:
-        log.info("[CAMPAIGN] %s finished", campaign_id)
         broadcast_stats_on_commit(campaign_id)
-    return bool(finished)
+    return finished
 
 
 # --- Periodic work ----------------------------------------------------------------------------
@@ -599,3 +531,66 @@ def campaigns_kick_stalled(*, stalled_for: timedelta = timedelta(seconds=60)) ->
     if kicked:
         log.warning("[CAMPAIGN] re-enqueued senders for %d stalled campaign(s)", len(kicked))
     return kicked
+
+
+# --- Recounting stats -------------------------------------------------------------------------
+
+# Which deliveries each counter counts, read off Delivery.COUNTERS (what the live deltas
+# use), so the recount cannot hold a second, drifting copy of the rule it checks.
+STAT_FILTERS: dict[str, Q | None] = {
+    name: None if name == "total" else Q(status__in=[s for s, names in Delivery.COUNTERS.items() if name in names])
+    for name in Campaign.STAT_NAMES
+}
+
+
+@dataclass
+class StatsDrift:
+    campaign_id: UUID
+    name: str
+    before: dict[str, int]
+    after: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": str(self.campaign_id), "name": self.name, "before": self.before, "after": self.after}
+
+
+def _chunks(items: Sequence[UUID], size: int) -> Iterator[Sequence[UUID]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def campaign_recalc_stats(*, campaign_ids: Iterable[UUID], fix: bool = True, batch_size: int = 200) -> list[StatsDrift]:
+    """Recount the stats of CAMPAIGN_IDS from their deliveries, one aggregate query per
+    batch; returns the campaigns whose stored counters differed and, with FIX, corrects
+    them. The campaign rows are locked first: a delivery moving meanwhile either committed
+    before the count (and is in it) or waits and adds its delta after ours."""
+    ids = sorted(set(campaign_ids), key=str)
+    drifts: list[StatsDrift] = []
+    names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
+    aggregates = {n: Count("pk", filter=q) if q is not None else Count("pk") for n, q in STAT_FILTERS.items()}
+    for batch in _chunks(ids, batch_size):
+        with transaction.atomic():
+            stored = {
+                row["id"]: row
+                for row in Campaign.objects.select_for_update().filter(pk__in=batch).values("id", "name", *names)
+            }
+            counted: dict[UUID, dict[str, Any]] = {
+                row["campaign_id"]: dict(row)
+                for row in Delivery.objects.filter(campaign_id__in=batch)
+                .values("campaign_id")
+                .annotate(**aggregates)
+                .order_by()
+            }
+            for campaign_id, row in stored.items():
+                before = {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES}
+                found: dict[str, Any] = counted.get(campaign_id) or {}
+                after = {n: int(found.get(n) or 0) for n in Campaign.STAT_NAMES}
+                if before == after:
+                    continue
+                drifts.append(StatsDrift(campaign_id, row["name"], before, after))
+                if fix:
+                    Campaign.objects.filter(pk=campaign_id).update(**{f"stat_{n}": v for n, v in after.items()})
+                    broadcast_stats_on_commit(campaign_id)
+    if fix and drifts:
+        log.warning("[CAMPAIGN] recalculated drifted counters of %d campaign(s)", len(drifts))
+    return drifts

@@ -19,13 +19,6 @@ def process_webhook_events() -> None:
     tracking.process_all_pending()
 
 
-@dramatiq.actor(queue_name="webhooks", max_retries=5, min_backoff=500, max_backoff=30_000)
-def process_webhook_event(event_id: str) -> None:
-    """Apply one stored webhook event (a no-op if it was already processed). Kept for
-    messages sent before webhook wake-ups replaced it."""
-    tracking.process_event(int(event_id))
-
-
 @periodic(settings.WEBHOOK_SWEEP_SECONDS)
 def sweep_webhooks() -> None:
     """Stored events the actor never got (broker down), and early status events whose

@@ -7,10 +7,9 @@
   (`process_pending`, SELECT ... FOR UPDATE SKIP LOCKED); old messages and the events of a
   failed batch take one at a time (`process_event`, a conditional UPDATE). Both apply what
   they claimed the same way (`_apply_claimed`).
-- A status only moves up: pending < sent < delivered < read. read implies delivered;
-  failed applies only before delivered, and later delivered/read evidence moves a failed
-  delivery on. Every change goes through `Delivery.move`, so the campaign's counters change
-  in the same transaction. The outcome is the same whatever order events arrive in.
+- What an event does to a delivery is `Delivery.status_change` (the status rule lives on
+  the model); every change is written by `Delivery.move_locked`, so the campaign's
+  counters change in the same transaction.
 - Status events for a message id no delivery has recorded yet are kept as `PendingStatus`
   rows and applied by `apply_early_events` once the send records the id (or by the sweeper).
 """
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -28,68 +27,24 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from campaigns import webhooks
-from campaigns.models import (
-    Campaign,
-    Connection,
-    Delivery,
-    DeliveryEvent,
-    PendingStatus,
-    WebhookEvent,
-    WebhookRejection,
-)
-from campaigns.webhooks import StatusUpdate
+from campaigns.live import broadcast_stats_on_commit
+from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, PendingStatus, WebhookEvent
+from campaigns.providers import StatusUpdate, provider_class
 
 log = logging.getLogger("sense.webhooks")
 
-S = Delivery.Status
-# Delivered evidence outranks sent, read outranks delivered. Not-yet-sent states rank 0.
-RANK: dict[str, int] = {S.PENDING: 0, S.SENDING: 0, S.UNKNOWN: 0, S.SENT: 1, S.DELIVERED: 2, S.READ: 3}
-# The timestamp columns each kind of evidence proves (read implies delivered implies sent).
-STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    S.SENT: ("sent_at",),
-    S.DELIVERED: ("sent_at", "delivered_at"),
-    S.READ: ("sent_at", "delivered_at", "read_at"),
-}
-TRACKED_FIELDS = ("id", "tenant_id", "campaign_id", "status", "provider_message_id", *STAGE_FIELDS[S.READ])
+TRACKED_FIELDS = (
+    "id",
+    "tenant_id",
+    "campaign_id",
+    "status",
+    "provider_message_id",
+    *STAGE_FIELDS[Delivery.Status.READ],
+)
 TRACKED_FIELDS += ("failed_at", "error_code", "error_message")
-
-
-def next_status(current: str, incoming: str) -> str | None:
-    """The status a delivery in CURRENT moves to on INCOMING evidence, or None to stay."""
-    if current == S.CANCELLED:
-        return None  # never sent by us: a stray receipt changes nothing
-    if incoming == S.FAILED:
-        return S.FAILED if current in (S.PENDING, S.SENDING, S.UNKNOWN, S.SENT) else None
-    if incoming not in STAGE_FIELDS:
-        return None  # "pending" (Evolution's send.message) is history only
-    if current == S.FAILED:
-        return incoming if incoming in (S.DELIVERED, S.READ) else None
-    return incoming if RANK[incoming] > RANK[current] else None
-
-
-def _changes(delivery: Delivery, update: StatusUpdate, occurred_at: datetime) -> tuple[str | None, dict[str, Any]]:
-    """(new status or None, columns to write) for UPDATE applied to DELIVERY. Timestamps
-    keep the earliest evidence of each stage, so the result does not depend on arrival order."""
-    new = next_status(delivery.status, update.status)
-    fields: dict[str, Any] = {}
-    if delivery.status == S.CANCELLED:
-        return None, fields
-    for name in STAGE_FIELDS.get(update.status, ()):
-        current = getattr(delivery, name)
-        if current is None or occurred_at < current:
-            fields[name] = occurred_at
-    # The earliest failure wins, whatever order the failures arrive in.
-    ends_failed = update.status == S.FAILED and (new or delivery.status) == S.FAILED
-    if ends_failed and (delivery.failed_at is None or occurred_at < delivery.failed_at):
-        fields.update(failed_at=occurred_at, error_code=update.error_code[:64], error_message=update.error_message)
-    if delivery.status == S.FAILED and new in (S.DELIVERED, S.READ):
-        # Delivered after all: the failure stays in the event history, not on the row.
-        fields.update(failed_at=None, error_code="", error_message="")
-    return new, fields
 
 
 def _by_tenant(keys: Iterable[tuple[UUID, str]]) -> dict[UUID, set[str]]:
@@ -139,7 +94,8 @@ class Writes:
             # commit closes that gap: one of the two always sees the other's committed write.
             for tenant_id, message_ids in _by_tenant((r.tenant_id, r.provider_message_id) for r in self.early).items():
                 transaction.on_commit(partial(_apply_early_for_messages, tenant_id, message_ids))
-        _broadcast_on_commit(self.campaigns)
+        for campaign_id in self.campaigns:
+            broadcast_stats_on_commit(campaign_id)
         self.moves, self.history, self.early, self.campaigns = {}, [], [], set()
 
 
@@ -155,7 +111,9 @@ def apply_update(
     and its history row go to WRITES; the instance shows the new state at once, so the next
     update of the same delivery in the batch starts from it."""
     occurred_at = update.occurred_at or received_at
-    new, fields = _changes(delivery, update, occurred_at)
+    new, fields = delivery.status_change(
+        update.status, occurred_at, error_code=update.error_code, error_message=update.error_message
+    )
     if new is not None or fields:
         writes.move(delivery, new or delivery.status, fields)
     writes.history.append(
@@ -174,26 +132,15 @@ def apply_update(
     writes.campaigns.add(delivery.campaign_id)
 
 
-# --- Live stats ---------------------------------------------------------------------------
-
-
-def _broadcast_on_commit(campaign_ids: set[UUID]) -> None:
-    """Once the transaction commits, send each campaign's stats to its tenant's live group
-    (`services.broadcast_stats`: coalesced, best effort)."""
-    from campaigns import services
-
-    for campaign_id in campaign_ids:
-        services.broadcast_stats_on_commit(campaign_id)
-
-
 # --- Applying stored events -------------------------------------------------------------------
 
 
 @dataclass
 class Outcome:
-    """What processing one webhook event did."""
+    """What `process_event` did: the event's final status, or "skipped" when someone else
+    had it."""
 
-    status: str  # the event's final status, or "skipped" when someone else had it
+    status: str
 
 
 def lock_deliveries(keys: Iterable[tuple[UUID, str]]) -> dict[tuple[UUID, str], Delivery]:
@@ -219,7 +166,7 @@ def apply_updates(
     received_at: datetime,
     webhook_event_id: int | None = None,
     writes: Writes | None = None,
-) -> Outcome:
+) -> None:
     """Apply UPDATES for one tenant inside the caller's transaction. Unknown message ids
     become PendingStatus rows. Deliveries are locked up front in id order, so concurrent
     events never deadlock on each other. A batch passes its WRITES, holding the deliveries
@@ -248,7 +195,6 @@ def apply_updates(
         apply_update(match, update, received_at=received_at, webhook_event_id=webhook_event_id, writes=writes)
     if own:
         writes.flush()
-    return Outcome(status=WebhookEvent.Status.PROCESSED)
 
 
 _EVENT_FIELDS = ("id", "tenant_id", "connection_id", "provider", "event_type", "body", "received_at")
@@ -265,7 +211,7 @@ def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
     """Apply EVENTS, claimed by the caller in its transaction: every delivery they name
     locked in one statement, every change written once at the end."""
     parsed = [
-        (event, webhooks.parse(event.provider, event.body, event_hint=event.event_type).statuses) for event in events
+        (event, provider_class(event.provider).parse_webhook(event.body, event.event_type).statuses) for event in events
     ]
     writes = Writes(lock_deliveries((event.tenant_id, u.message_id) for event, updates in parsed for u in updates))
     for event, updates in parsed:
@@ -458,97 +404,3 @@ def sweep(*, grace: float | None = None, limit: int = 1000) -> SweepResult:
             result.expired,
         )
     return result
-
-
-# --- Rejections ------------------------------------------------------------------------------
-
-
-def record_rejection(connection: Connection, reason: str) -> None:
-    """Count a refused webhook call for the ops page. Never raises."""
-    day = timezone.localdate()
-    try:
-        with transaction.atomic():
-            bumped = WebhookRejection.objects.filter(connection=connection, day=day, reason=reason).update(
-                count=F("count") + 1
-            )
-            if not bumped:
-                WebhookRejection.objects.bulk_create(
-                    [WebhookRejection(tenant_id=connection.tenant_id, connection=connection, day=day, reason=reason)],
-                    ignore_conflicts=True,
-                )
-                WebhookRejection.objects.filter(connection=connection, day=day, reason=reason).update(
-                    count=F("count") + 1
-                )
-    except Exception as exc:
-        log.warning("[WEBHOOK] rejection not counted: %s", exc.__class__.__name__)
-
-
-def rejected_calls(*, tenant_id: UUID | None = None, since: Any = None) -> int:
-    """Refused webhook calls since SINCE (a date; default today), for one tenant or all."""
-    qs = WebhookRejection.objects.filter(day__gte=since or timezone.localdate())
-    if tenant_id is not None:
-        qs = qs.filter(tenant_id=tenant_id)
-    return sum(qs.values_list("count", flat=True))
-
-
-# --- Recalculation ---------------------------------------------------------------------------
-
-# Which deliveries each counter counts, read off Delivery.COUNTERS (what the live deltas
-# use), so the recount cannot hold a second, drifting copy of the rule it checks.
-STAT_FILTERS: dict[str, Q | None] = {
-    name: None if name == "total" else Q(status__in=[s for s, names in Delivery.COUNTERS.items() if name in names])
-    for name in Campaign.STAT_NAMES
-}
-
-
-@dataclass
-class StatsDrift:
-    campaign_id: UUID
-    name: str
-    before: dict[str, int]
-    after: dict[str, int]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": str(self.campaign_id), "name": self.name, "before": self.before, "after": self.after}
-
-
-def _chunks(items: Sequence[UUID], size: int) -> Iterator[Sequence[UUID]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def campaign_recalc_stats(*, campaign_ids: Iterable[UUID], fix: bool = True, batch_size: int = 200) -> list[StatsDrift]:
-    """Recount the stats of CAMPAIGN_IDS from their deliveries, one aggregate query per
-    batch; returns the campaigns whose stored counters differed and, with FIX, corrects
-    them. The campaign rows are locked first: a delivery moving meanwhile either committed
-    before the count (and is in it) or waits and adds its delta after ours."""
-    ids = sorted(set(campaign_ids), key=str)
-    drifts: list[StatsDrift] = []
-    names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
-    aggregates = {n: Count("pk", filter=q) if q is not None else Count("pk") for n, q in STAT_FILTERS.items()}
-    for batch in _chunks(ids, batch_size):
-        with transaction.atomic():
-            stored = {
-                row["id"]: row
-                for row in Campaign.objects.select_for_update().filter(pk__in=batch).values("id", "name", *names)
-            }
-            counted: dict[UUID, dict[str, Any]] = {
-                row["campaign_id"]: dict(row)
-                for row in Delivery.objects.filter(campaign_id__in=batch)
-                .values("campaign_id")
-                .annotate(**aggregates)
-                .order_by()
-            }
-            for campaign_id, row in stored.items():
-                before = {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES}
-                found: dict[str, Any] = counted.get(campaign_id) or {}
-                after = {n: int(found.get(n) or 0) for n in Campaign.STAT_NAMES}
-                if before == after:
-                    continue
-                drifts.append(StatsDrift(campaign_id, row["name"], before, after))
-                if fix:
-                    Campaign.objects.filter(pk=campaign_id).update(**{f"stat_{n}": v for n, v in after.items()})
-    if fix and drifts:
-        _broadcast_on_commit({d.campaign_id for d in drifts})
-        log.warning("[CAMPAIGN] recalculated drifted counters of %d campaign(s)", len(drifts))
-    return drifts

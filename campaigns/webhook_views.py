@@ -23,8 +23,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from campaigns import tracking, webhooks
-from campaigns.models import Connection, WebhookEvent
+from campaigns.models import Connection, WebhookEvent, WebhookRejection
+from campaigns.providers import ParsedWebhook, PayloadError, Provider, Rejected, provider_class, provider_for
+from campaigns.tasks import process_webhook_events
 from sense.lib.broker import send_nowait
 from sense.realtime import Coalescer
 
@@ -54,7 +55,7 @@ def _connection(token: str, provider: str) -> Connection:
     else:
         connection = (
             Connection.objects.filter(webhook_token=token, provider=provider, is_active=True)
-            .only("id", "tenant_id", "provider", "credentials", "name")
+            .only("id", "tenant_id", "provider", "base_url", "credentials", "name")
             .first()
         )
         if len(_connections) > 10_000:  # unknown tokens must not grow it without bound
@@ -82,21 +83,21 @@ def _body(request: HttpRequest) -> bytes:
     return body
 
 
-def _reject(connection: Connection, exc: webhooks.Rejected) -> HttpResponse:
-    tracking.record_rejection(connection, exc.reason)
+def _reject(connection: Connection, exc: Rejected) -> HttpResponse:
+    WebhookRejection.bump(connection, exc.reason)
     log.warning("[WEBHOOK] refused a call for connection %s: %s", connection.pk, exc.reason)
     message = "Missing credentials." if exc.status == 401 else "Verification failed."
     return _error(message, exc.reason, exc.status)
 
 
-def _parse(provider: str, body: bytes, event_hint: str = "") -> webhooks.ParsedWebhook:
+def _parse(provider: Provider, body: bytes, event_hint: str = "") -> ParsedWebhook:
     try:
-        return webhooks.parse(provider, body, event_hint=event_hint)
-    except webhooks.PayloadError as exc:
+        return provider.parse_webhook(body, event_hint)
+    except PayloadError as exc:
         raise _Refused(_error(f"Invalid webhook body: {exc}", "invalid", 400)) from None
 
 
-def _store(connection: Connection, parsed: webhooks.ParsedWebhook, body: bytes) -> WebhookEvent:
+def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> WebhookEvent:
     """Commit the raw event, then hand it to the actor. If the broker is unreachable the
     event stays pending and the sweeper processes it: the provider still gets its 200."""
     try:
@@ -122,8 +123,6 @@ def _store(connection: Connection, parsed: webhooks.ParsedWebhook, body: bytes) 
 
 
 def _wake_workers(_: set[object]) -> None:
-    from campaigns.tasks import process_webhook_events
-
     send_nowait(process_webhook_events)
 
 
@@ -142,63 +141,53 @@ def _enqueue() -> None:
     _wakeups.mark("webhooks")
 
 
-def _accepted(event: WebhookEvent, parsed: webhooks.ParsedWebhook) -> JsonResponse:
+def _accepted(event: WebhookEvent, parsed: ParsedWebhook) -> JsonResponse:
     log.debug("[WEBHOOK] stored event %s %s (%d statuses)", event.pk, event.event_type, len(parsed.statuses))
     return JsonResponse({"status": event.status, "id": event.pk, "statuses": len(parsed.statuses)})
 
 
-@csrf_exempt
-@require_http_methods(["POST"])
-def evolution(request: HttpRequest, token: str, event: str = "") -> HttpResponse:
-    """`POST /api/webhooks/evolution/<token>/[<event-slug>]` from Evolution API."""
+def _receive(request: HttpRequest, provider_name: str, token: str, event: str = "") -> HttpResponse:
+    """The one path every provider's webhook takes: find the connection by its token,
+    answer the provider's GET handshake if it has one, then verify, parse and store."""
     try:
-        connection = _connection(token, Connection.Provider.EVOLUTION)
-        body = _body(request)
-        jwt_key = connection.credential("jwt_key")
-        try:
-            if jwt_key:
-                webhooks.verify_evolution_jwt(jwt_key, request.headers.get("Authorization", ""))
-            parsed = _parse(connection.provider, body, event_hint=event)
-            instance = connection.credential("instance")
-            if parsed.instance and instance and parsed.instance != instance:
-                raise webhooks.Rejected("wrong_instance")
-        except webhooks.Rejected as exc:
-            return _reject(connection, exc)
-        return _accepted(_store(connection, parsed, body), parsed)
-    except _Refused as refused:
-        return refused.response
-
-
-@csrf_exempt
-@require_http_methods(["GET", "POST"])
-def whatsapp(request: HttpRequest, token: str) -> HttpResponse:
-    """`GET|POST /api/webhooks/whatsapp/<token>/` from the WhatsApp Cloud API."""
-    try:
-        connection = _connection(token, Connection.Provider.CLOUD)
+        connection = _connection(token, provider_name)
+        provider = provider_for(connection)
         if request.method == "GET":
-            return _subscribe(request, connection)
+            return _subscribe(request, connection, provider)
         body = _body(request)
         try:
-            webhooks.verify_cloud_signature(
-                connection.credential("app_secret"), body, request.headers.get("X-Hub-Signature-256", "")
-            )
-        except webhooks.Rejected as exc:
+            provider.verify(request, body)
+            parsed = _parse(provider, body, event_hint=event)
+            provider.verify_parsed(parsed)
+        except Rejected as exc:
             return _reject(connection, exc)
-        parsed = _parse(connection.provider, body)
         return _accepted(_store(connection, parsed, body), parsed)
     except _Refused as refused:
         return refused.response
 
 
-def _subscribe(request: HttpRequest, connection: Connection) -> HttpResponse:
-    """Meta's verification handshake: echo hub.challenge as plain text, or 403."""
-    ok = webhooks.verify_cloud_subscription(
-        connection.credential("verify_token"),
-        request.GET.get("hub.mode", ""),
-        request.GET.get("hub.verify_token", ""),
-    )
-    if not ok:
-        tracking.record_rejection(connection, "bad_verify_token")
+def _subscribe(request: HttpRequest, connection: Connection, provider: Provider) -> HttpResponse:
+    """A provider's verification handshake (Meta's): echo hub.challenge as plain text, or 403."""
+    if not provider.verify_subscription(request.GET.get("hub.mode", ""), request.GET.get("hub.verify_token", "")):
+        WebhookRejection.bump(connection, "bad_verify_token")
         log.warning("[WEBHOOK] refused a subscription check for connection %s", connection.pk)
         return HttpResponse("Verification failed.", status=403, content_type="text/plain")
     return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
+
+
+_EVOLUTION = provider_class("evolution")
+_CLOUD = provider_class("cloud")
+
+
+@csrf_exempt
+@require_http_methods(list(_EVOLUTION.webhook_methods))
+def evolution(request: HttpRequest, token: str, event: str = "") -> HttpResponse:
+    """`POST /api/webhooks/evolution/<token>/[<event-slug>]` from Evolution API."""
+    return _receive(request, _EVOLUTION.name, token, event)
+
+
+@csrf_exempt
+@require_http_methods(list(_CLOUD.webhook_methods))
+def whatsapp(request: HttpRequest, token: str) -> HttpResponse:
+    """`GET|POST /api/webhooks/whatsapp/<token>/` from the WhatsApp Cloud API."""
+    return _receive(request, _CLOUD.name, token)

@@ -3,11 +3,10 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, re_path
+from django.urls import include, path
 
-from campaigns import webhook_views
-from campaigns.api import campaigns_router, connections_router, contacts_router
-from campaigns.tracking_api import router as deliveries_router
+from campaigns.api import campaigns_router, connections_router, contacts_router, deliveries_router
+from campaigns.urls import webhook_urlpatterns
 from media.api import router as media_router
 from sense import health, ops, ops_api
 from sense import views as sense_views
@@ -41,19 +40,10 @@ urlpatterns = [
     ),
     path("tenant/switch/", sense_views.switch_tenant, name="switch_tenant"),
     path("ops/", ops.ops_page, name="ops"),
-    path("", include("campaigns.page_urls")),
+    path("", include("campaigns.urls")),
     path("", include("media.page_urls")),
     path("admin/", admin.site.urls),
-    # Provider webhooks (token in the path; Evolution may append the event: .../<token>/messages-update).
-    re_path(r"^api/webhooks/evolution/(?P<token>[\w-]+)/*$", webhook_views.evolution),
-    path("api/webhooks/evolution/<str:token>/", webhook_views.evolution, name="webhook-evolution"),
-    re_path(
-        r"^api/webhooks/evolution/(?P<token>[\w-]+)/+(?P<event>[\w.-]+)/?$",
-        webhook_views.evolution,
-        name="webhook-evolution-event",
-    ),
-    re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)/*$", webhook_views.whatsapp),
-    path("api/webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
+    *webhook_urlpatterns,  # provider webhooks (campaigns/urls.py)
     path("api/", include("media.urls")),  # upload, media proxy, file and thumbnail URLs
     path("api/health/probe.png", health.probe_image, name="probe_image"),
     path("api/", api.urls),

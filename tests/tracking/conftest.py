@@ -123,7 +123,7 @@ def stats(campaign: Campaign) -> dict[str, int]:
 
 def recount(campaign: Campaign) -> dict[str, Any]:
     """The stats as recomputed from the deliveries (what the counters must equal)."""
-    from campaigns.tracking import campaign_recalc_stats
+    from campaigns.services import campaign_recalc_stats
 
     drift = campaign_recalc_stats(campaign_ids=[campaign.pk], fix=False)
     return drift[0].after if drift else stats(campaign)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from campaigns import tracking
 from campaigns.models import Campaign
-from campaigns.webhooks import StatusUpdate
+from campaigns.providers import StatusUpdate
 from tests.conftest import ApiClient
 
 BASE = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)

@@ -106,7 +106,7 @@ def test_an_early_event_whose_id_appears_during_processing_is_applied_after_comm
 
     original = tracking.apply_updates
 
-    def lookup_then_send_records_the_id(*args: Any, **kwargs: Any) -> tracking.Outcome:
+    def lookup_then_send_records_the_id(*args: Any, **kwargs: Any) -> None:
         outcome = original(*args, **kwargs)
         record_id(delivery, "3EB0RACE")  # in the real race: another transaction, committed here
         return outcome

@@ -66,7 +66,7 @@ def test_rabbitmq_unreachable_still_answers_200_and_the_sweeper_applies_the_even
     rows = make_deliveries(campaign, 3)
     # A broker on a port nobody listens on: every send fails to connect.
     closed = RabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", confirm_delivery=True)
-    monkeypatch.setattr(tasks.process_webhook_event, "broker", closed)
+    monkeypatch.setattr(tasks.process_webhook_events, "broker", closed)
 
     for delivery in rows:
         response = post_evolution(connection, evolution_update(delivery.provider_message_id, "DELIVERY_ACK"))

@@ -14,9 +14,9 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from campaigns import tracking
+from campaigns import services, tracking
 from campaigns.models import Campaign, Connection, Delivery
-from campaigns.webhooks import StatusUpdate
+from campaigns.providers import StatusUpdate
 from tests.helpers import manage
 from tests.live import stack_env
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, stats
@@ -105,7 +105,7 @@ def test_one_aggregate_query_per_batch(campaign: Campaign, evolution_connection:
         make_deliveries(make_campaign(evolution_connection, f"C{n}"), 3)
 
     with CaptureQueriesContext(connection) as queries:
-        tracking.campaign_recalc_stats(
+        services.campaign_recalc_stats(
             campaign_ids=Campaign.objects.values_list("pk", flat=True), fix=False, batch_size=3
         )
 

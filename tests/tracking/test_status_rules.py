@@ -13,9 +13,9 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaigns import tracking
+from campaigns import live, tracking
 from campaigns.models import Campaign, Connection, Delivery, DeliveryEvent, PendingStatus
-from campaigns.webhooks import StatusUpdate
+from campaigns.providers import StatusUpdate
 from tests.tracking.conftest import make_campaign, make_deliveries, recount, stats
 
 BASE = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -51,7 +51,7 @@ def apply(delivery: Delivery, status: str, *, at: datetime | None = None, code: 
     ],
 )
 def test_next_status(current: str, incoming: str, expected: str | None) -> None:
-    assert tracking.next_status(current, incoming) == expected
+    assert Delivery.next_status(current, incoming) == expected
 
 
 def test_a_status_only_moves_up(campaign: Campaign) -> None:
@@ -105,7 +105,6 @@ def test_a_cancelled_delivery_is_not_moved(campaign: Campaign) -> None:
 
 
 def test_every_change_is_broadcast_after_commit(transactional_db: Any, campaign: Campaign, monkeypatch: Any) -> None:
-    from campaigns import services
     from sense import realtime
 
     sent: list[tuple[Any, dict[str, Any]]] = []
@@ -113,7 +112,7 @@ def test_every_change_is_broadcast_after_commit(transactional_db: Any, campaign:
     [delivery] = make_deliveries(campaign, 1)
 
     apply(delivery, "delivered", at=BASE)  # commits: the frame follows from the coalescer thread
-    services._stats_coalescer.drain()
+    live._stats_coalescer.drain()
 
     [(tenant_id, message)] = sent
     assert tenant_id == campaign.tenant_id

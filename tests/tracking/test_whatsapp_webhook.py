@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from campaigns import tracking
 from campaigns.models import Campaign, Connection, Delivery, DeliveryEvent, WebhookEvent, WebhookRejection
 from tests.tracking.conftest import APP_SECRET, VERIFY_TOKEN, make_campaign, make_connection, process_all, stats
 from tests.webhook_payloads import cloud_incoming_message, cloud_notification, cloud_status, dumps, sign
@@ -166,7 +165,7 @@ class TestSignature:
         assert response.status_code == 403
         assert response.json()["code"] == "bad_signature"
         assert not WebhookEvent.objects.exists()
-        assert tracking.rejected_calls(tenant_id=cloud_connection.tenant_id) == 1
+        assert WebhookRejection.total_since(tenant_id=cloud_connection.tenant_id) == 1
 
     def test_the_signature_is_checked_before_the_body_is_parsed(self, cloud_connection: Connection) -> None:
         # A garbage body with a bad signature is a 403, not a 400: nothing is parsed first.

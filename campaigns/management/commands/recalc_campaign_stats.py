@@ -12,7 +12,7 @@ from uuid import UUID
 from django.core.management.base import CommandError, CommandParser
 
 from campaigns.models import Campaign
-from campaigns.tracking import campaign_recalc_stats
+from campaigns.services import campaign_recalc_stats
 from sense.management.base import JsonCommand
 from sense.models import Tenant
 

@@ -19,8 +19,8 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from campaigns import services
+from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
 from campaigns.models import Campaign, Contact, Delivery, DeliveryEvent
-from campaigns.page_forms import CampaignForm, ContactImportForm, parse_tags
 from sense.errors import ServiceError
 from sense.pagesupport import tenant_required
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -235,7 +235,7 @@ def campaign_action(request: TenantHttpRequest, campaign_id: UUID, action: str) 
     if action not in ACTIONS:
         raise Http404
     try:
-        campaign = getattr(services, ACTIONS[action])(campaign=campaign, user=request.user)
+        campaign = getattr(services, ACTIONS[action])(campaign=campaign)
     except ServiceError as exc:
         messages.error(request, exc.message)
     if request.htmx:

@@ -7,13 +7,15 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from campaigns.models import Connection
+from campaigns.models import Connection, clean_tags
 from media.models import Asset
 from sense.models import Tenant
 
 
 def parse_tags(raw: str) -> list[str]:
-    return sorted({t.strip() for t in raw.replace("|", ",").split(",") if t.strip()})
+    """Tags typed in a form, separated by commas (or `|`, as in CSV files), cleaned like
+    every other way tags come in (`clean_tags`)."""
+    return clean_tags(raw.replace("|", ",").split(","))
 
 
 class CampaignForm(forms.Form):

@@ -1,0 +1,57 @@
+"""Live campaign stats: a `campaign.stats` frame to the tenant's socket group whenever a
+campaign's counters or status change.
+
+Best effort and coalesced: changes to one campaign within the coalescer's interval become
+one frame carrying the latest state, read with one query for every campaign marked. Work
+that changes a campaign calls `broadcast_stats_on_commit` inside its transaction, so a
+frame never shows state that was rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+
+from campaigns.models import Campaign
+from sense import realtime
+
+log = logging.getLogger("sense.campaigns")
+
+
+def _publish_stats(campaign_ids: set[Any]) -> None:
+    """One query for every campaign whose counters or status changed, then one frame each."""
+    names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
+    try:
+        rows = list(
+            Campaign.objects.filter(pk__in=campaign_ids).values("id", "tenant_id", "status", "pause_reason", *names)
+        )
+    except Exception as exc:  # a live update must never fail the work that triggered it
+        log.warning("[CAMPAIGN] stats broadcast skipped: %s", exc.__class__.__name__)
+        return
+    for row in rows:
+        realtime.broadcast(
+            row["tenant_id"],
+            {
+                "type": "campaign.stats",
+                "campaign_id": str(row["id"]),
+                "status": row["status"],
+                "pause_reason": row["pause_reason"],
+                "stats": {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES},
+            },
+        )
+
+
+_stats_coalescer = realtime.Coalescer(_publish_stats)
+
+
+def broadcast_stats(campaign_id: Any) -> None:
+    """Send CAMPAIGN_ID's status and counters to its tenant's live group soon (best effort;
+    changes within ~0.1 s are coalesced into one frame with the latest state)."""
+    _stats_coalescer.mark(campaign_id)
+
+
+def broadcast_stats_on_commit(campaign_id: Any) -> None:
+    """`broadcast_stats` once the current transaction commits."""
+    transaction.on_commit(lambda: broadcast_stats(campaign_id))

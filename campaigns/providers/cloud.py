@@ -1,0 +1,203 @@
+"""WhatsApp Cloud API (Meta's Graph API).
+
+- Sending: developers.facebook.com/docs/whatsapp/cloud-api/reference/messages
+  (`POST {base_url}/{phone_number_id}/messages`, bearer token).
+- Webhooks: `{"object": "whatsapp_business_account", "entry": [{"changes":
+  [{"field": "messages", "value": {"statuses": [...]}}]}]}`
+  (developers.facebook.com/docs/whatsapp/cloud-api/webhooks/components), signed with
+  `X-Hub-Signature-256` (HMAC-SHA256 of the raw body with the app secret); the callback
+  URL is checked first with a GET handshake carrying our verify token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from campaigns.providers.base import (
+    DELIVERED,
+    FAILED,
+    READ,
+    SENT,
+    Credential,
+    OutgoingMessage,
+    ParsedWebhook,
+    PayloadError,
+    Provider,
+    ProviderError,
+    Rejected,
+    SendResult,
+    StatusUpdate,
+    classify,
+    load_json,
+    post,
+    response_json,
+    short,
+    timestamp,
+)
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+    from campaigns.models import Connection
+
+STATUSES = {"sent": SENT, "delivered": DELIVERED, "read": READ, "failed": FAILED}
+
+
+def signature(app_secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(app_secret: str, body: bytes, header: str) -> None:
+    """Meta's `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`, compared in
+    constant time before anything of the body is parsed. Raises Rejected."""
+    if not header:
+        raise Rejected("missing_signature", status=401)
+    if not app_secret:
+        # A connection without an app secret cannot verify anything: refuse rather than trust.
+        raise Rejected("no_app_secret")
+    expected = signature(app_secret, body)
+    if not hmac.compare_digest(expected.encode(), header.strip().lower().encode()):
+        raise Rejected("bad_signature")
+
+
+def _status(item: Any) -> StatusUpdate | None:
+    if not isinstance(item, dict):
+        raise PayloadError("statuses must be objects")
+    message_id, raw_status = item.get("id"), item.get("status")
+    if not isinstance(message_id, str) or not message_id or not isinstance(raw_status, str):
+        raise PayloadError("a status needs an id and a status")
+    status = STATUSES.get(raw_status.lower())
+    if status is None:
+        return None  # "deleted", "warning", ...: not a delivery outcome
+    error_code, error_message = "", ""
+    errors = item.get("errors")
+    if status == FAILED and isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        error_code = str(first.get("code") or "")[:64]
+        details: dict[str, Any] = first["error_data"] if isinstance(first.get("error_data"), dict) else {}
+        error_message = str(first.get("message") or first.get("title") or "")
+        if details.get("details") and details["details"] not in error_message:
+            error_message = f"{error_message}: {details['details']}" if error_message else str(details["details"])
+    return StatusUpdate(message_id, status, timestamp(item.get("timestamp")), error_code, error_message, "statuses")
+
+
+def parse_notification(payload: Any) -> ParsedWebhook:
+    """Read a Cloud API notification: every status of every change of every entry.
+    Raises PayloadError."""
+    if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
+        raise PayloadError('expected {"object": "whatsapp_business_account", ...}')
+    entries = payload.get("entry")
+    if not isinstance(entries, list):
+        raise PayloadError("entry must be a list")
+    statuses: list[StatusUpdate] = []
+    fields: list[str] = []
+    for entry in entries:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        if not isinstance(changes, list):
+            raise PayloadError("each entry needs a list of changes")
+        for change in changes:
+            if not isinstance(change, dict) or not isinstance(change.get("value", {}), dict):
+                raise PayloadError("each change must be an object with an object value")
+            fields.append(str(change.get("field") or ""))
+            items = change.get("value", {}).get("statuses") or []
+            if not isinstance(items, list):
+                raise PayloadError("statuses must be a list")
+            for item in items:
+                update = _status(item)
+                if update is not None:
+                    statuses.append(update)
+    event_type = "statuses" if statuses else next((f for f in fields if f), "unknown")
+    return ParsedWebhook(event_type=event_type[:64], statuses=statuses)
+
+
+class CloudApiProvider(Provider):
+    name = "cloud"
+    credentials = (
+        Credential("phone_number_id", "Cloud API phone number id"),
+        Credential("access_token", "Cloud API access token"),
+        Credential("app_secret", "Cloud API app secret (webhook signatures)"),
+        Credential("verify_token", "Cloud API webhook verify token"),
+    )
+    webhook_url_name = "webhook-whatsapp"
+    webhook_methods = ("GET", "POST")
+    # Throttling and outage codes Meta may send with a 400 (error-codes page): retry later.
+    TRANSIENT_CODES = frozenset({"1", "2", "4", "80007", "130429", "131000", "131016", "131048", "131056"})
+
+    def __init__(
+        self, *, base_url: str, phone_number_id: str, access_token: str, app_secret: str = "", verify_token: str = ""
+    ) -> None:
+        self.base_url = (base_url or settings.CLOUD_API_BASE_URL).rstrip("/")
+        self.phone_number_id = phone_number_id
+        self.access_token = access_token
+        self.app_secret = app_secret
+        self.verify_token = verify_token
+
+    @classmethod
+    def from_connection(cls, connection: Connection) -> CloudApiProvider:
+        return cls(
+            base_url=connection.base_url,
+            phone_number_id=connection.credential("phone_number_id"),
+            access_token=connection.credential("access_token"),
+            app_secret=connection.credential("app_secret"),
+            verify_token=connection.credential("verify_token"),
+        )
+
+    @classmethod
+    def default_base_url(cls) -> str:
+        return str(settings.CLOUD_API_BASE_URL)
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": message.number}
+        if message.media is None:
+            body.update(type="text", text={"body": message.text, "preview_url": False})
+        else:
+            kind = message.media.file_type
+            part: dict[str, Any] = {"link": message.media.url}
+            if kind != "audio" and message.text:  # audio takes no caption
+                part["caption"] = message.text
+            if kind == "document":
+                part["filename"] = message.media.file_name
+            body.update({"type": kind, kind: part})
+        url = f"{self.base_url}/{self.phone_number_id}/messages"
+        response = post(url, headers={"Authorization": f"Bearer {self.access_token}"}, body=body)
+        data = response_json(response)
+        if response.status_code in (200, 201):
+            try:
+                message_id = data["messages"][0]["id"]
+            except (TypeError, KeyError, IndexError):
+                raise ProviderError("ambiguous", "accepted without a message id", code="no_id") from None
+            return SendResult(message_id=str(message_id), status_code=response.status_code)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code") or response.status_code)
+            text = str(error.get("message") or f"HTTP {response.status_code}")
+            details = (
+                (error.get("error_data") or {}).get("details") if isinstance(error.get("error_data"), dict) else None
+            )
+            if details:
+                text = f"{text} ({short(details, 200)})"
+        else:
+            code, text = str(response.status_code), f"HTTP {response.status_code}"
+        failure = classify(response, code, text)
+        if code in self.TRANSIENT_CODES and not failure.transient:
+            failure = ProviderError("transient", text, code=code, status_code=response.status_code)
+        raise failure
+
+    def verify(self, request: HttpRequest, body: bytes) -> None:
+        verify_signature(self.app_secret, body, request.headers.get("X-Hub-Signature-256", ""))
+
+    def verify_subscription(self, mode: str, token: str) -> bool:
+        """Meta's GET handshake: hub.mode=subscribe and hub.verify_token equal to ours."""
+        return (
+            bool(self.verify_token)
+            and mode == "subscribe"
+            and hmac.compare_digest(self.verify_token.encode(), token.encode())
+        )
+
+    @classmethod
+    def parse_webhook(cls, body: bytes | str, hint: str = "") -> ParsedWebhook:
+        return parse_notification(load_json(body))

@@ -1,0 +1,39 @@
+"""Every route of the campaigns app: its pages (namespace `campaigns`) and the provider
+webhooks (`webhook_urlpatterns`, un-namespaced, included at the root by sense/urls.py).
+The JSON API's routers are in campaigns/api.py."""
+
+from django.urls import path, re_path
+
+from campaigns import views, webhook_views
+
+app_name = "campaigns"
+
+urlpatterns = [
+    path("campaigns/", views.campaign_list, name="list"),
+    path("campaigns/new/", views.campaign_create, name="create"),
+    path("campaigns/preview/", views.campaign_preview, name="preview"),
+    path("campaigns/audience/", views.audience_count, name="audience"),
+    path("campaigns/<uuid:campaign_id>/", views.campaign_detail, name="detail"),
+    path("campaigns/<uuid:campaign_id>/stats/", views.campaign_stats, name="stats"),
+    path("campaigns/<uuid:campaign_id>/actions/", views.campaign_actions_fragment, name="actions"),
+    path("campaigns/<uuid:campaign_id>/deliveries/", views.campaign_deliveries, name="deliveries"),
+    path("campaigns/<uuid:campaign_id>/<str:action>/", views.campaign_action, name="action"),
+    path("deliveries/<int:delivery_id>/", views.delivery_modal, name="delivery"),
+    path("contacts/", views.contact_list, name="contacts"),
+    path("contacts/import/", views.contact_import, name="contacts_import"),
+]
+
+# The token in the path is the connection's secret webhook token. The named route is the URL
+# Sense gives out (`services.connection_webhook_path`, via `Provider.webhook_url_name`); the
+# lenient one after it takes what gateways also send: no trailing slash, doubled slashes and
+# Evolution's by-event URLs (.../<token>/messages-update).
+webhook_urlpatterns = [
+    path("api/webhooks/evolution/<str:token>/", webhook_views.evolution, name="webhook-evolution"),
+    re_path(
+        r"^api/webhooks/evolution/(?P<token>[\w-]+)(?:/+(?P<event>[\w.-]+))?/*$",
+        webhook_views.evolution,
+        name="webhook-evolution-event",
+    ),
+    path("api/webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
+    re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)/*$", webhook_views.whatsapp, name="webhook-whatsapp-lenient"),
+]
