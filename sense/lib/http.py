@@ -1,12 +1,14 @@
 """All outbound HTTP goes through here: one place for timeouts, the User-Agent and logging.
 
 Provider clients use `shared_client()`; the media proxy builds its own client with
-`build_client(transport=...)` so that it can pin connections to checked addresses.
+`build_client(transport=...)` so that it can pin connections to checked addresses, and
+`postdeploy_check` one with `build_client(base_url=..., headers=...)` for the deployment it checks.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -28,14 +30,16 @@ def build_client(
     transport: httpx.BaseTransport | None = None,
     follow_redirects: bool = False,
     max_connections: int = 50,
+    headers: Mapping[str, str] | None = None,
     **kwargs: Any,
 ) -> httpx.Client:
-    """A new httpx client with Sense's defaults. Redirects are off unless asked for."""
+    """A new httpx client with Sense's defaults. Redirects are off unless asked for; HEADERS
+    are sent with every request, besides the User-Agent."""
     return httpx.Client(
         timeout=timeout or default_timeout(),
         transport=transport,
         follow_redirects=follow_redirects,
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": USER_AGENT, **(headers or {})},
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         trust_env=False,  # never pick up proxies or .netrc credentials from the environment
         **kwargs,

@@ -174,11 +174,6 @@ def redirectors(initech: str) -> list[Redirector]:
 REDIRECTOR_LABELS = [str(r) for r in redirectors("")]
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def initech(alice: User) -> Tenant:
     """A second tenant of alice's, so that she has somewhere to switch to."""

@@ -29,17 +29,13 @@ from campaigns.models import Connection
 from sense.tasks import PING_TTL, ping_key
 from tests.conftest import token_for
 from tests.dashboard.conftest import login
-from tests.media.conftest import _fresh_media_metrics  # noqa: F401 - autouse: no metrics flushed at exit
 from tests.media.files import CSV, png
-from tests.security.test_security_matrix import (  # noqa: F401 - _fast_password_hashing is autouse
+from tests.security.conftest import (
     API,
-    CSRF_FORMS,
     MEDIA,
-    NEW_PHONE,
     PAGE,
     Req,
     World,
-    _fast_password_hashing,
     _openapi_operations,
     auths,
     fill,
@@ -47,7 +43,7 @@ from tests.security.test_security_matrix import (  # noqa: F401 - _fast_password
     route_of,
     snapshot,
 )
-from tests.security.test_security_matrix import world as matrix_world  # noqa: F401 - a fixture, by this name
+from tests.security.test_csrf import CSRF_FORMS, NEW_PHONE
 
 ADMIN, MEMBER = "admin", "member"  # who may do an operation: admins only, or any member
 
@@ -151,11 +147,11 @@ ADMIN_REFUSAL = {"error": "Only tenant admins may manage connections.", "code": 
 
 
 @pytest.fixture
-def roles_world(matrix_world: World) -> World:  # noqa: F811 - the fixture imported above
+def roles_world(world: World) -> World:
     """The security matrix's world, with credentials that are easy to spot in a response."""
-    Connection.objects.filter(pk=matrix_world.connection.pk).update(credentials=CREDENTIALS)
-    matrix_world.connection.refresh_from_db()
-    return matrix_world
+    Connection.objects.filter(pk=world.connection.pk).update(credentials=CREDENTIALS)
+    world.connection.refresh_from_db()
+    return world
 
 
 CREDENTIALS = {"instance": "s3cr3t-instance", "api_key": "s3cr3t-api-key", "jwt_key": "s3cr3t-jwt-key"}
