@@ -23,17 +23,19 @@ urlpatterns = [
     path("contacts/import/", views.contact_import, name="contacts_import"),
 ]
 
-# The token in the path is the connection's secret webhook token. The named route is the URL
-# Sense gives out (`services.connection_webhook_path`, via `Provider.webhook_url_name`); the
-# lenient one after it takes what gateways also send: no trailing slash, doubled slashes and
-# Evolution's by-event URLs (.../<token>/messages-update).
+# The token in the path is the connection's secret webhook token. The first route of each
+# provider is the URL Sense gives out (`services.connection_webhook_path`, by
+# `Provider.webhook_url_name`); the others take what gateways also send, without overlapping
+# it: Evolution's by-event URLs (.../<token>/messages-update, doubled slashes included) and
+# the URL typed without its trailing slash (a POST cannot be redirected to it).
 webhook_urlpatterns = [
     path("api/webhooks/evolution/<str:token>/", webhook_views.evolution, name="webhook-evolution"),
     re_path(
-        r"^api/webhooks/evolution/(?P<token>[\w-]+)(?:/+(?P<event>[\w.-]+))?/*$",
+        r"^api/webhooks/evolution/(?P<token>[\w-]+)/+(?P<event>[\w.-]+)/?$",
         webhook_views.evolution,
         name="webhook-evolution-event",
     ),
+    re_path(r"^api/webhooks/evolution/(?P<token>[\w-]+)$", webhook_views.evolution, name="webhook-evolution-noslash"),
     path("api/webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
-    re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)/*$", webhook_views.whatsapp, name="webhook-whatsapp-lenient"),
+    re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)$", webhook_views.whatsapp, name="webhook-whatsapp-noslash"),
 ]
