@@ -101,8 +101,8 @@ class Contact(TenantOwned):
 
 class Connection(TenantOwned):
     """A tenant's WhatsApp number on a gateway. `credentials` is write-only: never shown,
-    never logged (Evolution: instance, api_key, jwt_key; Cloud API: phone_number_id,
-    access_token, app_secret, verify_token)."""
+    never logged. Which credentials a provider takes is declared by its class
+    (`campaigns.providers`)."""
 
     class Provider(models.TextChoices):
         EVOLUTION = "evolution", _("Evolution API")

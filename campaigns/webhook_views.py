@@ -167,12 +167,13 @@ def _receive(request: HttpRequest, provider_name: str, token: str, event: str = 
 
 
 def _subscribe(request: HttpRequest, connection: Connection, provider: Provider) -> HttpResponse:
-    """A provider's verification handshake (Meta's): echo hub.challenge as plain text, or 403."""
-    if not provider.verify_subscription(request.GET.get("hub.mode", ""), request.GET.get("hub.verify_token", "")):
+    """A provider's verification handshake (Meta's): its answer as plain text, or 403."""
+    answer = provider.verify_subscription(request)
+    if answer is None:
         WebhookRejection.bump(connection, "bad_verify_token")
         log.warning("[WEBHOOK] refused a subscription check for connection %s", connection.pk)
         return HttpResponse("Verification failed.", status=403, content_type="text/plain")
-    return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
+    return HttpResponse(answer, content_type="text/plain")
 
 
 _EVOLUTION = provider_class("evolution")

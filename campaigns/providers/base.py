@@ -189,9 +189,10 @@ class Provider:
     def verify_parsed(self, parsed: ParsedWebhook) -> None:
         """Checks that need the parsed body (Evolution's instance name). Raises Rejected."""
 
-    def verify_subscription(self, mode: str, token: str) -> bool:
-        """A GET handshake on the webhook URL (Meta's); False where there is none."""
-        return False
+    def verify_subscription(self, request: HttpRequest) -> str | None:
+        """A GET handshake on the webhook URL (Meta's): the text to answer with, or None to
+        refuse (always, for a provider without one)."""
+        return None
 
     @classmethod
     def parse_webhook(cls, body: bytes | str, hint: str = "") -> ParsedWebhook:
