@@ -12,7 +12,7 @@ class MediaConfig(AppConfig):
         from django.conf import settings
 
         from media import ops as media_ops
-        from media.metrics import MediaCollector
+        from media.counters import MediaCollector
         from sense import ops
         from sense.lib import images, metrics
 

@@ -18,7 +18,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from media import metrics, objects, proxy, services, uploads
+from media import counters, objects, proxy, services, uploads
 from media.models import Asset
 from sense import tenancy
 from sense.errors import ServiceError
@@ -45,7 +45,7 @@ def _unauthenticated() -> JsonResponse:
 
 def _upload_failed(tenant_id: Any, message: str, code: str, status: int) -> JsonResponse:
     if tenant_id is not None:
-        metrics.record(tenant_id, metrics.UPLOAD_FAILED + code)
+        counters.record(tenant_id, counters.UPLOAD_FAILED + code)
     return JsonResponse({"success": False, "error": message, "code": code}, status=status)
 
 
@@ -62,7 +62,7 @@ def upload_media(request: HttpRequest) -> JsonResponse:
     if membership is None:
         return _upload_failed(None, UNAUTHENTICATED, "unauthenticated", 401)
     tenant = membership.tenant
-    metrics.record(tenant.id, metrics.UPLOAD_ATTEMPTED)
+    counters.record(tenant.id, counters.UPLOAD_ATTEMPTED)
     limits = services.upload_limits()
     if request.content_type != "multipart/form-data":
         return _upload_failed(tenant.id, "Send the file as multipart/form-data in the field `file`.", "no_file", 400)
@@ -106,7 +106,7 @@ def upload_media(request: HttpRequest) -> JsonResponse:
             return _upload_failed(tenant.id, exc.message, exc.code, exc.status)
     finally:
         handler.discard()
-    metrics.record(tenant.id, metrics.UPLOAD_SUCCEEDED)
+    counters.record(tenant.id, counters.UPLOAD_SUCCEEDED)
     return JsonResponse(
         {
             "success": True,
@@ -200,7 +200,7 @@ def media_proxy(request: HttpRequest) -> HttpResponse:
     except proxy.ProxyError as exc:
         return _error(exc.message, exc.code, exc.status)
     elapsed_ms = (time.monotonic() - started) * 1000
-    metrics.record(membership.tenant_id, metrics.PROXY_HIT_MS if hit else metrics.PROXY_MISS_MS, elapsed_ms)
+    counters.record(membership.tenant_id, counters.PROXY_HIT_MS if hit else counters.PROXY_MISS_MS, elapsed_ms)
     response: HttpResponse
     if fetched.status == 404:
         response = _error("The remote file was not found.", "upstream_not_found", 404)

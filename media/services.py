@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
-from media import metrics, objects, sniff
+from media import counters, objects, sniff
 from media.models import Asset
 from sense.errors import Conflict, ServiceError, Unavailable
 from sense.lib import images
@@ -247,7 +247,7 @@ def _render_and_store(asset: Asset, *, from_statuses: tuple[str, ...]) -> bool:
             if status_changed:
                 _announce(asset)
     if changed:
-        metrics.record(asset.tenant_id, metrics.THUMBNAIL_BYTES, len(data))
+        counters.record(asset.tenant_id, counters.THUMBNAIL_BYTES, len(data))
         log.info(
             "[IMG] thumbnail of %s: %d bytes in %.0f ms",
             asset.id,
@@ -270,7 +270,7 @@ def thumbnail_generate(*, asset_id: Any) -> str:
         _thumbnail_release(asset_id, claimed_at)  # let the retry claim it
         raise
     finally:
-        metrics.flush()
+        counters.flush()
     return "done" if ok else "failed"
 
 

@@ -9,6 +9,7 @@ from campaigns import webhook_views
 from campaigns.api import campaigns_router, connections_router, contacts_router
 from campaigns.tracking_api import router as deliveries_router
 from media.api import router as media_router
+from media.urls import api_urlpatterns as media_api_urlpatterns
 from sense import health, ops, ops_api
 from sense import views as sense_views
 from sense.api import api
@@ -42,7 +43,7 @@ urlpatterns = [
     path("tenant/switch/", sense_views.switch_tenant, name="switch_tenant"),
     path("ops/", ops.ops_page, name="ops"),
     path("", include("campaigns.page_urls")),
-    path("", include("media.page_urls")),
+    path("", include("media.urls")),
     path("admin/", admin.site.urls),
     # Provider webhooks (token in the path; Evolution may append the event: .../<token>/messages-update).
     re_path(r"^api/webhooks/evolution/(?P<token>[\w-]+)/*$", webhook_views.evolution),
@@ -54,7 +55,7 @@ urlpatterns = [
     ),
     re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)/*$", webhook_views.whatsapp),
     path("api/webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
-    path("api/", include("media.urls")),  # upload, media proxy, file and thumbnail URLs
+    path("api/", include(media_api_urlpatterns)),  # upload, media proxy, file and thumbnail URLs
     path("api/health/probe.png", health.probe_image, name="probe_image"),
     path("api/", api.urls),
     path("metrics", metrics_view, name="metrics"),
