@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
@@ -43,16 +44,6 @@ def _unauthenticated() -> JsonResponse:
 # --- Upload ---------------------------------------------------------------------------
 
 
-def _upload_failed(tenant_id: Any, message: str, code: str, status: int) -> JsonResponse:
-    if tenant_id is not None:
-        counters.record(tenant_id, counters.UPLOAD_FAILED + code)
-    return JsonResponse({"success": False, "error": message, "code": code}, status=status)
-
-
-def _csrf_rejected(request: HttpRequest) -> bool:
-    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {}) is not None  # type: ignore[arg-type]
-
-
 @csrf_exempt  # CSRF is checked below for sessions, after our upload handler has read the body
 @require_POST
 def upload_media(request: HttpRequest) -> JsonResponse:
@@ -60,65 +51,95 @@ def upload_media(request: HttpRequest) -> JsonResponse:
     "error", "code"}` with 400/401/403/413/415/503; a refused upload stores nothing."""
     membership = tenancy.authenticate(request)
     if membership is None:
-        return _upload_failed(None, UNAUTHENTICATED, "unauthenticated", 401)
+        return _upload_failed(None, ServiceError(UNAUTHENTICATED, code="unauthenticated", status=401))
     tenant = membership.tenant
     counters.record(tenant.id, counters.UPLOAD_ATTEMPTED)
     limits = services.upload_limits()
+    handler = uploads.LimitedUploadHandler(request, limits)
+    try:
+        _check_envelope(request, limits)
+        parser = _read_body(request, handler)
+        _check_csrf(request)
+        upload = _uploaded_file(request, parser)
+        asset = services.asset_create(
+            tenant=tenant,
+            user=request.user,
+            upload=upload,
+            name=upload.name or "",
+            size=upload.size or 0,
+            sha256=handler.digest.hexdigest(),
+        )
+    except ServiceError as exc:
+        return _upload_failed(tenant.id, exc)
+    finally:
+        handler.discard()
+    counters.record(tenant.id, counters.UPLOAD_SUCCEEDED)
+    return JsonResponse(_upload_body(asset), status=201)
+
+
+def _check_envelope(request: HttpRequest, limits: dict[str, int]) -> None:
+    """Refuse before reading the body: not multipart, or a declared length no type allows."""
     if request.content_type != "multipart/form-data":
-        return _upload_failed(tenant.id, "Send the file as multipart/form-data in the field `file`.", "no_file", 400)
+        raise ServiceError("Send the file as multipart/form-data in the field `file`.", code="no_file")
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
     if declared > max(limits.values()) + MULTIPART_OVERHEAD:
-        return _upload_failed(tenant.id, "The file is larger than any allowed type.", "too_large", 413)
+        raise ServiceError("The file is larger than any allowed type.", code="too_large", status=413)
 
-    handler = uploads.LimitedUploadHandler(request, limits)
+
+def _read_body(request: HttpRequest, handler: uploads.LimitedUploadHandler) -> uploads.UploadParser:
+    """Stream the body into HANDLER's temporary file; refuse an unreadable one, or one that
+    passed its type's limit (reading stopped there)."""
     try:
-        try:
-            parser = uploads.parse(request, handler)
-        except MultiPartParserError:
-            return _upload_failed(tenant.id, "The upload could not be read.", "unreadable", 400)
-        if handler.over_limit:
-            return _upload_failed(
-                tenant.id,
-                f"The file is larger than {handler.limit / 1e6:.0f} MB, the limit for its type.",
-                "too_large",
-                413,
-            )
-        if tenancy.bearer_token(request) is None and _csrf_rejected(request):
-            return _upload_failed(tenant.id, "CSRF check failed: reload the page and try again.", "csrf", 403)
-        if parser.traversal:
-            return _upload_failed(tenant.id, "The file name must not contain folders.", "invalid_name", 400)
-        upload = request.FILES.get(uploads.FIELD)
-        if upload is None:
-            return _upload_failed(tenant.id, "No file was sent in the field `file`.", "no_file", 400)
-        try:
-            asset = services.asset_create(
-                tenant=tenant,
-                user=request.user,
-                upload=upload,
-                name=upload.name or "",
-                size=upload.size or 0,
-                sha256=handler.digest.hexdigest(),
-            )
-        except ServiceError as exc:
-            return _upload_failed(tenant.id, exc.message, exc.code, exc.status)
-    finally:
-        handler.discard()
-    counters.record(tenant.id, counters.UPLOAD_SUCCEEDED)
-    return JsonResponse(
-        {
-            "success": True,
-            "id": str(asset.id),
-            "file_url": asset.file_url(),
-            "thumbnail_url": asset.thumbnail_url(),
-            "file_type": asset.file_type,
-            "mime_type": asset.mime_type,
-            "size": asset.size,
-        },
-        status=201,
-    )
+        parser = uploads.parse(request, handler)
+    except MultiPartParserError:
+        raise ServiceError("The upload could not be read.", code="unreadable") from None
+    if handler.over_limit:
+        raise ServiceError(
+            f"The file is larger than {handler.limit / 1e6:.0f} MB, the limit for its type.",
+            code="too_large",
+            status=413,
+        )
+    return parser
+
+
+def _check_csrf(request: HttpRequest) -> None:
+    """A browser session must pass Django's CSRF check (a Bearer token needs none). Only after
+    _read_body: the check reads request.POST, which must come from our limited handler."""
+    if tenancy.bearer_token(request) is not None:
+        return
+    if CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {}) is not None:  # type: ignore[arg-type]
+        raise ServiceError("CSRF check failed: reload the page and try again.", code="csrf", status=403)
+
+
+def _uploaded_file(request: HttpRequest, parser: uploads.UploadParser) -> UploadedFile:
+    """The `file` field; refused when its name tried to climb out of its folder, or absent."""
+    if parser.traversal:
+        raise ServiceError("The file name must not contain folders.", code="invalid_name")
+    upload = request.FILES.get(uploads.FIELD)
+    if upload is None:
+        raise ServiceError("No file was sent in the field `file`.", code="no_file")
+    return upload
+
+
+def _upload_failed(tenant_id: Any, exc: ServiceError) -> JsonResponse:
+    if tenant_id is not None:
+        counters.record(tenant_id, counters.UPLOAD_FAILED + exc.code)
+    return JsonResponse({"success": False, "error": exc.message, "code": exc.code}, status=exc.status)
+
+
+def _upload_body(asset: Asset) -> dict[str, Any]:
+    return {
+        "success": True,
+        "id": str(asset.id),
+        "file_url": asset.file_url(),
+        "thumbnail_url": asset.thumbnail_url(),
+        "file_type": asset.file_type,
+        "mime_type": asset.mime_type,
+        "size": asset.size,
+    }
 
 
 # --- Files and thumbnails -------------------------------------------------------------
