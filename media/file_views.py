@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from media import counters, objects, proxy, services, uploads
 from media.models import Asset
 from sense import tenancy
-from sense.errors import ServiceError
+from sense.errors import ServiceError, json_error
 from sense.lib.storage import is_s3
 
 log = logging.getLogger("sense.media")
@@ -33,12 +33,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 UNAUTHENTICATED = "Authentication required: log in or send a valid Bearer token."
 
 
-def _error(message: str, code: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": message, "code": code}, status=status)
-
-
 def _unauthenticated() -> JsonResponse:
-    return _error(UNAUTHENTICATED, "unauthenticated", 401)
+    return json_error(UNAUTHENTICATED, code="unauthenticated", status=401)
 
 
 # --- Upload ---------------------------------------------------------------------------
@@ -127,7 +123,7 @@ def _uploaded_file(request: HttpRequest, parser: uploads.UploadParser) -> Upload
 def _upload_failed(tenant_id: Any, exc: ServiceError) -> JsonResponse:
     if tenant_id is not None:
         counters.record(tenant_id, counters.UPLOAD_FAILED + exc.code)
-    return JsonResponse({"success": False, "error": exc.message, "code": exc.code}, status=exc.status)
+    return json_error(exc.message, code=exc.code, status=exc.status, success=False)
 
 
 def _upload_body(asset: Asset) -> dict[str, Any]:
@@ -163,7 +159,7 @@ def _serve(key: str, *, content_type: str, filename: str, attachment: bool) -> H
         try:
             handle = objects.open_object(key)
         except objects.StorageUnavailable:  # open_object turns FileNotFoundError into it too
-            return _error("The file is missing from storage.", "missing", 404)
+            return json_error("The file is missing from storage.", code="missing", status=404)
         response = FileResponse(handle, content_type=content_type, as_attachment=attachment, filename=filename)
     # The redirect target expires: a browser must come back here rather than reuse it.
     response["Cache-Control"] = "private, no-cache"
@@ -176,7 +172,7 @@ def asset_file(request: HttpRequest, asset_id: UUID) -> HttpResponse | FileRespo
     try:
         asset = _asset_for(request, asset_id)
     except Http404:
-        return _error("Not found.", "not_found", 404)
+        return json_error("Not found.", code="not_found", status=404)
     if asset is None:
         return _unauthenticated()
     return _serve(
@@ -192,13 +188,13 @@ def asset_thumbnail(request: HttpRequest, asset_id: UUID) -> HttpResponse | File
     try:
         asset = _asset_for(request, asset_id)
     except Http404:
-        return _error("Not found.", "not_found", 404)
+        return json_error("Not found.", code="not_found", status=404)
     if asset is None:
         return _unauthenticated()
     try:
         key = services.thumbnail_ensure(asset=asset)
     except ServiceError as exc:
-        return _error(exc.message, exc.code, exc.status)
+        return json_error(exc.message, code=exc.code, status=exc.status)
     stem = asset.original_name.rsplit(".", 1)[0] or "thumbnail"
     return _serve(key, content_type="image/webp", filename=f"{stem}.webp", attachment=False)
 
@@ -214,17 +210,17 @@ def media_proxy(request: HttpRequest) -> HttpResponse:
         return _unauthenticated()
     url = request.GET.get("url", "").strip()
     if not url:
-        return _error("Pass the remote file's address as ?url=.", "bad_url", 400)
+        return json_error("Pass the remote file's address as ?url=.", code="bad_url", status=400)
     started = time.monotonic()
     try:
         fetched, hit = proxy.serve(url)
     except proxy.ProxyError as exc:
-        return _error(exc.message, exc.code, exc.status)
+        return json_error(exc.message, code=exc.code, status=exc.status)
     elapsed_ms = (time.monotonic() - started) * 1000
     counters.record(membership.tenant_id, counters.PROXY_HIT_MS if hit else counters.PROXY_MISS_MS, elapsed_ms)
     response: HttpResponse
     if fetched.status == 404:
-        response = _error("The remote file was not found.", "upstream_not_found", 404)
+        response = json_error("The remote file was not found.", code="upstream_not_found", status=404)
         response["Cache-Control"] = "private, max-age=60"
     else:
         response = HttpResponse(fetched.body, content_type=fetched.content_type)

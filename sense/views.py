@@ -12,12 +12,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.db import InterfaceError, OperationalError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from sense.errors import json_error
 from sense.models import Membership
 from sense.tenancy import SESSION_TENANT_KEY
 
@@ -65,7 +66,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     else:
         message, status, code = _("Internal error."), 500, "internal"
     if request.path.startswith("/api/"):
-        response: HttpResponse = JsonResponse({"error": str(message), "code": code}, status=status)
+        response: HttpResponse = json_error(str(message), code=code, status=status)
     else:
         response = HttpResponse(str(message), status=status, content_type="text/plain; charset=utf-8")
     if status == 503:
@@ -76,7 +77,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler404: JSON under /api/ (a malformed id never matches a route), a page elsewhere."""
     if request.path.startswith("/api/"):
-        return JsonResponse({"error": "Not found.", "code": "not_found"}, status=404)
+        return json_error("Not found.", code="not_found", status=404)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Http404())
