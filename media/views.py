@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from media import services
 from media.models import Asset
 from sense.errors import ServiceError
-from sense.pagesupport import tenant_required
+from sense.pagesupport import render_htmx, tenant_required
 from sense.tenancy import TenantHttpRequest, get_for_tenant
 
 
@@ -30,9 +30,7 @@ def library(request: TenantHttpRequest) -> HttpResponse:
         assets = assets.filter(file_type=file_type)
     page = Paginator(assets, 48).get_page(request.GET.get("page"))
     context = {"nav": "media", "page": page, "file_type": file_type, "types": Asset.FileType.choices}
-    if request.htmx and not request.htmx.boosted:
-        return render(request, "media/library.html#grid", context)
-    return render(request, "media/library.html", context)
+    return render_htmx(request, "media/library.html", "#grid", context)
 
 
 @require_GET
@@ -48,8 +46,7 @@ def card(request: TenantHttpRequest, asset_id: UUID) -> HttpResponse:
 @tenant_required
 def preview(request: TenantHttpRequest, asset_id: UUID) -> HttpResponse:
     asset = get_for_tenant(Asset, request.tenant, pk=asset_id)
-    template = "media/preview_modal.html" if request.htmx else "media/preview_page.html"
-    return render(request, template, {"asset": asset, "nav": "media"})
+    return render_htmx(request, "media/preview_page.html", "media/preview_modal.html", {"asset": asset, "nav": "media"})
 
 
 @require_POST
