@@ -26,6 +26,7 @@ from campaigns.models import Campaign, Connection, Contact, Delivery, InvalidTra
 from media.models import Asset
 from sense import realtime
 from sense.errors import Conflict, ServiceError
+from sense.lib.coalesce import Coalescer
 from sense.models import Tenant
 
 log = logging.getLogger("sense.campaigns")
@@ -345,7 +346,7 @@ def _publish_stats(campaign_ids: set[Any]) -> None:
         )
 
 
-_stats_coalescer = realtime.Coalescer(_publish_stats)
+_stats_coalescer = Coalescer(_publish_stats)
 
 
 def broadcast_stats(campaign_id: Any) -> None:

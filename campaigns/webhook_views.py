@@ -26,7 +26,7 @@ from django.views.decorators.http import require_http_methods
 from campaigns import tracking, webhooks
 from campaigns.models import Connection, WebhookEvent
 from sense.lib.broker import send_nowait
-from sense.realtime import Coalescer
+from sense.lib.coalesce import Coalescer
 
 log = logging.getLogger("sense.webhooks")
 

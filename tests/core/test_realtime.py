@@ -130,7 +130,7 @@ def test_a_burst_is_coalesced_and_the_last_state_always_arrives(alice: User, acm
 
 
 def test_the_coalescer_flushes_a_burst_in_few_calls_and_never_drops_a_key() -> None:
-    from sense.realtime import Coalescer
+    from sense.lib.coalesce import Coalescer
 
     flushed: list[set[Any]] = []
     coalescer = Coalescer(lambda keys: flushed.append(set(keys)), interval=0.05)
