@@ -25,20 +25,27 @@ log = logging.getLogger("sense.realtime")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-# At most 4 frames a second per campaign (or asset): 0.3 s apart leaves room for network
-# jitter to bunch frames at the browser. The latest state is always sent, at most this long
-# after the change that produced it.
+# At most 4 frames a second per object: 0.3 s apart leaves room for network jitter to bunch
+# frames at the browser. The latest state is always sent, at most this long after the change
+# that produced it.
 COALESCE_SECONDS = 0.3
+
+# Frame type -> the payload field naming the object it is about (see coalesce_by).
+_coalesced: dict[str, str] = {}
+
+
+def coalesce_by(kind: str, field: str) -> None:
+    """Frames of type KIND about the same `payload[FIELD]` replace each other while they wait
+    (they carry the full state: the latest wins). Apps call it from AppConfig.ready()."""
+    _coalesced[kind] = field
 
 
 def coalesce_key(payload: dict[str, Any]) -> tuple[str, str] | None:
-    """Frames with the same key replace each other while they wait (full state, latest wins)."""
+    """The key under which frames replace each other, or None for frames always sent."""
     kind = payload.get("type")
-    if kind == "campaign.stats":
-        return (kind, str(payload.get("campaign_id")))
-    if kind == "media.updated":
-        return (kind, str(payload.get("id")))
-    return None
+    if not isinstance(kind, str) or kind not in _coalesced:
+        return None
+    return (kind, str(payload.get(_coalesced[kind])))
 
 
 def group_name(tenant_id: Any) -> str:
@@ -90,7 +97,7 @@ def _resolve(scope: dict[str, Any], tenant_id: str) -> tuple[int | None, bool]:
 
 
 class TenantConsumer(AsyncJsonWebsocketConsumer):
-    """Forwards the tenant group's events to one socket, coalescing bursts per campaign.
+    """Forwards the tenant group's events to one socket, coalescing bursts per object.
 
     Every web process receives every event of the group (channels-redis in full-stack
     mode), so a change made in a worker reaches a browser connected anywhere. Coalescing

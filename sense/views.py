@@ -8,6 +8,7 @@ import sys
 import uuid
 from typing import cast
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -51,7 +52,7 @@ def switch_tenant(request: HttpRequest) -> HttpResponse:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("campaigns:list") if request.user.is_authenticated else redirect("login")
+    return redirect(settings.HOME_URL) if request.user.is_authenticated else redirect("login")
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
