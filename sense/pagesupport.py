@@ -28,7 +28,7 @@ def render_htmx(
 ) -> HttpResponse:
     """FRAGMENT when htmx asks (an `hx-get` swap), PAGE otherwise: a plain request, or a boosted
     navigation, which replaces the whole body. A FRAGMENT starting with "#" names a partial of
-    PAGE ("#grid" is "media/library.html#grid"); otherwise it is a template of its own."""
+    PAGE ("#panels" is "ops/ops.html#panels"); otherwise it is a template of its own."""
     htmx = getattr(request, "htmx", None)
     if not htmx or htmx.boosted:
         return render(request, page, context, status=status)
