@@ -141,11 +141,16 @@ def _upload_body(asset: Asset) -> dict[str, Any]:
 # --- Files and thumbnails -------------------------------------------------------------
 
 
-def _asset_for(request: HttpRequest, asset_id: UUID) -> Asset | None:
+def _asset_for(request: HttpRequest, asset_id: UUID) -> Asset | JsonResponse:
+    """The caller's asset, or the answer instead: 401 without credentials, 404 when the
+    caller's tenant has no such asset (another tenant's included)."""
     membership = tenancy.authenticate(request)
     if membership is None:
-        return None
-    return tenancy.get_for_tenant(Asset, membership.tenant, id=asset_id)
+        return _unauthenticated()
+    try:
+        return tenancy.get_for_tenant(Asset, membership.tenant, id=asset_id)
+    except Http404:
+        return json_error("Not found.", code="not_found", status=404)
 
 
 def _serve(key: str, *, content_type: str, filename: str, attachment: bool) -> HttpResponse | FileResponse:
@@ -169,12 +174,9 @@ def _serve(key: str, *, content_type: str, filename: str, attachment: bool) -> H
 
 @require_GET
 def asset_file(request: HttpRequest, asset_id: UUID) -> HttpResponse | FileResponse:
-    try:
-        asset = _asset_for(request, asset_id)
-    except Http404:
-        return json_error("Not found.", code="not_found", status=404)
-    if asset is None:
-        return _unauthenticated()
+    asset = _asset_for(request, asset_id)
+    if not isinstance(asset, Asset):
+        return asset
     return _serve(
         asset.key,
         content_type=asset.mime_type,
@@ -185,12 +187,9 @@ def asset_file(request: HttpRequest, asset_id: UUID) -> HttpResponse | FileRespo
 
 @require_GET
 def asset_thumbnail(request: HttpRequest, asset_id: UUID) -> HttpResponse | FileResponse:
-    try:
-        asset = _asset_for(request, asset_id)
-    except Http404:
-        return json_error("Not found.", code="not_found", status=404)
-    if asset is None:
-        return _unauthenticated()
+    asset = _asset_for(request, asset_id)
+    if not isinstance(asset, Asset):
+        return asset
     try:
         key = services.thumbnail_ensure(asset=asset)
     except ServiceError as exc:
