@@ -18,17 +18,8 @@ from ninja.responses import Status
 from campaigns import services
 from campaigns.models import Campaign, Connection, Contact, Delivery, DeliveryEvent
 from sense.errors import ServiceError
+from sense.pagination import PAGE_SIZE, paginate
 from sense.tenancy import TenantHttpRequest, get_for_tenant
-
-PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
-
-
-def _page(qs: QuerySet[Any], page: int, page_size: int) -> tuple[int, QuerySet[Any]]:
-    page = max(page, 1)
-    page_size = min(max(page_size, 1), MAX_PAGE_SIZE)
-    start = (page - 1) * page_size
-    return qs.count(), qs[start : start + page_size]
 
 
 def _require_admin(request: TenantHttpRequest) -> None:
@@ -100,8 +91,7 @@ def list_contacts(
         qs = qs.filter(Q(name__icontains=q) | Q(phone__contains=q))
     if opted_out is not None:
         qs = qs.filter(opted_out=opted_out)
-    count, items = _page(qs, page, page_size)
-    return {"count": count, "items": list(items)}
+    return paginate(qs, page=page, page_size=page_size)
 
 
 @contacts_router.post("/", response={201: ContactOut}, summary="Add a contact (phone normalized to E.164)")
@@ -289,8 +279,7 @@ def list_campaigns(request: TenantHttpRequest, status: str = "", page: int = 1, 
     qs = Campaign.objects.for_tenant(request.tenant).order_by("-created_at")
     if status:
         qs = qs.filter(status=status)
-    count, items = _page(qs, page, page_size)
-    return {"count": count, "items": list(items)}
+    return paginate(qs, page=page, page_size=page_size)
 
 
 @campaigns_router.post("/", response={201: CampaignOut}, summary="Create a draft campaign")
@@ -345,8 +334,7 @@ def list_deliveries(
         if status not in Delivery.Status.values:
             raise ServiceError(f"Unknown status {status!r}.", code="invalid", status=422)
         qs = qs.filter(status=status)
-    count, items = _page(qs, page, page_size)
-    return {"count": count, "items": list(items)}
+    return paginate(qs, page=page, page_size=page_size)
 
 
 @campaigns_router.get("/{uuid:campaign_id}/deliveries/{int:delivery_id}/", response=DeliveryOut)

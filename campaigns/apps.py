@@ -9,6 +9,7 @@ class CampaignsConfig(AppConfig):
 
     def ready(self) -> None:
         from campaigns import ops as campaign_ops
-        from sense import ops
+        from sense import ops, realtime
 
         ops.register(campaign_ops.figures)
+        realtime.coalesce_by("campaign.stats", "campaign_id")

@@ -22,7 +22,7 @@ from campaigns import services
 from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
 from campaigns.models import Campaign, Contact, Delivery, DeliveryEvent
 from sense.errors import ServiceError
-from sense.pagesupport import tenant_required
+from sense.pagesupport import render_htmx, tenant_required
 from sense.tenancy import TenantHttpRequest, get_for_tenant
 
 
@@ -48,8 +48,7 @@ def campaign_list(request: TenantHttpRequest) -> HttpResponse:
         "status": status,
         "statuses": Campaign.Status.choices,
     }
-    template = "campaigns/list.html#table" if request.htmx and not request.htmx.boosted else "campaigns/list.html"
-    return render(request, template, context)
+    return render_htmx(request, "campaigns/list.html", "#table", context)
 
 
 def timeline(campaign: Campaign, minutes: int = 60) -> dict[str, Any]:
@@ -150,8 +149,8 @@ def campaign_deliveries(request: TenantHttpRequest, campaign_id: UUID) -> HttpRe
 def delivery_modal(request: TenantHttpRequest, delivery_id: int) -> HttpResponse:
     delivery = get_for_tenant(Delivery.objects.select_related("campaign"), request.tenant, pk=delivery_id)
     events = DeliveryEvent.objects.filter(tenant=request.tenant, delivery=delivery).order_by("occurred_at", "id")
-    template = "campaigns/delivery_modal.html" if request.htmx else "campaigns/delivery_page.html"
-    return render(request, template, {"delivery": delivery, "events": events, "nav": "campaigns"})
+    context = {"delivery": delivery, "events": events, "nav": "campaigns"}
+    return render_htmx(request, "campaigns/delivery_page.html", "campaigns/delivery_modal.html", context)
 
 
 @require_GET
@@ -170,10 +169,7 @@ def contact_list(request: TenantHttpRequest) -> HttpResponse:
     if tag:
         contacts = contacts.with_any_tag([tag])
     context = {"nav": "contacts", "page": _page(request, contacts, 50), "q": q, "tag": tag}
-    template = (
-        "campaigns/contacts.html#table" if request.htmx and not request.htmx.boosted else "campaigns/contacts.html"
-    )
-    return render(request, template, context)
+    return render_htmx(request, "campaigns/contacts.html", "#table", context)
 
 
 def funnel(campaign: Campaign) -> list[dict[str, Any]]:
@@ -305,6 +301,4 @@ def contact_import(request: TenantHttpRequest) -> HttpResponse:
         except ServiceError as exc:
             form.add_error("file", exc.message)
     context = {"nav": "contacts", "form": form, "result": result}
-    if request.htmx:
-        return render(request, "campaigns/import.html#result", context)
-    return render(request, "campaigns/import.html", context)
+    return render_htmx(request, "campaigns/import.html", "#result", context)

@@ -161,6 +161,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 FORMS_URLFIELD_ASSUME_HTTPS = True
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
+# Where "/" sends a logged-in user (a URL name or path): the core's views name no app.
+HOME_URL = "campaigns:list"
 LOGOUT_REDIRECT_URL = "login"
 
 TEMPLATES = [
