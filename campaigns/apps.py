@@ -9,6 +9,8 @@ class CampaignsConfig(AppConfig):
 
     def ready(self) -> None:
         from campaigns import ops as campaign_ops
+        from campaigns import retention
         from sense import ops
 
         ops.register(campaign_ops.figures)
+        ops.register(retention.figures)
