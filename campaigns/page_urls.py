@@ -1,6 +1,6 @@
 from django.urls import path
 
-from campaigns import pages
+from campaigns import erasure_views, pages
 
 app_name = "campaigns"
 
@@ -17,4 +17,5 @@ urlpatterns = [
     path("deliveries/<int:delivery_id>/", pages.delivery_modal, name="delivery"),
     path("contacts/", pages.contact_list, name="contacts"),
     path("contacts/import/", pages.contact_import, name="contacts_import"),
+    path("contacts/<int:contact_id>/erase/", erasure_views.contact_erase, name="contact_erase"),
 ]

@@ -94,20 +94,27 @@ def phone_digit_forms(phone: str) -> list[str]:
 
 
 def webhook_events_with_phone(*, tenant: Tenant, phone: str) -> list[int]:
-    """Ids of TENANT's stored webhook events, other than pending ones, whose raw body holds
-    PHONE (any of its digit forms, not as part of a longer number). Pending events are left
-    to be applied (to the anonymized delivery) and then go with the retention window."""
+    """Ids of TENANT's stored webhook events whose raw body holds PHONE (any of its digit
+    forms, not as part of a longer number), whatever their status."""
     forms = phone_digit_forms(phone)
     if not forms:
         return []
     pattern = rf"(^|[^0-9])({'|'.join(forms)})([^0-9]|$)"
-    events = WebhookEvent.objects.filter(tenant=tenant).exclude(status=WebhookEvent.Status.PENDING)
-    return list(events.filter(body__regex=pattern).order_by().values_list("pk", flat=True))
+    events = WebhookEvent.objects.filter(tenant=tenant, body__regex=pattern).order_by()
+    return list(events.values_list("pk", flat=True))
 
 
-def webhook_events_delete(ids: Iterable[int], *, batch_size: int = PRUNE_BATCH) -> int:
-    """Delete the events IDS in batches; returns how many were deleted."""
+def webhook_events_erase(ids: Iterable[int], *, batch_size: int = PRUNE_BATCH) -> int:
+    """Delete the events IDS in batches, applying the pending ones first (their status
+    changes still count; they are normally only milliseconds old); returns how many were
+    deleted."""
+    from campaigns import tracking
+
     ids = list(ids)
+    for event_id in WebhookEvent.objects.filter(pk__in=ids, status=WebhookEvent.Status.PENDING).values_list(
+        "pk", flat=True
+    ):
+        tracking.process_event(event_id)  # a no-op for one a worker took meanwhile
     return sum(_delete(ids[i : i + batch_size]) for i in range(0, len(ids), batch_size))
 
 

@@ -111,6 +111,8 @@ OBJECT_URLS = [
     Req("get", "/media/{asset}/preview/", PAGE, headers=HX),
     Req("post", "/media/{asset}/delete/", PAGE),
     Req("post", "/media/{asset}/delete/", PAGE, headers=HX),
+    Req("get", "/contacts/{contact}/erase/", PAGE),
+    Req("post", "/contacts/{contact}/erase/", PAGE),
     # JSON API
     Req("get", "/api/campaigns/{campaign}/", API),
     Req("patch", "/api/campaigns/{campaign}/", API, {"name": "Hijacked", "message": "pwned"}, setup="draft"),
@@ -319,6 +321,7 @@ CSRF_FORMS = [
     Form("post", "/campaigns/{campaign}/resume/", setup="paused"),
     Form("post", "/campaigns/{campaign}/cancel/", setup="running"),
     Form("post", "/contacts/import/", upload=("contacts.csv", CSV)),
+    Form("post", "/contacts/{contact}/erase/"),
     # Media pages and the upload (which checks CSRF itself, after streaming the body)
     Form("post", "/media/{asset}/delete/"),
     Form("post", UPLOAD, upload=("photo.png", png())),
