@@ -502,7 +502,7 @@ class ContactErasure(TenantOwned):
     class Via(models.TextChoices):
         API = "api", _("API")
         PAGE = "page", _("Contacts page")
-        ADMIN = "admin", _("Admin")
+        ADMIN = "admin", _("Django admin")
 
     erased_at = models.DateTimeField(_("erased at"), default=timezone.now)
     erased_by = models.ForeignKey(

@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
                 (
                     "via",
                     models.CharField(
-                        choices=[("api", "API"), ("page", "Contacts page"), ("admin", "Admin")],
+                        choices=[("api", "API"), ("page", "Contacts page"), ("admin", "Django admin")],
                         max_length=16,
                         verbose_name="via",
                     ),

@@ -233,7 +233,7 @@ def test_another_tenant_cannot_erase_it(api_charlie: ApiClient, world: dict[str,
 
 
 def test_the_contacts_page_asks_first_then_erases(world: dict[str, Any], bob: User) -> None:
-    client = Client()
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
     assert client.login(username="bob", password=PASSWORD)
     listing = client.get("/contacts/").content.decode()
     assert f"/contacts/{world['maria'].pk}/erase/" in listing

@@ -59,7 +59,7 @@ def procfile_web(transactional_db: Any, tmp_path: Path) -> Iterator[str]:
 
 
 def login(base: str, password: str, forwarded_for: str) -> httpx.Response:
-    with httpx.Client(base_url=base, headers={"X-Forwarded-For": forwarded_for}) as client:
+    with httpx.Client(base_url=base, headers={"X-Forwarded-For": forwarded_for, "Accept-Language": "en"}) as client:
         client.get("/login/")
         return client.post(
             "/login/",

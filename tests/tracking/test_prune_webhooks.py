@@ -140,7 +140,7 @@ def test_a_periodic_job_prunes_in_every_worker(history: dict[str, Any]) -> None:
 
 
 def test_the_ops_page_shows_the_stored_bodies_and_the_table_size(history: dict[str, Any], alice: Any) -> None:
-    client = Client()
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
     client.force_login(alice)
     page = client.get("/ops/").content.decode()
     assert "Stored webhook bodies" in page
