@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
 from tests.conftest import PASSWORD
+from tests.helpers import clean_env, manage
 
 WRONG = "not the password at all"
 ADDRESS = "203.0.113.7"
@@ -165,3 +166,19 @@ def test_an_api_token_is_never_locked_out(alice: User, alice_token: str) -> None
     response = Client(REMOTE_ADDR=ADDRESS).get("/api/me/", HTTP_AUTHORIZATION=f"Bearer {alice_token}")
     assert response.status_code == 200
     assert response.json()["username"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LOGIN_FAILURE_LIMIT", "0"),
+        ("LOGIN_LOCKOUT_MINUTES", "0"),
+        ("LOGIN_LOCKOUT_MINUTES", "soon"),
+        ("API_TOKEN_FAILURE_LIMIT", "many"),
+        ("WEBHOOK_RETENTION_DAYS", "0"),
+    ],
+)
+def test_a_bad_limit_stops_start_up_naming_the_variable(tmp_path: Any, variable: str, value: str) -> None:
+    result = manage("check", env=clean_env(DEBUG="true", SENSE_VAR_DIR=str(tmp_path), **{variable: value}))
+    assert result.returncode != 0
+    assert f"{variable}:" in result.stderr
