@@ -16,7 +16,7 @@ from ninja.files import UploadedFile
 from ninja.responses import Status
 
 from campaigns import services
-from campaigns.models import Campaign, Connection, Contact, Delivery, DeliveryEvent
+from campaigns.models import Campaign, Connection, Contact, ContactErasure, Delivery, DeliveryEvent
 from sense.errors import ServiceError
 from sense.pagination import PAGE_SIZE, paginate
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -116,9 +116,14 @@ def update_contact(request: TenantHttpRequest, contact_id: int, payload: Contact
     return services.contact_update(contact=contact, **payload.dict(exclude_unset=True))
 
 
-@contacts_router.delete("/{int:contact_id}/", response={204: None})
+@contacts_router.delete(
+    "/{int:contact_id}/",
+    response={204: None},
+    summary="Erase a contact (LGPD): its data goes, its deliveries stay as anonymous rows",
+)
 def delete_contact(request: TenantHttpRequest, contact_id: int) -> Status[None]:
-    get_for_tenant(Contact, request.tenant, pk=contact_id).delete()
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    services.contact_erase(contact=contact, user=request.user, via=ContactErasure.Via.API)
     return Status(204, None)
 
 

@@ -619,3 +619,33 @@ class WebhookRejection(TenantOwned):
         if tenant_id is not None:
             qs = qs.filter(tenant_id=tenant_id)
         return sum(qs.values_list("count", flat=True))
+
+
+class ContactErasure(TenantOwned):
+    """The record, kept for the tenant's audit, that a contact was erased (LGPD): when, by
+    whom, through which entry point and what was done. Nothing about the contact itself."""
+
+    class Via(models.TextChoices):
+        API = "api", _("API")
+        PAGE = "page", _("Contacts page")
+        ADMIN = "admin", _("Django admin")
+
+    erased_at = models.DateTimeField(_("erased at"), default=timezone.now)
+    erased_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Who, still readable after that user is deleted.
+    erased_by_name = models.CharField(_("erased by"), max_length=150, blank=True)
+    via = models.CharField(_("via"), max_length=16, choices=Via.choices)
+    deliveries_anonymized = models.PositiveIntegerField(_("deliveries anonymized"), default=0)
+    deliveries_cancelled = models.PositiveIntegerField(_("unsent deliveries cancelled"), default=0)
+    webhook_events_deleted = models.PositiveIntegerField(_("stored webhooks deleted"), default=0)
+
+    class Meta:
+        ordering = ["-erased_at"]
+        indexes = [models.Index(fields=["tenant", "-erased_at"], name="erasure_tenant_time")]
+        verbose_name = _("contact erasure")
+        verbose_name_plural = _("contact erasures")
+
+    def __str__(self) -> str:
+        return f"{self.erased_at:%Y-%m-%d %H:%M} by {self.erased_by_name or '-'}"

@@ -16,19 +16,33 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from campaigns import retention
 from campaigns.csv_import import ImportResult, import_contacts
 from campaigns.live import broadcast_stats_on_commit
-from campaigns.models import Campaign, Connection, Contact, Delivery, InvalidTransition, clean_tags, normalize_phone
+from campaigns.models import (
+    Campaign,
+    Connection,
+    Contact,
+    ContactErasure,
+    Delivery,
+    DeliveryEvent,
+    InvalidTransition,
+    clean_tags,
+    normalize_phone,
+)
 from campaigns.providers import Provider, provider_class
 from media.models import Asset
 from sense.errors import Conflict, ServiceError
 from sense.models import Tenant
+from sense.tenancy import get_for_tenant
 
 log = logging.getLogger("sense.campaigns")
 
@@ -85,6 +99,78 @@ def contact_update(*, contact: Contact, **changes: Any) -> Contact:
     except IntegrityError:
         raise Conflict(f"A contact with phone {contact.phone} already exists.", code="duplicate_phone") from None
     return contact
+
+
+ERASED_PHONE = "erased"
+
+
+def contact_erase(*, contact: Contact, user: Any = None, via: str = ContactErasure.Via.API) -> ContactErasure:
+    """Erase CONTACT for good (LGPD): its phone, name, attributes and tags go with its row,
+    and so do its tenant's stored webhook bodies that carry its number, whatever their
+    status (pending ones are applied first: `retention.webhook_events_erase`). Its
+    deliveries stay, as anonymous rows (phone replaced, text and error text removed, no
+    contact), so campaign counters and `recalc_campaign_stats --check` stay exact; unsent
+    ones are cancelled (counted as such). Returns the audit record (when, who, via, counts;
+    nothing about the contact). A contact erased meanwhile by someone else is a 404."""
+    with transaction.atomic():
+        contact = get_for_tenant(Contact.objects.select_for_update(), contact.tenant, pk=contact.pk)
+        tenant, phone = contact.tenant, contact.phone
+        # Searched before any delivery is locked; pending ones are applied, then deleted.
+        webhooks_deleted = retention.webhook_events_erase(
+            retention.webhook_events_with_phone(tenant=tenant, phone=phone)
+        )
+        deliveries = Delivery.objects.filter(contact=contact)
+        campaigns: set[Any] = set()
+        cancelled = 0
+        unsent = deliveries.filter(status=Delivery.Status.PENDING).values_list("pk", "campaign_id")
+        for delivery_id, campaign_id in unsent:
+            # Conditional: a sender that claimed it first sends it (it already read the number).
+            if Delivery.move(
+                delivery_id,
+                from_status=Delivery.Status.PENDING,
+                to_status=Delivery.Status.CANCELLED,
+                error_code="contact_erased",
+            ):
+                cancelled += 1
+                campaigns.add(campaign_id)
+        delivery_ids = list(deliveries.values_list("pk", flat=True))
+        anonymized = Delivery.objects.filter(pk__in=delivery_ids).update(
+            contact=None, phone=ERASED_PHONE, text="", error_message="", updated_at=timezone.now()
+        )
+        # Provider error texts can quote the number.
+        DeliveryEvent.objects.filter(delivery_id__in=delivery_ids).exclude(error_message="").update(error_message="")
+        # Inbound messages and their media (S3 objects included) are erased here too once
+        # Sense stores them; today it stores neither.
+        # The admin's history names the contact (its str(): name and phone) in each entry.
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(Contact), object_id=str(contact.pk)
+        ).update(object_repr=ERASED_PHONE)
+        contact.delete()
+        who = _user(user)
+        erasure = ContactErasure.objects.create(
+            tenant=tenant,
+            erased_by=who,
+            erased_by_name=who.get_username() if who else "",
+            via=via,
+            deliveries_anonymized=anonymized,
+            deliveries_cancelled=cancelled,
+            webhook_events_deleted=webhooks_deleted,
+        )
+        for campaign_id in campaigns:
+            broadcast_stats_on_commit(campaign_id)
+    for campaign_id in campaigns:
+        campaign_finish_if_done(campaign_id=campaign_id)
+    log.info(
+        "[CAMPAIGN] contact erased for tenant %s via %s (erasure %s): %d deliveries anonymized, %d cancelled, "
+        "%d stored webhooks deleted",
+        tenant.slug,
+        via,
+        erasure.pk,
+        anonymized,
+        cancelled,
+        webhooks_deleted,
+    )
+    return erasure
 
 
 def contacts_import(*, tenant: Tenant, file: Iterable[bytes | str]) -> ImportResult:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dramatiq
 from django.conf import settings
 
-from campaigns import sending, services, tracking
+from campaigns import retention, sending, services, tracking
 from sense.scheduler import periodic
 
 # --- Delivery tracking ---------------------------------------------------------------------
@@ -24,6 +24,13 @@ def sweep_webhooks() -> None:
     """Stored events the actor never got (broker down), and early status events whose
     message id has been recorded since."""
     tracking.sweep()
+
+
+@periodic(300)
+def prune_webhooks() -> None:
+    """Raw bodies of processed and ignored events past WEBHOOK_RETENTION_DAYS, at most ~10 s
+    of batches per run so the other periodic jobs of this thread are not held up."""
+    retention.webhook_events_prune(budget=10.0)
 
 
 # --- Sending ---------------------------------------------------------------------------------

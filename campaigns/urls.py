@@ -21,6 +21,7 @@ urlpatterns = [
     path("deliveries/<int:delivery_id>/", views.delivery_modal, name="delivery"),
     path("contacts/", views.contact_list, name="contacts"),
     path("contacts/import/", views.contact_import, name="contacts_import"),
+    path("contacts/<int:contact_id>/erase/", views.contact_erase, name="contact_erase"),
 ]
 
 # The token in the path is the connection's secret webhook token. The first route of each

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from campaigns import services
 from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
-from campaigns.models import Campaign, Contact, Delivery, DeliveryEvent
+from campaigns.models import Campaign, Contact, ContactErasure, Delivery, DeliveryEvent
 from sense.errors import ServiceError
 from sense.pagesupport import render_htmx, tenant_required
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -302,3 +302,18 @@ def contact_import(request: TenantHttpRequest) -> HttpResponse:
             form.add_error("file", exc.message)
     context = {"nav": "contacts", "form": form, "result": result}
     return render_htmx(request, "campaigns/import.html", "#result", context)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@tenant_required
+def contact_erase(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
+    """GET: what erasing this contact does, and a button; POST: erase it, back to the list."""
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    if request.method == "POST":
+        services.contact_erase(contact=contact, user=request.user, via=ContactErasure.Via.PAGE)
+        messages.success(request, _("The contact was erased. Its deliveries remain in the campaigns, anonymized."))
+        return redirect("campaigns:contacts")
+    deliveries = Delivery.objects.filter(contact=contact).count()
+    context = {"nav": "contacts", "contact": contact, "deliveries": deliveries}
+    return render(request, "campaigns/contact_erase.html", context)

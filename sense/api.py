@@ -59,6 +59,7 @@ ERROR_RESPONSES = {
     "404": "Not found (also another tenant's object)",
     "409": "Conflict with the object's state",
     "422": "Invalid input",
+    "429": "Too many requests with an unknown API token from this address",
     "503": "A dependency is unavailable",
 }
 

@@ -19,6 +19,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
+from sense import throttle
 from sense.models import ApiToken, Membership
 
 log = logging.getLogger("sense.realtime")
@@ -86,6 +87,8 @@ def _resolve(scope: dict[str, Any], tenant_id: str) -> tuple[int | None, bool]:
     if raw:
         token = ApiToken.authenticate(raw)
         if token is None:
+            client = scope.get("client") or [None]
+            throttle.token_failed(client[0])  # counts toward the address's HTTP 429 (sense.throttle)
             return None, False
         return token.membership.user_id, str(token.membership.tenant_id) == tenant_id
     user = scope.get("user")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -111,8 +112,22 @@ LANGUAGES = [("pt-br", "Português (Brasil)"), ("en", "English")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 
-# Behind a PaaS router (Railway, Heroku) TLS ends at the proxy.
+# Behind a PaaS router (Railway, Heroku) TLS ends at the proxy, which says so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Off by default: the router already redirects (or refuses) plain HTTP on most PaaS.
+SECURE_SSL_REDIRECT = _read("SECURE_SSL_REDIRECT", _bool, False)
+# The platform's health probe calls the container over plain HTTP, without the router's header.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/"]
+SECURE_HSTS_SECONDS = _read("SECURE_HSTS_SECONDS", _int(0), 0)
+# Only sent with SECURE_HSTS_SECONDS; covers subdomains of the app's own host name.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _read("SECURE_HSTS_INCLUDE_SUBDOMAINS", _bool, True)
+SECURE_HSTS_PRELOAD = _read("SECURE_HSTS_PRELOAD", _bool, False)
+# Preloading is a deliberate, hard-to-undo submission (hstspreload.org), never a default:
+# SECURE_HSTS_PRELOAD=false is that decision, so `check --deploy` does not nag about it
+# (W021); likewise an explicit SECURE_HSTS_INCLUDE_SUBDOMAINS=false (W005).
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+if not SECURE_HSTS_INCLUDE_SUBDOMAINS:
+    SILENCED_SYSTEM_CHECKS.append("security.W005")
 # Secure cookies unless DEBUG; COOKIE_SECURE=false serves plain-HTTP staging or local browser tests.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _read("COOKIE_SECURE", _bool, not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -132,6 +147,7 @@ INSTALLED_APPS = [
     "channels",
     "django_dramatiq",
     "ninja",
+    "axes",
     "sense",
     "media",
     "campaigns",
@@ -151,6 +167,16 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # 429 for an unknown API token past API_TOKEN_FAILURE_LIMIT (sense.throttle).
+    "sense.throttle.TokenThrottleMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into the 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# django-axes refuses logins of a locked (username, address) pair before any password check.
+AUTHENTICATION_BACKENDS = [
+    "sense.throttle.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "sense.urls"
@@ -436,6 +462,9 @@ WEBHOOK_EARLY_EVENT_TTL_HOURS = _read("WEBHOOK_EARLY_EVENT_TTL_HOURS", _int(1), 
 # How long a web process reuses a webhook token's connection lookup (deactivation and
 # credential changes take effect within this).
 WEBHOOK_CONNECTION_CACHE_SECONDS = _read("WEBHOOK_CONNECTION_CACHE_SECONDS", _float, 5.0)
+# Raw bodies of processed and ignored events are deleted after this many days (pending and
+# failed ones are kept; the per-delivery status history is kept).
+WEBHOOK_RETENTION_DAYS = _read("WEBHOOK_RETENTION_DAYS", _int(1), 30)
 
 # --- Campaigns (contacts, connections, sending) ---
 # Region used to read phone numbers written without a country code (contacts, CSV import).
@@ -464,3 +493,31 @@ CAMPAIGN_DUE_CHECK_SECONDS = _read("CAMPAIGN_DUE_CHECK_SECONDS", _float, 2.0)
 CAMPAIGN_MEDIA_BASE_URL = _read("CAMPAIGN_MEDIA_BASE_URL", _url("http", "https"), "")
 # The RabbitMQ queue of the sender actors (separate test runs on one broker use their own).
 CAMPAIGN_QUEUE = _read("CAMPAIGN_QUEUE", _str, "campaigns")
+
+# --- Login and API token throttling ---
+# A username that fails this many logins from one client address is locked out, for that
+# address only, until LOGIN_LOCKOUT_MINUTES pass (the right password is refused too).
+LOGIN_FAILURE_LIMIT = _read("LOGIN_FAILURE_LIMIT", _int(1), 5)
+LOGIN_LOCKOUT_MINUTES = _read("LOGIN_LOCKOUT_MINUTES", _float, 15.0)
+if LOGIN_LOCKOUT_MINUTES <= 0:
+    raise ImproperlyConfigured(f"LOGIN_LOCKOUT_MINUTES: invalid value {LOGIN_LOCKOUT_MINUTES!r} (must be positive)")
+# Requests with an unknown API token from one client address, per minute, before 429.
+API_TOKEN_FAILURE_LIMIT = _read("API_TOKEN_FAILURE_LIMIT", _int(1), 50)
+
+# django-axes with its database handler: the attempts are rows an admin can delete (unlock)
+# in the admin; expired ones are deleted at every new failure, so the table stays small.
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address is REMOTE_ADDR, which uvicorn sets from X-Forwarded-For only for the hops in
+# FORWARDED_ALLOW_IPS (see the Procfile); the API token throttle uses the same function.
+AXES_CLIENT_IP_CALLABLE = "sense.throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "sense.throttle.lockout_response"
+# A lockout ends LOGIN_LOCKOUT_MINUTES after the failure that caused it: attempts during it
+# neither count nor extend it, so the minutes the page shows are true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+# Successful logins are not recorded (that log would grow forever and hold every address).
+AXES_DISABLE_ACCESS_LOG = True
+# Log lines name the username and address (never the password, which axes always masks).
+AXES_SENSITIVE_PARAMETERS: list[str] = []

@@ -76,6 +76,7 @@ CSRF_FORMS = [
     Form("post", "/campaigns/{campaign}/resume/", setup="paused"),
     Form("post", "/campaigns/{campaign}/cancel/", setup="running"),
     Form("post", "/contacts/import/", upload=("contacts.csv", CSV)),
+    Form("post", "/contacts/{contact}/erase/"),
     # Media pages and the upload (which checks CSRF itself, after streaming the body)
     Form("post", "/media/{asset}/delete/"),
     Form("post", UPLOAD, upload=("photo.png", png())),

@@ -88,6 +88,8 @@ OPERATIONS = [
     Op(Req("patch", "/api/contacts/{contact}/", API, {"name": "Renamed", "opted_out": True}), MEMBER),
     Op(Req("delete", "/api/contacts/{contact}/", API), MEMBER),
     Op(Req("get", "/contacts/", PAGE), MEMBER),
+    Op(Req("get", "/contacts/{contact}/erase/", PAGE), MEMBER),
+    Op(Req("post", "/contacts/{contact}/erase/", PAGE), MEMBER),
     Op(Req("post", "/contacts/import/", PAGE), MEMBER, upload=("contacts.csv", CSV)),
     # Campaigns and their lifecycle
     Op(Req("get", "/api/campaigns/", API), MEMBER),

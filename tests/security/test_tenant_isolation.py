@@ -58,6 +58,8 @@ OBJECT_URLS = [
     Req("get", "/media/{asset}/preview/", PAGE, headers=HX),
     Req("post", "/media/{asset}/delete/", PAGE),
     Req("post", "/media/{asset}/delete/", PAGE, headers=HX),
+    Req("get", "/contacts/{contact}/erase/", PAGE),
+    Req("post", "/contacts/{contact}/erase/", PAGE),
     # JSON API
     Req("get", "/api/campaigns/{campaign}/", API),
     Req("patch", "/api/campaigns/{campaign}/", API, {"name": "Hijacked", "message": "pwned"}, setup="draft"),
