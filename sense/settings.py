@@ -462,3 +462,14 @@ CAMPAIGN_DUE_CHECK_SECONDS = _read("CAMPAIGN_DUE_CHECK_SECONDS", _float, 2.0)
 CAMPAIGN_MEDIA_BASE_URL = _read("CAMPAIGN_MEDIA_BASE_URL", _url("http", "https"), "")
 # The RabbitMQ queue of the sender actors (separate test runs on one broker use their own).
 CAMPAIGN_QUEUE = _read("CAMPAIGN_QUEUE", _str, "campaigns")
+# Contact imports (CSV): files of more rows than this go to a worker and answer at once (202);
+# smaller ones are imported inside the request, as before.
+CONTACT_IMPORT_SYNC_MAX_ROWS = _read("CONTACT_IMPORT_SYNC_MAX_ROWS", _int(0), 5000)
+# Rows per transaction: a background import commits its progress after each chunk, and a
+# worker that dies resumes after the last committed one.
+CONTACT_IMPORT_CHUNK_ROWS = _read("CONTACT_IMPORT_CHUNK_ROWS", _int(1), 5000)
+# A running import whose worker has not reported for this long is taken over by the sweeper.
+CONTACT_IMPORT_STALE_SECONDS = _read("CONTACT_IMPORT_STALE_SECONDS", _int(1), 120)
+CONTACT_IMPORT_SWEEP_SECONDS = _read("CONTACT_IMPORT_SWEEP_SECONDS", _float, 30.0)
+# Claims of one import (first run plus resumes) before it is marked failed.
+CONTACT_IMPORT_MAX_ATTEMPTS = _read("CONTACT_IMPORT_MAX_ATTEMPTS", _int(1), 5)
