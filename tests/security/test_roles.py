@@ -87,6 +87,9 @@ OPERATIONS = [
     Op(Req("get", "/api/contacts/{contact}/", API), MEMBER),
     Op(Req("patch", "/api/contacts/{contact}/", API, {"name": "Renamed", "opted_out": True}), MEMBER),
     Op(Req("delete", "/api/contacts/{contact}/", API), MEMBER),
+    Op(Req("get", "/api/contacts/imports/{contact_import}/", API), MEMBER),
+    Op(Req("get", "/api/contacts/imports/{contact_import}/errors/", API), MEMBER),
+    Op(Req("get", "/contacts/imports/{contact_import}/", PAGE), MEMBER),
     Op(Req("get", "/contacts/", PAGE), MEMBER),
     Op(Req("post", "/contacts/import/", PAGE), MEMBER, upload=("contacts.csv", CSV)),
     # Campaigns and their lifecycle
