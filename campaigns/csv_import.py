@@ -21,6 +21,7 @@ import csv
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Any
 
 from django.conf import settings
@@ -248,24 +249,48 @@ def upsert(tenant: Tenant, rows: dict[str, _Row]) -> tuple[int, int]:
     if not rows:
         return 0, 0
     with transaction.atomic():
-        existing = {
-            phone: (name, tags, attributes)
-            for phone, name, tags, attributes in Contact.objects.filter(tenant=tenant, phone__in=_phones(rows))
-            .select_for_update()
-            .order_by()
-            .values_list("phone", "name", "tags", "attributes")
-        }
-        contacts = []
-        for phone, row in rows.items():
-            name, tags, attributes = row.name, row.tags, row.attributes
-            if phone in existing:
-                old_name, old_tags, old_attributes = existing[phone]
-                name = name or old_name
-                tags = clean_tags([*(old_tags or []), *tags])
-                attributes = {**(old_attributes or {}), **attributes}
-            contacts.append({"phone": phone, "name": name[:200], "tags": tags, "attributes": attributes})
-        _write(tenant, contacts)
-    return len(rows) - len(existing), len(existing)
+        if connection.vendor != "postgresql":
+            return _merge_and_write(tenant, rows, created=0)
+        # New phones first, in one statement that skips the existing ones; only those are then
+        # read, merged and written (an import into an empty book reads nothing back).
+        with connection.cursor() as cursor:
+            cursor.execute(INSERT_NEW_SQL, [tenant.pk, *_now_twice(), _json(rows, {})])
+            new = {phone for (phone,) in cursor.fetchall()}
+        left = {phone: row for phone, row in rows.items() if phone not in new}
+        return _merge_and_write(tenant, left, created=len(new)) if left else (len(new), 0)
+
+
+def _merge_and_write(tenant: Tenant, rows: dict[str, _Row], *, created: int) -> tuple[int, int]:
+    existing = {
+        phone: (name, tags, attributes)
+        for phone, name, tags, attributes in Contact.objects.filter(tenant=tenant, phone__in=_phones(rows))
+        .select_for_update()
+        .order_by()
+        .values_list("phone", "name", "tags", "attributes")
+    }
+    if connection.vendor != "postgresql":
+        Contact.objects.bulk_create(
+            [Contact(tenant=tenant, **c) for c in _merged(rows, existing)],
+            update_conflicts=True,
+            unique_fields=["tenant", "phone"],
+            update_fields=["name", "tags", "attributes", "updated_at"],
+        )
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(UPSERT_SQL, [tenant.pk, *_now_twice(), _json(rows, existing)])
+    return created + len(rows) - len(existing), len(existing)
+
+
+def _merged(rows: dict[str, _Row], existing: dict[str, tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
+    """The fields to write for ROWS, merged with the EXISTING contacts' (phone -> name, tags, attributes)."""
+    for phone, row in rows.items():
+        name, tags, attributes = row.name, row.tags, row.attributes
+        if phone in existing:
+            old_name, old_tags, old_attributes = existing[phone]
+            name = name or old_name
+            tags = clean_tags([*(old_tags or []), *tags])
+            attributes = {**(old_attributes or {}), **attributes}
+        yield {"phone": phone, "name": name[:200], "tags": tags, "attributes": attributes}
 
 
 def _phones(rows: dict[str, _Row]) -> Any:
@@ -276,31 +301,28 @@ def _phones(rows: dict[str, _Row]) -> Any:
     return RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)", [json.dumps(list(rows))])
 
 
+def _json(rows: dict[str, _Row], existing: dict[str, tuple[Any, ...]]) -> str:
+    return json.dumps(list(_merged(rows, existing)), ensure_ascii=False)
+
+
+def _now_twice() -> tuple[datetime, datetime]:
+    now = timezone.now()
+    return now, now
+
+
 # The rows travel as one JSON parameter: psycopg dumps list parameters element by element in
 # Python, so bulk_create (one array per column, UNNEST) spends more time dumping a chunk than
-# PostgreSQL spends writing it.
-UPSERT_SQL = """
-    INSERT INTO campaigns_contact (tenant_id, phone, name, tags, attributes, opted_out, created_at, updated_at)
+# PostgreSQL spends writing it. Opt-outs are never written: new contacts are not opted out.
+_INSERT = f"""
+    INSERT INTO {Contact._meta.db_table} (tenant_id, phone, name, tags, attributes, opted_out, created_at, updated_at)
     SELECT %s, r.phone, r.name, r.tags, r.attributes, false, %s, %s
     FROM jsonb_to_recordset(%s::jsonb) AS r(phone text, name text, tags jsonb, attributes jsonb)
-    ON CONFLICT (tenant_id, phone) DO UPDATE
-    SET name = EXCLUDED.name, tags = EXCLUDED.tags, attributes = EXCLUDED.attributes, updated_at = EXCLUDED.updated_at
 """
-
-
-def _write(tenant: Tenant, contacts: list[dict[str, Any]]) -> None:
-    """INSERT … ON CONFLICT (tenant, phone) DO UPDATE of CONTACTS (opt-outs untouched)."""
-    if connection.vendor != "postgresql":
-        Contact.objects.bulk_create(
-            [Contact(tenant=tenant, **c) for c in contacts],
-            update_conflicts=True,
-            unique_fields=["tenant", "phone"],
-            update_fields=["name", "tags", "attributes", "updated_at"],
-        )
-        return
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(UPSERT_SQL, [tenant.pk, now, now, json.dumps(contacts, ensure_ascii=False)])
+INSERT_NEW_SQL = _INSERT + "ON CONFLICT (tenant_id, phone) DO NOTHING RETURNING phone"
+UPSERT_SQL = _INSERT + (
+    "ON CONFLICT (tenant_id, phone) DO UPDATE SET name = EXCLUDED.name, tags = EXCLUDED.tags, "
+    "attributes = EXCLUDED.attributes, updated_at = EXCLUDED.updated_at"
+)
 
 
 def import_contacts(*, tenant: Tenant, lines: Iterable[bytes | str]) -> ImportResult:

@@ -135,9 +135,7 @@ def test_a_worker_whose_claim_was_taken_over_stops_without_writing(acme: Any) ->
 
 def test_an_import_never_clears_an_opt_out_and_merges_like_the_request_import(acme: Any, settings: Any) -> None:
     settings.CONTACT_IMPORT_CHUNK_ROWS = 2
-    Contact.objects.create(
-        tenant=acme, phone=phone(1), name="Old", tags=["old"], attributes={"a": "1"}, opted_out=True
-    )
+    Contact.objects.create(tenant=acme, phone=phone(1), name="Old", tags=["old"], attributes={"a": "1"}, opted_out=True)
     data = (
         "phone,name,tags,city\n"
         f"{phone(0)},Ana,vip|promo,Recife\n"
