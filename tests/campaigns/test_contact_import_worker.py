@@ -90,7 +90,12 @@ def test_a_killed_worker_is_replaced_and_goes_on_after_the_last_committed_chunk(
     assert services.contact_imports_sweep() == 1 and sent == [str(job.pk)]
     written: list[list[str]] = []
     upsert = csv_import.upsert
-    monkeypatch.setattr(csv_import, "upsert", lambda tenant, rows: written.append(list(rows)) or upsert(tenant, rows))
+
+    def spy(tenant: Tenant, rows: dict[str, Any]) -> tuple[int, int]:
+        written.append(list(rows))
+        return upsert(tenant, rows)
+
+    monkeypatch.setattr(csv_import, "upsert", spy)
     services.contact_import_run(import_id=sent[0])
 
     job.refresh_from_db()
