@@ -13,7 +13,7 @@ import logging
 import re
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -260,15 +260,21 @@ def contact_imports_sweep() -> int:
     return sent
 
 
-def contact_import_errors_csv(*, job: ContactImport) -> Iterator[str]:
-    """Every bad row of JOB as CSV lines (`row,error`), in row order, streamed."""
+async def contact_import_errors_csv(*, job: ContactImport) -> AsyncIterator[str]:
+    """Every bad row of JOB as CSV (`row,error`), in row order, read from the database as the
+    response goes out. Asynchronous: under ASGI Django reads a synchronous iterator whole
+    before sending anything, and an import may have a million bad rows."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["row", "error"])
-    rows = ContactImportError.objects.filter(tenant=job.tenant, contact_import=job).order_by("row")
-    for n, (row, error) in enumerate(rows.values_list("row", "error").iterator(chunk_size=2000)):
-        writer.writerow([row, error])
-        if n % 1000 == 999:
+    rows = ContactImportError.objects.filter(tenant_id=job.tenant_id, contact_import_id=job.pk).order_by("row")
+    written = 0
+    # Model rows, not values_list(): its iterable runs the query as soon as it is asked for an
+    # iterator, which aiterator() does in the event loop's thread (SynchronousOnlyOperation).
+    async for bad in rows.only("row", "error").aiterator(chunk_size=2000):
+        writer.writerow([bad.row, bad.error])
+        written += 1
+        if written % 1000 == 0:
             yield out.getvalue()
             out.seek(0)
             out.truncate()
