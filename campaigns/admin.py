@@ -15,6 +15,7 @@ from campaigns.models import (
     Connection,
     Contact,
     ContactErasure,
+    ContactImport,
     Delivery,
     DeliveryEvent,
     WebhookEvent,
@@ -300,4 +301,22 @@ class ContactErasureAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ContactImport)
+class ContactImportAdmin(admin.ModelAdmin):
+    """Background CSV imports, read-only: they change only through their worker's claim."""
+
+    list_display = ["created_at", "original_name", "tenant", "status", "processed", "total", "error_count"]
+    list_filter = ["status", "tenant"]
+    search_fields = ["original_name"]
+    list_select_related = ["tenant"]
+    exclude = ["errors"]
+    readonly_fields = [f.name for f in ContactImport._meta.fields if f.name != "errors"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

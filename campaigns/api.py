@@ -11,12 +11,14 @@ from uuid import UUID
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
+from django.http import StreamingHttpResponse
+from django.urls import reverse
 from ninja import File, Router, Schema
 from ninja.files import UploadedFile
 from ninja.responses import Status
 
 from campaigns import services
-from campaigns.models import Campaign, Connection, Contact, ContactErasure, Delivery, DeliveryEvent
+from campaigns.models import Campaign, Connection, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
 from sense.errors import ServiceError
 from sense.pagination import PAGE_SIZE, paginate
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -99,10 +101,73 @@ def create_contact(request: TenantHttpRequest, payload: ContactIn) -> Status[Con
     return Status(201, services.contact_create(tenant=request.tenant, **payload.dict()))
 
 
-@contacts_router.post("/import/", response=ImportOut, summary="Import contacts from a CSV file (field `file`)")
-def import_contacts_csv(request: TenantHttpRequest, file: UploadedFile = File(...)) -> dict[str, Any]:  # noqa: B008
-    result = services.contacts_import(tenant=request.tenant, file=file)
-    return result.as_dict()  # type: ignore[no-any-return]
+class ImportQueued(Schema):
+    import_id: UUID
+    status_url: str
+
+
+class ContactImportOut(Schema):
+    id: UUID
+    status: str
+    file_name: str
+    total: int
+    processed: int
+    created: int
+    updated: int
+    error_count: int
+    errors: list[ImportError_]
+    failure: str
+    errors_url: str
+    created_at: datetime
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_file_name(obj: ContactImport) -> str:
+        return obj.original_name
+
+    @staticmethod
+    def resolve_errors_url(obj: ContactImport) -> str:
+        return reverse("api:contact_import_errors", kwargs={"import_id": obj.pk})
+
+
+@contacts_router.post(
+    "/import/",
+    response={200: ImportOut, 202: ImportQueued},
+    summary="Import contacts from a CSV file (field `file`): at once up to CONTACT_IMPORT_SYNC_MAX_ROWS rows, "
+    "else 202 and a worker imports it",
+)
+def import_contacts_csv(request: TenantHttpRequest, file: UploadedFile = File(...)) -> Any:  # noqa: B008
+    outcome = services.contacts_import_upload(tenant=request.tenant, user=request.user, file=file)
+    if isinstance(outcome, ContactImport):
+        status_url = reverse("api:contact_import", kwargs={"import_id": outcome.pk})
+        return Status(202, {"import_id": outcome.pk, "status_url": status_url})
+    return outcome.as_dict()
+
+
+@contacts_router.get(
+    "/imports/{uuid:import_id}/",
+    response=ContactImportOut,
+    url_name="contact_import",
+    summary="A background import: status, progress, counts and the first 1,000 bad rows",
+)
+def get_contact_import(request: TenantHttpRequest, import_id: UUID) -> ContactImport:
+    return get_for_tenant(ContactImport, request.tenant, pk=import_id)
+
+
+@contacts_router.get(
+    "/imports/{uuid:import_id}/errors/",
+    response={200: None},
+    url_name="contact_import_errors",
+    summary="Every bad row of a background import, as CSV (`row,error`)",
+    openapi_extra={"responses": {200: {"description": "CSV", "content": {"text/csv": {}}}}},
+)
+def get_contact_import_errors(request: TenantHttpRequest, import_id: UUID) -> StreamingHttpResponse:
+    job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
+    response = StreamingHttpResponse(
+        services.contact_import_errors_csv(job=job), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{job.errors_filename}"'
+    return response
 
 
 @contacts_router.get("/{int:contact_id}/", response=ContactOut)

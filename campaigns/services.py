@@ -7,24 +7,29 @@ audience snapshot, cancelling unsent deliveries, enqueuing senders on commit, li
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import retention
+from campaigns import csv_import, retention
 from campaigns.csv_import import ImportResult, import_contacts
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import (
@@ -32,15 +37,19 @@ from campaigns.models import (
     Connection,
     Contact,
     ContactErasure,
+    ContactImport,
+    ContactImportError,
     Delivery,
     DeliveryEvent,
     InvalidTransition,
+    LostClaim,
     clean_tags,
     normalize_phone,
 )
 from campaigns.providers import Provider, provider_class
+from media import objects
 from media.models import Asset
-from sense.errors import Conflict, ServiceError
+from sense.errors import Conflict, ServiceError, Unavailable
 from sense.models import Tenant
 from sense.tenancy import get_for_tenant
 
@@ -185,6 +194,168 @@ def contacts_import(*, tenant: Tenant, file: Iterable[bytes | str]) -> ImportRes
         result.error_count,
     )
     return result
+
+
+def contacts_import_upload(*, tenant: Tenant, user: Any, file: UploadedFile) -> ImportResult | ContactImport:
+    """Import an uploaded CSV FILE: at once when it has at most CONTACT_IMPORT_SYNC_MAX_ROWS
+    rows (returns the ImportResult), else in a worker (returns the queued ContactImport)."""
+    rows = csv_import.count_lines(file) - 1
+    if rows <= settings.CONTACT_IMPORT_SYNC_MAX_ROWS:
+        return contacts_import(tenant=tenant, file=file)
+    return contact_import_start(tenant=tenant, user=user, file=file, name=file.name or "contacts.csv", rows=rows)
+
+
+def contact_import_start(*, tenant: Tenant, user: Any, file: IO[bytes], name: str, rows: int) -> ContactImport:
+    """Queue the import of the CSV FILE (seekable, about ROWS rows): its header is checked,
+    it goes to storage (any worker can read it there), and the job is sent on commit.
+    Raises ServiceError `invalid_csv` for an unusable header and Unavailable when storage
+    cannot be reached; in both cases nothing remains."""
+    csv_import.header_of(file)
+    import_id = uuid.uuid4()
+    key = f"tenants/{tenant.pk}/imports/{import_id}.csv"
+    try:
+        objects.put_file(key, file, "text/csv")
+    except objects.StorageUnavailable as exc:
+        raise Unavailable("File storage is unreachable; try again shortly.", code="storage_unavailable") from exc
+    try:
+        with transaction.atomic():
+            job = ContactImport.objects.create(
+                id=import_id,
+                tenant=tenant,
+                file_key=key,
+                original_name=name[:255],
+                created_by=user if getattr(user, "pk", None) else None,
+                total=max(rows, 0),
+                heartbeat_at=timezone.now(),
+            )
+            _enqueue_import(job.pk)
+    except Exception:
+        objects.delete(key)
+        raise
+    log.info("[CAMPAIGN] contact import %s queued for %s: about %d rows", job.pk, tenant.slug, job.total)
+    return job
+
+
+def _enqueue_import(import_id: Any) -> None:
+    from campaigns.tasks import run_contact_import
+
+    transaction.on_commit(lambda: run_contact_import.send(str(import_id)))
+
+
+def contact_import_run(*, import_id: Any) -> None:
+    """Do (or go on with) the import IMPORT_ID, if this worker can claim it: chunk after
+    chunk, each in one transaction with its progress; then finished (the file is deleted),
+    or failed when the file turns out unreadable or the import ran out of attempts. Other
+    errors put it back in the queue, progress kept, and raise (the job is retried)."""
+    job = ContactImport.claim(import_id, stale_after=settings.CONTACT_IMPORT_STALE_SECONDS)
+    if job is None:
+        return
+    if job.attempts > settings.CONTACT_IMPORT_MAX_ATTEMPTS:
+        job.fail(f"The import was interrupted {job.attempts - 1} times; import the rest of the file again.")
+        log.error("[CAMPAIGN] contact import %s failed: out of attempts", job.pk)
+        return
+    try:
+        with tempfile.TemporaryFile() as fp:
+            objects.download(job.file_key, fp)
+            _import_chunks(job, fp)
+    except LostClaim:
+        log.warning("[CAMPAIGN] contact import %s was taken over by another worker", job.pk)
+        return
+    except ServiceError as exc:
+        job.fail(exc.message)
+        log.warning("[CAMPAIGN] contact import %s failed: %s", job.pk, exc.message)
+        return
+    except BaseException:
+        job.release()
+        raise
+    if job.finish():
+        objects.delete(job.file_key)
+        log.info(
+            "[CAMPAIGN] contact import %s finished for %s: %d rows, %d created, %d updated, %d bad rows",
+            job.pk,
+            job.tenant.slug,
+            job.processed,
+            job.created,
+            job.updated,
+            job.error_count,
+        )
+
+
+def _import_chunks(job: ContactImport, fp: IO[bytes]) -> None:
+    """Import JOB's file FP from where its last committed chunk ended."""
+    chunk_rows = settings.CONTACT_IMPORT_CHUNK_ROWS
+    if job.offset:
+        header = csv_import.header_of(fp)
+        chunks = csv_import.read_chunks(
+            csv_import.split_lines(fp, job.offset),
+            chunk_rows=chunk_rows,
+            header=header,
+            first_row=job.processed + 2,
+            offset=job.offset,
+        )
+    else:
+        chunks = csv_import.read_chunks(csv_import.split_lines(fp), chunk_rows=chunk_rows)
+    tenant = job.tenant
+    for chunk in chunks:
+        with transaction.atomic():
+            job.lock_claim()
+            created, updated = csv_import.upsert(tenant, chunk.rows)
+            ContactImportError.objects.bulk_create(
+                ContactImportError(tenant=tenant, contact_import=job, row=e["row"], error=e["error"])
+                for e in chunk.errors
+            )
+            job.record_chunk(
+                last_row=chunk.last_row,
+                offset=chunk.offset,
+                created=created,
+                updated=updated,
+                errors=chunk.errors,
+            )
+
+
+def contact_imports_sweep() -> int:
+    """Send the job again for imports nobody works on: queued ones whose message the broker
+    lost, running ones whose worker has been silent for CONTACT_IMPORT_STALE_SECONDS (their
+    claim is withdrawn, so that a late worker stops at its next chunk). Returns how many."""
+    from campaigns.tasks import run_contact_import
+
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CONTACT_IMPORT_STALE_SECONDS)
+    candidates = ContactImport.objects.filter(
+        status__in=[ContactImport.Status.QUEUED, ContactImport.Status.RUNNING], heartbeat_at__lt=stale
+    ).values_list("pk", "heartbeat_at")[:100]
+    sent = 0
+    for pk, seen in candidates:
+        # Conditional on the heartbeat seen: of several workers' sweepers, one re-sends.
+        if ContactImport.objects.filter(
+            pk=pk, heartbeat_at=seen, status__in=[ContactImport.Status.QUEUED, ContactImport.Status.RUNNING]
+        ).update(status=ContactImport.Status.QUEUED, claim_token=None, heartbeat_at=now):
+            run_contact_import.send(str(pk))
+            sent += 1
+    if sent:
+        log.warning("[CAMPAIGN] %d stalled contact import(s) sent again", sent)
+    return sent
+
+
+async def contact_import_errors_csv(*, job: ContactImport) -> AsyncIterator[str]:
+    """Every bad row of JOB as CSV (`row,error`), in row order, read from the database as the
+    response goes out. Asynchronous: under ASGI Django reads a synchronous iterator whole
+    before sending anything, and an import may have a million bad rows."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["row", "error"])
+    rows = ContactImportError.objects.filter(tenant_id=job.tenant_id, contact_import_id=job.pk).order_by("row")
+    written = 0
+    # Model rows, not values_list(): its iterable runs the query as soon as it is asked for an
+    # iterator, which aiterator() does in the event loop's thread (SynchronousOnlyOperation).
+    async for bad in rows.only("row", "error").aiterator(chunk_size=2000):
+        writer.writerow([bad.row, bad.error])
+        written += 1
+        if written % 1000 == 0:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()
 
 
 # --- Connections --------------------------------------------------------------------------

@@ -59,3 +59,18 @@ def sweep_stale_deliveries() -> None:
 @periodic(15)
 def kick_stalled_campaigns() -> None:
     services.campaigns_kick_stalled()
+
+
+# --- Contact imports -------------------------------------------------------------------------
+
+
+@dramatiq.actor(queue_name="imports", max_retries=3, min_backoff=1_000, max_backoff=60_000, time_limit=7_200_000)
+def run_contact_import(import_id: str) -> None:
+    """Import (or go on importing) one uploaded CSV. Safe to run twice: the import is claimed
+    first, and each chunk is committed with its progress."""
+    services.contact_import_run(import_id=import_id)
+
+
+@periodic(settings.CONTACT_IMPORT_SWEEP_SECONDS)
+def sweep_contact_imports() -> None:
+    services.contact_imports_sweep()

@@ -22,6 +22,8 @@ urlpatterns = [
     path("contacts/", views.contact_list, name="contacts"),
     path("contacts/import/", views.contact_import, name="contacts_import"),
     path("contacts/<int:contact_id>/erase/", views.contact_erase, name="contact_erase"),
+    path("contacts/imports/<uuid:import_id>/", views.contact_import_detail, name="contact_import"),
+    path("contacts/imports/<uuid:import_id>/errors/", views.contact_import_errors, name="contact_import_errors"),
 ]
 
 # The token in the path is the connection's secret webhook token. The first route of each

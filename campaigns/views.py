@@ -12,15 +12,16 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.db.models.functions import TruncMinute
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from campaigns import services
 from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
-from campaigns.models import Campaign, Contact, ContactErasure, Delivery, DeliveryEvent
+from campaigns.models import Campaign, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
 from sense.errors import ServiceError
 from sense.pagesupport import render_htmx, tenant_required
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -293,15 +294,56 @@ def audience_count(request: TenantHttpRequest) -> HttpResponse:
 @login_required
 @tenant_required
 def contact_import(request: TenantHttpRequest) -> HttpResponse:
+    """Small files are imported in the request and reported at once; larger ones go to a
+    worker and the answer is their progress (htmx) or a redirect to it."""
     form = ContactImportForm(request.POST or None, request.FILES or None)
-    result = None
+    result = job = None
     if request.method == "POST" and form.is_valid():
         try:
-            result = services.contacts_import(tenant=request.tenant, file=form.cleaned_data["file"])
+            outcome = services.contacts_import_upload(
+                tenant=request.tenant, user=request.user, file=form.cleaned_data["file"]
+            )
         except ServiceError as exc:
             form.add_error("file", exc.message)
-    context = {"nav": "contacts", "form": form, "result": result}
-    return render_htmx(request, "campaigns/import.html", "#result", context)
+        else:
+            if isinstance(outcome, ContactImport):
+                job = outcome
+                if not request.htmx:
+                    return redirect("campaigns:contact_import", import_id=job.pk)
+            else:
+                result = outcome
+    context = {"nav": "contacts", "form": form, "result": result, "job": job}
+    if request.htmx:
+        response = render(request, "campaigns/import.html#result", context)
+        if job is not None:
+            response["HX-Push-Url"] = reverse("campaigns:contact_import", kwargs={"import_id": job.pk})
+        return response
+    context["recent"] = ContactImport.objects.for_tenant(request.tenant)[:5]
+    return render(request, "campaigns/import.html", context)
+
+
+@require_GET
+@login_required
+@tenant_required
+def contact_import_detail(request: TenantHttpRequest, import_id: UUID) -> HttpResponse:
+    """A background import's progress (polled by htmx while it runs), then its report."""
+    job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
+    if request.htmx:
+        return render(request, "campaigns/import_progress.html#progress", {"job": job})
+    return render(request, "campaigns/import_progress.html", {"nav": "contacts", "job": job})
+
+
+@require_GET
+@login_required
+@tenant_required
+def contact_import_errors(request: TenantHttpRequest, import_id: UUID) -> StreamingHttpResponse:
+    """Every bad row of a background import, as a CSV download."""
+    job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
+    response = StreamingHttpResponse(
+        services.contact_import_errors_csv(job=job), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{job.errors_filename}"'
+    return response
 
 
 @require_http_methods(["GET", "POST"])

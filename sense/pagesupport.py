@@ -8,14 +8,15 @@ from functools import wraps
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
 
-def tenant_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def tenant_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """Pages need request.tenant; a logged-in user with no membership gets a clear 403 page."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if getattr(request, "tenant", None) is None:
             return render(request, "account/no_tenant.html", status=403)
         return view(request, *args, **kwargs)

@@ -521,3 +521,14 @@ AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True
 # Log lines name the username and address (never the password, which axes always masks).
 AXES_SENSITIVE_PARAMETERS: list[str] = []
+# Contact imports (CSV): files of more rows than this go to a worker and answer at once (202);
+# smaller ones are imported inside the request, as before.
+CONTACT_IMPORT_SYNC_MAX_ROWS = _read("CONTACT_IMPORT_SYNC_MAX_ROWS", _int(0), 5000)
+# Rows per transaction: a background import commits its progress after each chunk, and a
+# worker that dies resumes after the last committed one.
+CONTACT_IMPORT_CHUNK_ROWS = _read("CONTACT_IMPORT_CHUNK_ROWS", _int(1), 5000)
+# A running import whose worker has not reported for this long is taken over by the sweeper.
+CONTACT_IMPORT_STALE_SECONDS = _read("CONTACT_IMPORT_STALE_SECONDS", _int(1), 120)
+CONTACT_IMPORT_SWEEP_SECONDS = _read("CONTACT_IMPORT_SWEEP_SECONDS", _float, 30.0)
+# Claims of one import (first run plus resumes) before it is marked failed.
+CONTACT_IMPORT_MAX_ATTEMPTS = _read("CONTACT_IMPORT_MAX_ATTEMPTS", _int(1), 5)
