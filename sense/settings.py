@@ -304,7 +304,9 @@ RABBITMQ_URL = _read("RABBITMQ_URL", _url("amqp", "amqps"), "") or _read(
 )
 # Without a broker the web process runs the actors itself (sense.tasks.start_embedded_worker).
 TASKS_EMBEDDED = not RABBITMQ_URL
-EMBEDDED_WORKER_THREADS = _read("EMBEDDED_WORKER_THREADS", _int(1), 2)
+# Senders wait for their connection's rate budget in their thread: the default leaves two
+# threads (webhooks, thumbnails) beside the CAMPAIGN_SENDERS (4) of a running campaign.
+EMBEDDED_WORKER_THREADS = _read("EMBEDDED_WORKER_THREADS", _int(1), 6)
 _dramatiq_middleware = [
     "dramatiq.middleware.AgeLimit",
     "dramatiq.middleware.TimeLimit",

@@ -28,6 +28,12 @@ def start_embedded_worker() -> dramatiq.Worker | None:
             broker = dramatiq.get_broker()
             broker.emit_after("process_boot")
             _worker = dramatiq.Worker(broker, worker_threads=settings.EMBEDDED_WORKER_THREADS, worker_timeout=100)
+            # The StubBroker lists its delay queues among its plain queues, so the worker reads
+            # them with the plain prefetch (2 per thread): further delayed messages wait unseen
+            # in the broker until a held one comes due, however soon their own time is (a 1 s
+            # delay ran 19 s late behind four 20 s ones). This worker is the process's only
+            # consumer, so holding every message costs no other worker its share.
+            _worker.queue_prefetch = _worker.delay_prefetch
             _worker.start()
             log.info(
                 "[RABBITMQ] no broker configured: running tasks in-process (%d threads)",
