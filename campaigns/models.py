@@ -102,11 +102,12 @@ class Contact(TenantOwned):
 class Connection(TenantOwned):
     """A tenant's WhatsApp number on a gateway. `credentials` is write-only: never shown,
     never logged (Evolution: instance, api_key, jwt_key; Cloud API: phone_number_id,
-    access_token, app_secret, verify_token)."""
+    access_token, app_secret, verify_token; sandbox: app_secret, outcomes)."""
 
     class Provider(models.TextChoices):
         EVOLUTION = "evolution", _("Evolution API")
         CLOUD = "cloud", _("WhatsApp Cloud API")
+        SANDBOX = "sandbox", _("Sandbox (simulated)")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(_("name"), max_length=200)

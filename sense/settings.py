@@ -464,3 +464,12 @@ CAMPAIGN_DUE_CHECK_SECONDS = _read("CAMPAIGN_DUE_CHECK_SECONDS", _float, 2.0)
 CAMPAIGN_MEDIA_BASE_URL = _read("CAMPAIGN_MEDIA_BASE_URL", _url("http", "https"), "")
 # The RabbitMQ queue of the sender actors (separate test runs on one broker use their own).
 CAMPAIGN_QUEUE = _read("CAMPAIGN_QUEUE", _str, "campaigns")
+
+# --- Sandbox gateway (campaigns/providers/sandbox.py) ---
+# The built-in simulated provider: sends go nowhere and its workers post realistic status
+# webhooks back to Sense. Off, sandbox connections can be neither created nor used, so a
+# production deployment never sends into it by mistake.
+SANDBOX_ENABLED = _read("SANDBOX_ENABLED", _bool, DEBUG)
+# Sense's own URL as its workers reach it: where a new sandbox connection posts its webhooks
+# (its base URL) unless given another one. `make run` sets it from PORT.
+SANDBOX_WEBHOOK_BASE_URL = _read("SANDBOX_WEBHOOK_BASE_URL", _url("http", "https"), "http://127.0.0.1:8000")
