@@ -154,8 +154,11 @@ class Outcomes:
             if not sep or name not in FIELDS or name in values:
                 raise ValueError(f"outcomes: {part!r} is not name=value with one of the names {', '.join(FIELDS)}")
             values[name] = _seconds(name, raw) if name.endswith("_after") else _percent(name, raw)
+        # One of the two alone makes room for itself: failed=100 or delivered=100 is enough.
         if "failed" in values and "delivered" not in values:
-            values["delivered"] = min(cls.delivered, 100 - values["failed"])  # failed=100 alone is enough
+            values["delivered"] = min(cls.delivered, 100 - values["failed"])
+        if "delivered" in values and "failed" not in values:
+            values["failed"] = min(cls.failed, 100 - values["delivered"])
         outcomes = cls(**values)
         if outcomes.failed + outcomes.delivered > 100:
             raise ValueError("outcomes: failed + delivered must be at most 100")
@@ -268,9 +271,10 @@ def reply_body(phone_number_id: str, message_id: str, number: str, step: Step, a
 
 class SandboxProvider(Provider):
     name = "sandbox"
+    # The first names the connection in `addconnection`: never the secret.
     credentials = (
-        Credential("app_secret", "App secret (webhook signatures)", required=False),
         Credential("outcomes", "Sandbox outcome mix, e.g. delivered=95,read=60,failed=3,reply=5", required=False),
+        Credential("app_secret", "App secret (webhook signatures)", required=False),
     )
     webhook_url_name = "webhook-sandbox"
 
