@@ -207,7 +207,7 @@ class Step:
 
 def new_message_id(number: str) -> str:
     """A message id shaped like Meta's: `wamid.` + base64 of the recipient and a random id."""
-    raw = b"\x18" + bytes([len(number)]) + number.encode() + b"\x15\x02\x00\x11\x18\x12"
+    raw = b"\x1c\x18" + bytes([len(number)]) + number.encode() + b"\x15\x02\x00\x11\x18\x12"
     return "wamid." + base64.b64encode(raw + secrets.token_hex(9).upper().encode() + b"\x00").decode()
 
 
