@@ -433,7 +433,7 @@ def test_off_the_admin_form_refuses_a_new_sandbox_connection(acme: Tenant, sandb
     form = ConnectionForm(data={**data, "rate_per_minute": 60, "is_active": "on"})
 
     assert not form.is_valid()
-    assert "SANDBOX_ENABLED" in " ".join(form.non_field_errors())
+    assert "SANDBOX_ENABLED" in str(form.non_field_errors())
 
 
 def test_off_an_existing_sandbox_connection_can_still_be_switched_off_in_the_admin(acme: Tenant, settings: Any) -> None:
