@@ -114,6 +114,8 @@ class ConnectionForm(forms.ModelForm, metaclass=_ConnectionFormMetaclass):
             allowed = registry[provider].allowed_credentials()
             creds = {k: v for k, v in creds.items() if k in allowed}
             try:
+                if self.instance._state.adding or provider != self.instance.provider:
+                    services.connection_provider_check(provider=provider)  # an existing one stays editable
                 creds = services.connection_credentials_check(provider=provider, credentials=creds)
             except ServiceError as exc:
                 raise forms.ValidationError(exc.message) from None

@@ -264,6 +264,7 @@ class Connection(TenantOwned):
     class Provider(models.TextChoices):
         EVOLUTION = "evolution", _("Evolution API")
         CLOUD = "cloud", _("WhatsApp Cloud API")
+        SANDBOX = "sandbox", _("Sandbox (simulated)")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(_("name"), max_length=200)

@@ -46,7 +46,7 @@ from campaigns.models import (
     clean_tags,
     normalize_phone,
 )
-from campaigns.providers import Provider, provider_class
+from campaigns.providers import Provider, provider_class, registry
 from media import objects
 from media.models import Asset
 from sense.errors import Conflict, ServiceError, Unavailable
@@ -365,7 +365,17 @@ def _provider(name: str) -> type[Provider]:
     try:
         return provider_class(name)
     except KeyError:
-        raise ServiceError(f"Unknown provider {name!r}: use evolution or cloud.", code="invalid_provider") from None
+        raise ServiceError(f"Unknown provider {name!r}: use {', '.join(registry)}.", code="invalid_provider") from None
+
+
+def connection_provider_check(*, provider: str) -> type[Provider]:
+    """PROVIDER's class, when new connections of it may be made here: refuses an unknown
+    provider and one that is switched off (the sandbox without SANDBOX_ENABLED)."""
+    cls = _provider(provider)
+    reason = cls.disabled_reason()
+    if reason:
+        raise ServiceError(reason, code="provider_disabled")
+    return cls
 
 
 def _clean_credentials(credentials: dict[str, Any]) -> dict[str, str]:
@@ -384,7 +394,15 @@ def connection_credentials_check(*, provider: str, credentials: dict[str, Any]) 
     missing = [k for k in cls.required_credentials() if not creds.get(k)]
     if missing:
         raise ServiceError(f"Missing credential(s) for {provider}: {', '.join(missing)}.", code="invalid_credentials")
+    _check_values(cls, creds)
     return creds
+
+
+def _check_values(cls: type[Provider], credentials: dict[str, str]) -> None:
+    try:
+        cls.check_credentials(credentials)
+    except ValueError as exc:
+        raise ServiceError(str(exc), code="invalid_credentials") from None
 
 
 def connection_create(
@@ -399,9 +417,11 @@ def connection_create(
 ) -> Connection:
     """A new connection with the credentials its provider declares (`Provider.credentials`:
     the required ones must be given); base_url defaults to the provider's own, where it has
-    one (Cloud API: CLOUD_API_BASE_URL)."""
+    one (Cloud API: CLOUD_API_BASE_URL; sandbox: SANDBOX_WEBHOOK_BASE_URL). Refuses a provider
+    that is switched off."""
+    cls = connection_provider_check(provider=provider)
     creds = connection_credentials_check(provider=provider, credentials=credentials)
-    base_url = base_url or _provider(provider).default_base_url()
+    base_url = base_url or cls.default_base_url()
     if not base_url:
         raise ServiceError(f"base_url is required for {provider} connections.", code="invalid_base_url")
     if not re.match(r"^https?://[^/\s]+", base_url):
@@ -427,11 +447,13 @@ def connection_update(
     """Change NAME, BASE_URL, RATE_PER_MINUTE or IS_ACTIVE; CREDENTIALS given are merged in
     (a blank value keeps the stored one: they are write-only)."""
     if credentials:
-        allowed = _provider(connection.provider).allowed_credentials()
-        unknown = sorted(set(credentials) - set(allowed))
+        cls = _provider(connection.provider)
+        unknown = sorted(set(credentials) - set(cls.allowed_credentials()))
         if unknown:
             raise ServiceError(f"Unknown credential(s): {', '.join(unknown)}.", code="invalid_credentials")
-        connection.credentials = {**connection.credentials, **_clean_credentials(credentials)}
+        merged = {**connection.credentials, **_clean_credentials(credentials)}
+        _check_values(cls, merged)
+        connection.credentials = merged
         changes["credentials"] = connection.credentials
     if changes.get("rate_per_minute") is not None and changes["rate_per_minute"] < 0:
         raise ServiceError("rate_per_minute must be 0 (no limit) or more.", code="invalid_rate")
@@ -615,6 +637,9 @@ def campaign_start(*, campaign: Campaign) -> Campaign:
         raise_invalid("start", campaign)
     if not campaign.connection.is_active:
         raise Conflict("The campaign's connection is disabled.", code="connection_inactive")
+    reason = _provider(campaign.connection.provider).disabled_reason()
+    if reason:
+        raise Conflict(reason, code="provider_disabled")
     if campaign.scheduled_at is not None and campaign.scheduled_at > timezone.now():
         with transaction.atomic():
             campaign.schedule()

@@ -3,10 +3,13 @@ and call the service functions, which hold the business rules."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 from django.conf import settings
 
 from campaigns import retention, sending, services, tracking
+from campaigns.providers import sandbox
 from sense.scheduler import periodic
 
 # --- Delivery tracking ---------------------------------------------------------------------
@@ -44,6 +47,22 @@ def dispatch_campaign(campaign_id: str) -> None:
     outcome = sending.dispatch(campaign_id)
     if outcome.reschedule_in is not None:
         dispatch_campaign.send_with_options(args=(campaign_id,), delay=int(outcome.reschedule_in * 1000) or None)
+
+
+@dramatiq.actor(
+    actor_name=sandbox.ACTOR_NAME,
+    queue_name="sandbox",
+    max_retries=3,
+    min_backoff=1_000,
+    max_backoff=10_000,
+    time_limit=30_000,
+)
+def sandbox_webhooks(
+    connection_id: str, message_id: str, number: str, sent_at: float, steps: list[dict[str, Any]]
+) -> None:
+    """The sandbox gateway's webhooks for one sent message: post the first of STEPS to Sense's
+    own webhook endpoint, then schedule the next at its time."""
+    sandbox.post_next(connection_id=connection_id, message_id=message_id, number=number, sent_at=sent_at, steps=steps)
 
 
 @periodic(settings.CAMPAIGN_DUE_CHECK_SECONDS)

@@ -41,4 +41,6 @@ webhook_urlpatterns = [
     re_path(r"^api/webhooks/evolution/(?P<token>[\w-]+)$", webhook_views.evolution, name="webhook-evolution-noslash"),
     path("api/webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
     re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)$", webhook_views.whatsapp, name="webhook-whatsapp-noslash"),
+    # Only Sense's own sandbox workers call this one, with the exact URL.
+    path("api/webhooks/sandbox/<str:token>/", webhook_views.sandbox, name="webhook-sandbox"),
 ]

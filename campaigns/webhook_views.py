@@ -175,6 +175,7 @@ def _subscribe(request: HttpRequest, connection: Connection, provider: Provider)
 
 _EVOLUTION = provider_class("evolution")
 _CLOUD = provider_class("cloud")
+_SANDBOX = provider_class("sandbox")
 
 
 @csrf_exempt
@@ -189,3 +190,11 @@ def evolution(request: HttpRequest, token: str, event: str = "") -> HttpResponse
 def whatsapp(request: HttpRequest, token: str) -> HttpResponse:
     """`GET|POST /api/webhooks/whatsapp/<token>/` from the WhatsApp Cloud API."""
     return _receive(request, _CLOUD.name, token)
+
+
+@csrf_exempt
+@require_http_methods(list(_SANDBOX.webhook_methods))
+def sandbox(request: HttpRequest, token: str) -> HttpResponse:
+    """`POST /api/webhooks/sandbox/<token>/` from Sense's own sandbox gateway (Cloud API shapes
+    and signature; campaigns/providers/sandbox.py)."""
+    return _receive(request, _SANDBOX.name, token)

@@ -332,7 +332,9 @@ RABBITMQ_URL = _read("RABBITMQ_URL", _url("amqp", "amqps"), "") or _read(
 )
 # Without a broker the web process runs the actors itself (sense.tasks.start_embedded_worker).
 TASKS_EMBEDDED = not RABBITMQ_URL
-EMBEDDED_WORKER_THREADS = _read("EMBEDDED_WORKER_THREADS", _int(1), 2)
+# Senders wait for their connection's rate budget in their thread: the default leaves two
+# threads (webhooks, thumbnails) beside the CAMPAIGN_SENDERS (4) of a running campaign.
+EMBEDDED_WORKER_THREADS = _read("EMBEDDED_WORKER_THREADS", _int(1), 6)
 _dramatiq_middleware = [
     "dramatiq.middleware.AgeLimit",
     "dramatiq.middleware.TimeLimit",
@@ -532,3 +534,12 @@ CONTACT_IMPORT_STALE_SECONDS = _read("CONTACT_IMPORT_STALE_SECONDS", _int(1), 12
 CONTACT_IMPORT_SWEEP_SECONDS = _read("CONTACT_IMPORT_SWEEP_SECONDS", _float, 30.0)
 # Claims of one import (first run plus resumes) before it is marked failed.
 CONTACT_IMPORT_MAX_ATTEMPTS = _read("CONTACT_IMPORT_MAX_ATTEMPTS", _int(1), 5)
+
+# --- Sandbox gateway (campaigns/providers/sandbox.py) ---
+# The built-in simulated provider: sends go nowhere and its workers post realistic status
+# webhooks back to Sense. Off, sandbox connections can be neither created nor used, so a
+# production deployment never sends into it by mistake.
+SANDBOX_ENABLED = _read("SANDBOX_ENABLED", _bool, DEBUG)
+# Sense's own URL as its workers reach it: where a new sandbox connection posts its webhooks
+# (its base URL) unless given another one. `make run` sets it from PORT.
+SANDBOX_WEBHOOK_BASE_URL = _read("SANDBOX_WEBHOOK_BASE_URL", _url("http", "https"), "http://127.0.0.1:8000")

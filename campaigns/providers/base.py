@@ -172,6 +172,17 @@ class Provider:
         return ""
 
     @classmethod
+    def disabled_reason(cls) -> str:
+        """Why connections of this provider may not be created nor send here ("" when they
+        may): the sandbox is off unless SANDBOX_ENABLED."""
+        return ""
+
+    @classmethod
+    def check_credentials(cls, credentials: dict[str, str]) -> None:
+        """Check the values of CREDENTIALS (names are checked by the caller). Raises
+        ValueError with a message for a person."""
+
+    @classmethod
     def required_credentials(cls) -> tuple[str, ...]:
         return tuple(c.name for c in cls.credentials if c.required)
 

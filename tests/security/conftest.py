@@ -95,6 +95,7 @@ PUBLIC = {
     ),
     r"^api/webhooks/whatsapp/(?P<token>[\w-]+)$": ("/api/webhooks/whatsapp/nope", WEBHOOK),
     "api/webhooks/whatsapp/<str:token>/": ("/api/webhooks/whatsapp/nope/", WEBHOOK),
+    "api/webhooks/sandbox/<str:token>/": ("/api/webhooks/sandbox/nope/", WEBHOOK),
 }
 # The Django admin is for staff (Sense's operators), never for tenant users: ADMIN_ROUTES in
 # test_tenant_isolation.py checks that a tenant admin who is not staff is sent to the admin

@@ -120,6 +120,7 @@ POST_NOT_A_FORM = {
 CSRF_EXEMPT = {
     "campaigns.webhook_views.evolution": WEBHOOK,
     "campaigns.webhook_views.whatsapp": WEBHOOK,
+    "campaigns.webhook_views.sandbox": WEBHOOK,
     "media.file_views.upload_media": "checks CSRF itself once the multipart body is streamed (CSRF_FORMS)",
 }
 
