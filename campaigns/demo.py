@@ -28,7 +28,7 @@ LAST = ["Silva", "Souza", "Oliveira", "Santos", "Pereira", "Lima"]
 CITIES = ["São Paulo", "Rio de Janeiro", "Belo Horizonte", "Curitiba", "Recife"]
 MESSAGE = "Olá {{name}}! Temos novidades para você em {{city}}."
 SANDBOX_NAME = "Demo sandbox"
-# Messages per minute of the demo connection: the draft's 35 messages go out in about 20 s,
+# Messages per minute of the demo connection: the draft's 37 messages go out in about 20 s,
 # slowly enough to watch "sent" climb, while delivered and read follow a few seconds behind.
 SANDBOX_RATE = 120
 
