@@ -9,7 +9,7 @@ PORT ?= 8000
 VAR_DIR := $(or $(SENSE_VAR_DIR),var)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run worker migrate test test-fast lint fmt clean bench
+.PHONY: help install install-test system run worker migrate test test-fast lint fmt clean bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,7 +45,10 @@ worker: $(STAMP_BASE) ## Run Dramatiq workers (needs RABBITMQ_URL)
 migrate: $(STAMP_BASE) ## Apply database migrations
 	$(PY) manage.py migrate
 
-test: $(STAMP_TEST) ## Set up and run the whole suite on PostgreSQL, Redis, RabbitMQ and S3 (moto)
+system: ## Install the missing Debian packages of requirements/system.txt (as root; else print the command)
+	@.ci/system-packages
+
+test: system $(STAMP_TEST) ## Set up (system packages, venv) and run the whole suite on PostgreSQL, Redis, RabbitMQ, S3
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP_TEST) ## Run the suite without the slow (fault, browser, end-to-end) tests

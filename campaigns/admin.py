@@ -164,6 +164,8 @@ class CampaignAdmin(admin.ModelAdmin):
         "pause_reason",
         "consecutive_errors",
         "started_at",
+        "prepared_at",
+        "audience_count",
         "finished_at",
         "created_by",
         "created_at",

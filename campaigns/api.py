@@ -278,6 +278,11 @@ class Stats(Schema):
     unknown: int
 
 
+class Preparation(Schema):
+    prepared: int
+    total: int | None
+
+
 class CampaignOut(Schema):
     id: UUID
     name: str
@@ -285,8 +290,10 @@ class CampaignOut(Schema):
     connection_id: UUID
     scheduled_at: datetime | None
     started_at: datetime | None
+    prepared_at: datetime | None
     finished_at: datetime | None
     stats: Stats
+    preparation: Preparation | None
     message: str
     media_id: UUID | None
     tags: list[str]
@@ -371,6 +378,8 @@ def update_campaign(request: TenantHttpRequest, campaign_id: UUID, payload: Camp
 
 @campaigns_router.post("/{uuid:campaign_id}/start/", response=CampaignOut, summary="Start (or schedule) a draft")
 def start_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
+    """The campaign is `preparing` at once, whatever its audience size: a worker takes the
+    audience snapshot (`preparation` shows its progress), then it is `running`."""
     return services.campaign_start(campaign=_campaign(request, campaign_id))
 
 

@@ -1,5 +1,6 @@
 """Live campaign stats: a `campaign.stats` frame to the tenant's socket group whenever a
-campaign's counters or status change.
+campaign's counters or status change (with the audience snapshot's progress while it is
+being taken: `preparation`, see `Campaign.preparation`).
 
 Best effort and coalesced: changes to one campaign within the coalescer's interval become
 one frame carrying the latest state, read with one query for every campaign marked. Work
@@ -25,21 +26,24 @@ def _publish_stats(campaign_ids: set[Any]) -> None:
     """One query for every campaign whose counters or status changed, then one frame each."""
     names = [f"stat_{n}" for n in Campaign.STAT_NAMES]
     try:
-        rows = list(
-            Campaign.objects.filter(pk__in=campaign_ids).values("id", "tenant_id", "status", "pause_reason", *names)
+        campaigns = list(
+            Campaign.objects.filter(pk__in=campaign_ids).only(
+                "id", "tenant_id", "status", "pause_reason", "prepare_cursor", "audience_count", *names
+            )
         )
     except Exception as exc:  # a live update must never fail the work that triggered it
         log.warning("[CAMPAIGN] stats broadcast skipped: %s", exc.__class__.__name__)
         return
-    for row in rows:
+    for campaign in campaigns:
         realtime.broadcast(
-            row["tenant_id"],
+            campaign.tenant_id,
             {
                 "type": "campaign.stats",
-                "campaign_id": str(row["id"]),
-                "status": row["status"],
-                "pause_reason": row["pause_reason"],
-                "stats": {n: row[f"stat_{n}"] for n in Campaign.STAT_NAMES},
+                "campaign_id": str(campaign.id),
+                "status": campaign.status,
+                "pause_reason": campaign.pause_reason,
+                "stats": campaign.stats,
+                "preparation": campaign.preparation,
             },
         )
 

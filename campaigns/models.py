@@ -91,6 +91,8 @@ class Contact(TenantOwned):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "phone"], name="contact_unique_tenant_phone")]
+        # The audience snapshot walks one tenant's contacts in chunks of ids.
+        indexes = [models.Index(fields=["tenant", "id"], name="contact_tenant_id")]
         ordering = ["name", "phone"]
         verbose_name = _("contact")
         verbose_name_plural = _("contacts")
@@ -301,6 +303,7 @@ class Campaign(TenantOwned):
     class Status(models.TextChoices):
         DRAFT = "draft", _("Draft")
         SCHEDULED = "scheduled", _("Scheduled")
+        PREPARING = "preparing", _("Preparing")
         RUNNING = "running", _("Running")
         PAUSED = "paused", _("Paused")
         CANCELLED = "cancelled", _("Cancelled")
@@ -333,9 +336,19 @@ class Campaign(TenantOwned):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # When a sender last worked on (or plans to resume) this campaign; the periodic kick
-    # re-enqueues senders for running campaigns whose senders the broker lost.
+    # When a worker last worked on (or plans to resume) this campaign: its senders while it
+    # runs, its audience snapshot while that is taken. The periodic kick re-enqueues the work
+    # whose messages the broker (or a crashed worker) lost.
     dispatch_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The audience snapshot (campaigns.services.campaign_prepare): taken in chunks of contact
+    # ids by one worker run at a time (the owner), after the start has answered. The cursor
+    # is set only while a snapshot is being taken: contacts with ids up to it are done.
+    prepared_at = models.DateTimeField(_("audience prepared at"), null=True, blank=True, editable=False)
+    audience_count = models.PositiveIntegerField(
+        _("audience"), null=True, blank=True, editable=False, help_text=_("sendable contacts when preparing began")
+    )
+    prepare_cursor = models.BigIntegerField(null=True, blank=True, editable=False)
+    prepare_owner = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -388,23 +401,43 @@ class Campaign(TenantOwned):
         self._transition("unschedule", {self.Status.SCHEDULED}, self.Status.DRAFT)
 
     def start(self) -> None:
-        """draft or scheduled -> running (the caller snapshots the audience in the same transaction)."""
+        """draft or scheduled -> preparing, with a fresh audience snapshot to take (the caller
+        enqueues its worker; `complete_preparation` then makes it run)."""
         allowed = {self.Status.DRAFT, self.Status.SCHEDULED}
+        now = timezone.now()
         self._transition(
-            "start", allowed, self.Status.RUNNING, started_at=timezone.now(), pause_reason="", consecutive_errors=0
+            "start",
+            allowed,
+            self.Status.PREPARING,
+            started_at=now,
+            pause_reason="",
+            consecutive_errors=0,
+            prepared_at=None,
+            audience_count=None,
+            prepare_cursor=0,
+            prepare_owner=None,
+            dispatch_seen_at=now,
         )
 
     def pause(self, reason: str = "") -> None:
-        """running -> paused."""
-        self._transition("pause", {self.Status.RUNNING}, self.Status.PAUSED, pause_reason=reason)
+        """preparing or running -> paused. A snapshot being taken goes on to its end."""
+        self._transition("pause", {self.Status.PREPARING, self.Status.RUNNING}, self.Status.PAUSED, pause_reason=reason)
 
     def resume(self) -> None:
-        """paused -> running, with the error run forgotten."""
-        self._transition("resume", {self.Status.PAUSED}, self.Status.RUNNING, pause_reason="", consecutive_errors=0)
+        """paused -> running, with the error run forgotten; back to preparing when the audience
+        snapshot has not finished yet."""
+        with transaction.atomic():
+            # Read under the row lock that `complete_preparation` takes too: a snapshot ending
+            # meanwhile is seen, so the campaign cannot go back to preparing with nobody on it.
+            locked = Campaign.objects.select_for_update().filter(pk=self.pk)
+            self.prepare_cursor = locked.values_list("prepare_cursor", flat=True).first()
+            to_status = self.Status.RUNNING if self.prepare_cursor is None else self.Status.PREPARING
+            self._transition("resume", {self.Status.PAUSED}, to_status, pause_reason="", consecutive_errors=0)
 
     def cancel(self) -> None:
-        """scheduled, running or paused -> cancelled (the caller cancels unsent deliveries)."""
-        allowed = {self.Status.SCHEDULED, self.Status.RUNNING, self.Status.PAUSED}
+        """scheduled, preparing, running or paused -> cancelled (the caller cancels unsent
+        deliveries; a snapshot being taken stops, its chunk in progress rolled back)."""
+        allowed = {self.Status.SCHEDULED, self.Status.PREPARING, self.Status.RUNNING, self.Status.PAUSED}
         self._transition("cancel", allowed, self.Status.CANCELLED, finished_at=timezone.now())
 
     def finish(self) -> None:
@@ -414,6 +447,82 @@ class Campaign(TenantOwned):
     def reopen(self) -> None:
         """finished -> running, to send failed deliveries again (the caller moves them back)."""
         self._transition("reopen", {self.Status.FINISHED}, self.Status.RUNNING, finished_at=None)
+
+    # The audience snapshot. One worker run owns it at a time (`prepare_owner`, claimed with
+    # a conditional UPDATE); each chunk moves the cursor, the counters and the heartbeat only
+    # while that run still owns it and the campaign is preparing or paused, so a cancel or a
+    # takeover rolls the old run's chunk back and stops it.
+
+    @property
+    def is_preparing(self) -> bool:
+        """The audience snapshot is still being taken (preparing, or paused before it ended)."""
+        return self.prepare_cursor is not None and self.status in (self.Status.PREPARING, self.Status.PAUSED)
+
+    @property
+    def preparation(self) -> dict[str, int | None] | None:
+        """While is_preparing, {"prepared": deliveries created so far, "total": sendable
+        contacts counted when it began (None until counted)}; None otherwise."""
+        if not self.is_preparing:
+            return None
+        return {"prepared": self.stat_total, "total": self.audience_count}
+
+    @classmethod
+    def _preparing(cls, campaign_id: Any) -> models.QuerySet[Campaign]:
+        return cls.objects.filter(
+            pk=campaign_id, prepare_cursor__isnull=False, status__in=[cls.Status.PREPARING, cls.Status.PAUSED]
+        )
+
+    @classmethod
+    def claim_preparation(cls, campaign_id: Any, owner: uuid.UUID, *, stale_after: float) -> bool:
+        """Make OWNER the run taking the snapshot, when nobody owns it or its owner's heartbeat
+        is older than STALE_AFTER seconds (that run died). True when claimed."""
+        now = timezone.now()
+        free = Q(prepare_owner__isnull=True) | Q(dispatch_seen_at__lt=now - timedelta(seconds=stale_after))
+        return bool(cls._preparing(campaign_id).filter(free).update(prepare_owner=owner, dispatch_seen_at=now))
+
+    @classmethod
+    def advance_preparation(
+        cls, campaign_id: Any, owner: uuid.UUID, *, upto: int, created: int = 0, **fields: Any
+    ) -> bool:
+        """Record that OWNER's snapshot covers contact ids up to UPTO and created CREATED more
+        pending deliveries (counted, in the caller's transaction), with a heartbeat (and
+        FIELDS); False, changing nothing, when OWNER no longer owns it or it was cancelled."""
+        if created:
+            fields.update(stat_total=F("stat_total") + created, stat_pending=F("stat_pending") + created)
+        return bool(
+            cls._preparing(campaign_id)
+            .filter(prepare_owner=owner)
+            .update(prepare_cursor=upto, dispatch_seen_at=timezone.now(), **fields)
+        )
+
+    @classmethod
+    def release_preparation(cls, campaign_id: Any, owner: uuid.UUID) -> None:
+        """OWNER stops taking the snapshot before its end; the next run claims it at once."""
+        cls._preparing(campaign_id).filter(prepare_owner=owner).update(prepare_owner=None)
+
+    @classmethod
+    def complete_preparation(cls, campaign_id: Any, owner: uuid.UUID) -> str | None:
+        """End OWNER's snapshot: preparing -> running (finished when it holds no delivery); a
+        campaign paused meanwhile stays paused. Returns the status it is left in, or None when
+        OWNER no longer owns it (changing nothing)."""
+        with transaction.atomic():
+            campaign = cls._preparing(campaign_id).filter(prepare_owner=owner).select_for_update().first()
+            if campaign is None:
+                return None
+            now = timezone.now()
+            fields: dict[str, Any] = {
+                "prepared_at": now,
+                "prepare_cursor": None,
+                "prepare_owner": None,
+                "audience_count": campaign.stat_total,
+            }
+            if campaign.status == cls.Status.PREPARING:
+                if campaign.stat_total:
+                    fields.update(status=cls.Status.RUNNING, dispatch_seen_at=now)
+                else:
+                    fields.update(status=cls.Status.FINISHED, finished_at=now)
+            cls.objects.filter(pk=campaign_id).update(updated_at=now, **fields)
+        return str(fields.get("status", campaign.status))
 
     @classmethod
     def finish_if_done(cls, campaign_id: Any) -> bool:

@@ -3,6 +3,9 @@
 Keyword-only functions named `<entity>_<action>`. Lifecycle rules about one campaign row
 are `Campaign` methods; the functions here add what crosses rows and processes: the
 audience snapshot, cancelling unsent deliveries, enqueuing senders on commit, live updates.
+
+A start answers at once: the campaign becomes `preparing` and a worker takes the audience
+snapshot (`campaign_prepare`, set-based in `campaigns.snapshot`), then makes it run.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import io
 import logging
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import csv_import, retention
+from campaigns import csv_import, retention, snapshot
 from campaigns.csv_import import ImportResult, import_contacts
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import (
@@ -47,6 +51,7 @@ from campaigns.models import (
     normalize_phone,
 )
 from campaigns.providers import Provider, provider_class, registry
+from campaigns.snapshot import render_text
 from media import objects
 from media.models import Asset
 from sense.errors import Conflict, ServiceError, Unavailable
@@ -55,8 +60,8 @@ from sense.tenancy import get_for_tenant
 
 log = logging.getLogger("sense.campaigns")
 
-PLACEHOLDER = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
-SNAPSHOT_BATCH = 2000
+# A preparation run hands over to a fresh message after this long (workers stay shared).
+PREPARE_SLICE_SECONDS = 30.0
 
 
 # --- Contacts ---------------------------------------------------------------------------
@@ -472,21 +477,6 @@ def connection_webhook_path(connection: Connection) -> str:
 # --- Campaigns ----------------------------------------------------------------------------
 
 
-def render_text(template: str, *, name: str, phone: str, attributes: dict[str, Any]) -> str:
-    """TEMPLATE with {{name}}, {{phone}} and {{<attribute>}} filled in; unknown ones render empty."""
-
-    def value(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key == "name":
-            return name
-        if key == "phone":
-            return phone
-        found = attributes.get(key)
-        return "" if found is None else str(found)
-
-    return PLACEHOLDER.sub(value, template)
-
-
 def render_message(template: str, contact: Contact) -> str:
     """TEMPLATE rendered for CONTACT (see render_text)."""
     return render_text(template, name=contact.name, phone=contact.phone, attributes=contact.attributes or {})
@@ -589,50 +579,100 @@ def _enqueue_senders(campaign_id: Any) -> None:
     transaction.on_commit(send)
 
 
-def snapshot_audience(campaign: Campaign) -> int:
-    """Create one pending Delivery per sendable contact of CAMPAIGN's audience (opted-out
-    contacts left out; once per contact even if run twice) and set the counters. Returns
-    how many deliveries the campaign has. Run inside the start transaction."""
-    audience: Any = Contact.objects.for_tenant(campaign.tenant)
-    contacts = (
-        audience.with_any_tag(campaign.tags).sendable().order_by("pk").values_list("pk", "phone", "name", "attributes")
-    )
-    batch: list[Delivery] = []
-    for contact_id, phone, name, attributes in contacts.iterator(chunk_size=SNAPSHOT_BATCH):
-        text = render_text(campaign.message, name=name, phone=phone, attributes=attributes or {})
-        batch.append(
-            Delivery(tenant_id=campaign.tenant_id, campaign=campaign, contact_id=contact_id, phone=phone, text=text)
-        )
-        if len(batch) >= SNAPSHOT_BATCH:
-            Delivery.objects.bulk_create(batch, ignore_conflicts=True)
-            batch = []
-    if batch:
-        Delivery.objects.bulk_create(batch, ignore_conflicts=True)
-    unsent = Q(status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING])
-    counts = Delivery.objects.filter(campaign=campaign).aggregate(total=Count("pk"), pending=Count("pk", filter=unsent))
-    total, pending = counts["total"], counts["pending"]
-    Campaign.objects.filter(pk=campaign.pk).update(stat_total=total, stat_pending=pending)
-    campaign.stat_total, campaign.stat_pending = total, pending
-    return total
+def _enqueue_preparation(campaign_id: Any) -> None:
+    """Start the campaign's audience snapshot once the transaction that asked for it commits."""
+    from campaigns.tasks import prepare_campaign
+
+    transaction.on_commit(lambda: prepare_campaign.send(str(campaign_id)))
 
 
-def _run(campaign: Campaign) -> Campaign:
-    """draft/scheduled -> running: snapshot, then senders on commit (finished at once when
-    the audience is empty)."""
+def _begin(campaign: Campaign) -> Campaign:
+    """draft/scheduled -> preparing; the snapshot's worker is enqueued on commit. Costs the
+    same at any audience size: nothing is read from the audience here."""
     with transaction.atomic():
         campaign.start()
-        total = snapshot_audience(campaign)
-        if total == 0:
-            campaign.finish()
-        else:
-            _enqueue_senders(campaign.pk)
+        _enqueue_preparation(campaign.pk)
         broadcast_stats_on_commit(campaign.pk)
-    log.info("[CAMPAIGN] %s started with %d deliveries", campaign.pk, total)
+    log.info("[CAMPAIGN] %s started: preparing its audience", campaign.pk)
     return campaign
 
 
+class _Lost(Exception):
+    """This run no longer owns the audience snapshot (cancelled, or taken over)."""
+
+
+@dataclass
+class Preparation:
+    created: int = 0  # deliveries this run created
+    status: str | None = None  # where the campaign was left when this run ended the snapshot
+    again: bool = False  # the slice ended first: the caller enqueues another run
+
+
+def campaign_prepare(
+    *, campaign_id: UUID | str, slice_seconds: float | None = None, chunk_size: int | None = None
+) -> Preparation:
+    """Take CAMPAIGN_ID's audience snapshot for up to SLICE_SECONDS (PREPARE_SLICE_SECONDS;
+    one chunk at least): one pending delivery per sendable contact, CHUNK_SIZE contacts
+    (CAMPAIGN_PREPARE_CHUNK) per transaction, each with its counters. At the end the campaign
+    runs (its senders enqueued on commit), finishes when empty, or stays paused if paused
+    meanwhile. Idempotent: a run claims the snapshot first (nothing to do when another live
+    run owns it, or it ended, or it was cancelled) and goes on from the last chunk committed;
+    ON CONFLICT DO NOTHING keeps one delivery per contact whatever happens."""
+    owner = uuid.uuid4()
+    if not Campaign.claim_preparation(campaign_id, owner, stale_after=settings.CAMPAIGN_PREPARE_STALE_SECONDS):
+        return Preparation()
+    outcome = Preparation()
+    size = chunk_size or settings.CAMPAIGN_PREPARE_CHUNK
+    slice_seconds = PREPARE_SLICE_SECONDS if slice_seconds is None else slice_seconds
+    started = time.monotonic()
+    try:
+        campaign = Campaign.objects.get(pk=campaign_id)
+        cursor = campaign.prepare_cursor
+        assert cursor is not None  # claimed: a snapshot is in progress
+        if campaign.audience_count is None:
+            count = snapshot.audience(campaign).count()
+            Campaign.advance_preparation(campaign.pk, owner, upto=cursor, audience_count=count)
+            broadcast_stats_on_commit(campaign.pk)
+        while (upto := snapshot.next_bound(campaign, after=cursor, size=size)) is not None:
+            try:
+                with transaction.atomic():
+                    created = snapshot.insert_deliveries(campaign, after=cursor, upto=upto)
+                    # Last, so the campaign row is locked for a moment only and a pause or
+                    # cancel never waits for a chunk (the inserts only key-share lock it). A
+                    # cancel committed while this chunk was written fails this, and the chunk
+                    # rolls back; one that comes after it sees (and cancels) its deliveries.
+                    if not Campaign.advance_preparation(campaign.pk, owner, upto=upto, created=created):
+                        raise _Lost
+                    broadcast_stats_on_commit(campaign.pk)
+            except _Lost:
+                return outcome  # cancelled, or a newer run took over
+            outcome.created += created
+            cursor = upto
+            if time.monotonic() - started > slice_seconds:  # after one chunk at least
+                Campaign.release_preparation(campaign.pk, owner)
+                outcome.again = True
+                return outcome
+        with transaction.atomic():
+            outcome.status = Campaign.complete_preparation(campaign.pk, owner)
+            if outcome.status == Campaign.Status.RUNNING:
+                _enqueue_senders(campaign.pk)
+            broadcast_stats_on_commit(campaign.pk)
+    except BaseException:
+        # Let the retry (or another run) claim it at once rather than after the heartbeat
+        # goes stale; when the database itself is the trouble, the sweeper does it later.
+        try:
+            Campaign.release_preparation(campaign_id, owner)
+        except Exception:
+            log.warning("[CAMPAIGN] %s: preparation not released", campaign_id)
+        raise
+    if outcome.status is not None:
+        log.info("[CAMPAIGN] %s prepared: %s", campaign_id, outcome.status)
+    return outcome
+
+
 def campaign_start(*, campaign: Campaign) -> Campaign:
-    """Start a draft: scheduled when its scheduled_at is in the future, running otherwise."""
+    """Start a draft: scheduled when its scheduled_at is in the future, preparing otherwise
+    (running once a worker has taken its audience snapshot)."""
     if campaign.status != Campaign.Status.DRAFT:
         raise_invalid("start", campaign)
     if not campaign.connection.is_active:
@@ -646,7 +686,7 @@ def campaign_start(*, campaign: Campaign) -> Campaign:
             broadcast_stats_on_commit(campaign.pk)
         log.info("[CAMPAIGN] %s scheduled for %s", campaign.pk, campaign.scheduled_at.isoformat())
         return campaign
-    return _run(campaign)
+    return _begin(campaign)
 
 
 def raise_invalid(action: str, campaign: Campaign) -> None:
@@ -661,8 +701,9 @@ def campaign_unschedule(*, campaign: Campaign) -> Campaign:
 
 
 def campaign_pause(*, campaign: Campaign, reason: str = "") -> Campaign:
-    """running -> paused. Senders claim nothing once this commits (their claim requires a
-    running campaign); a send already in flight completes and is recorded."""
+    """preparing or running -> paused. Senders claim nothing once this commits (their claim
+    requires a running campaign); a send already in flight completes and is recorded. An
+    audience snapshot being taken goes on to its end and leaves the campaign paused."""
     with transaction.atomic():
         campaign.pause(reason)
         broadcast_stats_on_commit(campaign.pk)
@@ -673,8 +714,10 @@ def campaign_pause(*, campaign: Campaign, reason: str = "") -> Campaign:
 def campaign_resume(*, campaign: Campaign) -> Campaign:
     with transaction.atomic():
         campaign.resume()
-        Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
-        _enqueue_senders(campaign.pk)
+        if campaign.status == Campaign.Status.RUNNING:
+            Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
+            _enqueue_senders(campaign.pk)
+        # Back to preparing: the snapshot's run is still on it (or the sweeper restarts it).
         broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s resumed", campaign.pk)
     return campaign
@@ -708,7 +751,9 @@ def deliveries_retry_failed(*, campaign: Campaign) -> int:
 
 
 def campaign_cancel(*, campaign: Campaign) -> Campaign:
-    """Stop for good: unsent (pending) deliveries become cancelled. A send in flight completes."""
+    """Stop for good: unsent (pending) deliveries become cancelled. A send in flight completes;
+    an audience snapshot being taken stops, the chunk it is writing rolled back (so no
+    delivery it makes stays pending)."""
     with transaction.atomic():
         campaign.cancel()
         cancelled = Delivery.move_many(
@@ -732,14 +777,14 @@ def campaign_finish_if_done(*, campaign_id: Any) -> bool:
 
 
 def campaigns_start_due(*, now: datetime | None = None) -> list[UUID]:
-    """Run every scheduled campaign whose time has come; returns their ids. Two workers may
-    race: the conditional status update lets one win, the other skips."""
+    """Start (prepare, then run) every scheduled campaign whose time has come; returns their
+    ids. Two workers may race: the conditional status update lets one win, the other skips."""
     now = now or timezone.now()
     started = []
     due = Campaign.objects.filter(status=Campaign.Status.SCHEDULED, scheduled_at__lte=now).order_by("scheduled_at")
     for campaign in due.select_related("tenant")[:50]:
         try:
-            _run(campaign)
+            _begin(campaign)
         except Conflict:
             continue
         started.append(campaign.pk)
@@ -781,10 +826,11 @@ def deliveries_sweep_stale(*, older_than: timedelta | None = None) -> int:
 
 def campaigns_kick_stalled(*, stalled_for: timedelta = timedelta(seconds=60)) -> list[UUID]:
     """Re-enqueue senders for running campaigns nobody has worked on for STALLED_FOR (the
-    broker lost their messages), clean up what cancelled campaigns left pending, and finish
-    running campaigns with nothing left. Returns the ids kicked."""
+    broker lost their messages), re-enqueue audience snapshots whose run went silent
+    (`campaigns_kick_stalled_preparations`), clean up what cancelled campaigns left pending,
+    and finish running campaigns with nothing left. Returns the ids kicked."""
     now = timezone.now()
-    kicked = []
+    kicked = campaigns_kick_stalled_preparations()
     for campaign_id in Campaign.objects.filter(status=Campaign.Status.RUNNING, stat_pending=0).values_list(
         "pk", flat=True
     ):
@@ -811,7 +857,27 @@ def campaigns_kick_stalled(*, stalled_for: timedelta = timedelta(seconds=60)) ->
             campaign_id=campaign_id, from_status=Delivery.Status.PENDING, to_status=Delivery.Status.CANCELLED
         )
     if kicked:
-        log.warning("[CAMPAIGN] re-enqueued senders for %d stalled campaign(s)", len(kicked))
+        log.warning("[CAMPAIGN] re-enqueued senders or snapshots for %d stalled campaign(s)", len(kicked))
+    return kicked
+
+
+def campaigns_kick_stalled_preparations() -> list[UUID]:
+    """Re-enqueue the audience snapshot of every campaign still preparing (or paused before
+    its snapshot ended) whose heartbeat is older than CAMPAIGN_PREPARE_STALE_SECONDS: its
+    worker crashed, or the broker lost its message. The stale owner is dropped in the same
+    conditional UPDATE, so the new run claims it at once and the old one, if it was only
+    slow, stops at its next chunk. Returns the ids re-enqueued."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.CAMPAIGN_PREPARE_STALE_SECONDS)
+    stale = Campaign.objects.filter(
+        prepare_cursor__isnull=False, status__in=[Campaign.Status.PREPARING, Campaign.Status.PAUSED]
+    ).exclude(dispatch_seen_at__gte=cutoff)
+    kicked = []
+    for campaign_id in stale.values_list("pk", flat=True):
+        with transaction.atomic():
+            if stale.filter(pk=campaign_id).update(prepare_owner=None, dispatch_seen_at=now):
+                _enqueue_preparation(campaign_id)
+                kicked.append(campaign_id)
     return kicked
 
 

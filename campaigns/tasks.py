@@ -36,6 +36,19 @@ def prune_webhooks() -> None:
     retention.webhook_events_prune(budget=10.0)
 
 
+# --- Preparing (the audience snapshot) ------------------------------------------------------
+
+
+@dramatiq.actor(
+    queue_name=settings.CAMPAIGN_QUEUE, max_retries=5, min_backoff=1_000, max_backoff=60_000, time_limit=300_000
+)
+def prepare_campaign(campaign_id: str) -> None:
+    """Take a preparing campaign's audience snapshot for a while, then hand over to a fresh
+    message (the campaign runs once it is complete)."""
+    if services.campaign_prepare(campaign_id=campaign_id).again:
+        prepare_campaign.send(campaign_id)
+
+
 # --- Sending ---------------------------------------------------------------------------------
 
 
@@ -77,6 +90,7 @@ def sweep_stale_deliveries() -> None:
 
 @periodic(15)
 def kick_stalled_campaigns() -> None:
+    """Senders and audience snapshots whose worker or message was lost."""
     services.campaigns_kick_stalled()
 
 

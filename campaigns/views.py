@@ -197,6 +197,7 @@ def campaign_actions(campaign: Campaign) -> list[tuple[str, str, str]]:
     allowed = {
         Campaign.Status.DRAFT: ["start"],
         Campaign.Status.SCHEDULED: ["cancel"],
+        Campaign.Status.PREPARING: ["pause", "cancel"],
         Campaign.Status.RUNNING: ["pause", "cancel"],
         Campaign.Status.PAUSED: ["resume", "cancel"],
     }.get(Campaign.Status(campaign.status), [])

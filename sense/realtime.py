@@ -1,7 +1,11 @@
 """Live updates: one WebSocket group per tenant.
 
-Browsers connect with their session, API clients with `?token=<api token>`. Anyone
-else is closed with 4401 (not authenticated) or 4403 (not a member of that tenant).
+Browsers connect with their session, API clients with an API token (`?token=<api token>`
+or an `Authorization: Bearer <api token>` header). Anyone else is closed with 4401 (not
+authenticated) or 4403 (not a member of that tenant). Only a socket authenticated by its
+session cookie must come from one of ALLOWED_HOSTS (its Origin header): a browser sends the
+cookie whichever site opened the socket (cross-site WebSocket hijacking), while a token is
+never sent on its own, so token clients (scripts, servers, no Origin at all) skip the check.
 Senders call `broadcast(tenant_id, message)`, usually from `transaction.on_commit`.
 """
 
@@ -12,12 +16,13 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
+from channels.security.websocket import AllowedHostsOriginValidator
 
 from sense import throttle
 from sense.models import ApiToken, Membership
@@ -78,25 +83,48 @@ def broadcast(tenant_id: Any, message: dict[str, Any]) -> None:
     thread.join(timeout=2)
 
 
-@database_sync_to_async
-def _resolve(scope: dict[str, Any], tenant_id: str) -> tuple[int | None, bool]:
-    """(user id, is member of tenant_id) for the socket's session or ?token=."""
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin1")
+    return None
+
+
+def socket_token(scope: dict[str, Any]) -> str | None:
+    """The API token the socket presents (an `Authorization: Bearer` header, else `?token=`),
+    or None when it presents none."""
+    scheme, _, value = (_header(scope, b"authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
     query = parse_qs(scope.get("query_string", b"").decode())
-    raw = (query.get("token") or [""])[0]
-    user_id: int | None = None
-    if raw:
+    return (query.get("token") or [""])[0] or None
+
+
+def origin_allowed(scope: dict[str, Any]) -> bool:
+    """Whether the socket's Origin is one of ALLOWED_HOSTS, by channels'
+    AllowedHostsOriginValidator rule (False without an Origin header)."""
+    origin = _header(scope, b"origin")
+    validator = AllowedHostsOriginValidator(None)
+    return bool(validator.valid_origin(urlparse(origin) if origin else None))
+
+
+@database_sync_to_async
+def _resolve(scope: dict[str, Any], tenant_id: str) -> tuple[int | None, bool, bool]:
+    """(user id, is member of tenant_id, authenticated by the session cookie) for the
+    socket's API token or, when it presents none, its session. A token that fails is not
+    followed by the session: the socket is then unauthenticated."""
+    raw = socket_token(scope)
+    if raw is not None:
         token = ApiToken.authenticate(raw)
         if token is None:
             client = scope.get("client") or [None]
             throttle.token_failed(client[0])  # counts toward the address's HTTP 429 (sense.throttle)
-            return None, False
-        return token.membership.user_id, str(token.membership.tenant_id) == tenant_id
+            return None, False, False
+        return token.membership.user_id, str(token.membership.tenant_id) == tenant_id, False
     user = scope.get("user")
-    if user is not None and user.is_authenticated:
-        user_id = user.pk
-    if user_id is None:
-        return None, False
-    return user_id, Membership.objects.filter(user_id=user_id, tenant_id=tenant_id).exists()
+    if user is None or not user.is_authenticated:
+        return None, False, False
+    return user.pk, Membership.objects.filter(user_id=user.pk, tenant_id=tenant_id).exists(), True
 
 
 class TenantConsumer(AsyncJsonWebsocketConsumer):
@@ -116,7 +144,10 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         tenant_id = str(self.scope["url_route"]["kwargs"]["tenant_id"])
-        user_id, member = await _resolve(self.scope, tenant_id)
+        user_id, member, by_session = await _resolve(self.scope, tenant_id)
+        if by_session and not origin_allowed(self.scope):
+            await self.close()  # before accepting: the handshake is refused (HTTP 403)
+            return
         if user_id is None or not member:
             await self.accept()  # a close code (4401/4403) needs an accepted socket
             await self.close(code=CLOSE_UNAUTHENTICATED if user_id is None else CLOSE_FORBIDDEN)

@@ -490,6 +490,12 @@ CAMPAIGN_MAX_ATTEMPTS = _read("CAMPAIGN_MAX_ATTEMPTS", _int(1), 5)
 CAMPAIGN_SENDING_STALE_SECONDS = _read("CAMPAIGN_SENDING_STALE_SECONDS", _int(1), 120)
 # How often workers look for scheduled campaigns that are due (and stalled running ones).
 CAMPAIGN_DUE_CHECK_SECONDS = _read("CAMPAIGN_DUE_CHECK_SECONDS", _float, 2.0)
+# The audience snapshot of a started campaign (status `preparing`) is taken by a worker in
+# transactions of this many contacts each (its progress shows after each one) ...
+CAMPAIGN_PREPARE_CHUNK = _read("CAMPAIGN_PREPARE_CHUNK", _int(1), 10_000)
+# ... and a snapshot whose worker has shown no progress for this long is restarted by the
+# periodic kick (it goes on from its last chunk; no contact gets two deliveries).
+CAMPAIGN_PREPARE_STALE_SECONDS = _read("CAMPAIGN_PREPARE_STALE_SECONDS", _float, 60.0)
 # Prefix for media URLs that the storage returns relative (embedded mode, FileSystemStorage),
 # so the provider can fetch them, e.g. https://sense.example.com
 CAMPAIGN_MEDIA_BASE_URL = _read("CAMPAIGN_MEDIA_BASE_URL", _url("http", "https"), "")

@@ -1,5 +1,5 @@
 // Live updates for every page: one WebSocket per tab to /ws/tenant/<id>/.
-// Frames: {"type": "campaign.stats", campaign_id, status, stats} and
+// Frames: {"type": "campaign.stats", campaign_id, status, stats, preparation} and
 //         {"type": "media.updated", id, status, thumbnail_url}.
 // Elements opt in with data attributes; after a dropped connection the socket reconnects
 // with backoff and every [data-live-refresh] fragment is fetched again (htmx).
@@ -31,6 +31,7 @@
         var parts = el.dataset.bar.split("/");
         el.style.width = pct(s[parts[0]] || 0, s[parts[1]] || 0) + "%";
       });
+      applyPreparation(root, frame.preparation);
       if (frame.status) {
         root.querySelectorAll("[data-campaign-status]").forEach(function (el) {
           if (el.dataset.campaignStatus !== frame.status) {
@@ -49,6 +50,27 @@
     var modal = document.querySelector('[data-modal-campaign="' + frame.campaign_id + '"]');
     if (modal) throttledRefresh(modal);
     document.querySelectorAll('[data-deliveries-campaign="' + frame.campaign_id + '"]').forEach(throttledRefresh);
+  }
+
+  // The audience snapshot's progress while a started campaign prepares; once it is over the
+  // line goes (the actions fragment, which holds it on the campaign page, is fetched again).
+  function applyPreparation(root, preparation) {
+    root.querySelectorAll("[data-preparation]").forEach(function (el) {
+      if (!preparation) {
+        el.hidden = true;
+        var actions = root.querySelector("[data-live-refresh][data-actions]");
+        if (actions && actions.contains(el) && window.htmx) refresh(actions);
+        return;
+      }
+      el.hidden = false;
+      el.querySelectorAll("[data-prepared]").forEach(function (n) { n.textContent = fmt(preparation.prepared); });
+      if (preparation.total !== null && preparation.total !== undefined) {
+        el.querySelectorAll("[data-prepare-total]").forEach(function (n) { n.textContent = fmt(preparation.total); });
+        el.querySelectorAll("[data-prepare-bar]").forEach(function (n) {
+          n.style.width = Math.min(100, pct(preparation.prepared, preparation.total)) + "%";
+        });
+      }
+    });
   }
 
   var pending = new WeakMap();

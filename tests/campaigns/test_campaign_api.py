@@ -21,6 +21,16 @@ def _no_senders(monkeypatch: Any) -> None:
     monkeypatch.setattr(services, "_enqueue_senders", lambda campaign_id: None)
 
 
+def start(api: ApiClient, campaign: Campaign) -> dict[str, Any]:
+    """Start CAMPAIGN through the API, take its audience snapshot as the worker would, and
+    return the campaign as the API shows it then."""
+    response = api.post_json(f"/api/campaigns/{campaign.id}/start/")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "preparing"
+    services.campaign_prepare(campaign_id=campaign.id)
+    return dict(api.get_json(f"/api/campaigns/{campaign.id}/").json())
+
+
 def test_it_creates_a_draft_and_shows_it(api_alice: ApiClient, evolution: Any) -> None:
     response = api_alice.post_json(
         "/api/campaigns/",
@@ -54,22 +64,22 @@ def test_starting_snapshots_the_audience_once_per_contact_without_opted_out(
     make_contacts(1, start=20, tags=["vip"], opted_out=True)
     campaign = make_campaign(evolution, tags=["vip", "missing"], message="Oi {{name}} de {{city}}{{nope}}")
 
-    response = api_alice.post_json(f"/api/campaigns/{campaign.id}/start/")
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert body["status"] == "running" and body["started_at"]
+    body = start(api_alice, campaign)
+    assert body["status"] == "running" and body["started_at"] and body["prepared_at"]
     assert body["stats"]["total"] == 3 and body["stats"]["pending"] == 3
+    assert body["preparation"] is None
     deliveries = Delivery.objects.filter(campaign=campaign)
     assert sorted(d.text for d in deliveries) == [f"Oi Contact {i} de Recife" for i in range(3)]
     assert not deliveries.filter(contact__opted_out=True).exists()
-    # Running the snapshot again adds nobody twice.
-    assert services.snapshot_audience(campaign) == 3
+    # Taking the snapshot again adds nobody twice.
+    assert services.campaign_prepare(campaign_id=campaign.id).created == 0
+    assert deliveries.count() == 3
 
 
 def test_an_empty_audience_finishes_at_once(api_alice: ApiClient, evolution: Any, make_campaign: Any) -> None:
     campaign = make_campaign(evolution)
-    body = api_alice.post_json(f"/api/campaigns/{campaign.id}/start/").json()
-    assert body["status"] == "finished" and body["stats"]["total"] == 0
+    body = start(api_alice, campaign)
+    assert body["status"] == "finished" and body["stats"]["total"] == 0 and body["finished_at"]
 
 
 def test_a_future_start_time_schedules_and_can_go_back_to_draft(
@@ -89,6 +99,8 @@ def test_a_future_start_time_schedules_and_can_go_back_to_draft(
         ("draft", "cancel"),
         ("scheduled", "pause"),
         ("scheduled", "start"),
+        ("preparing", "start"),
+        ("preparing", "resume"),
         ("running", "start"),
         ("running", "resume"),
         ("paused", "pause"),
@@ -116,7 +128,7 @@ def test_pause_resume_and_cancel_follow_the_lifecycle(
 ) -> None:
     make_contacts(4)
     campaign = make_campaign(evolution)
-    api_alice.post_json(f"/api/campaigns/{campaign.id}/start/")
+    start(api_alice, campaign)
     assert api_alice.post_json(f"/api/campaigns/{campaign.id}/pause/").json()["status"] == "paused"
     assert api_alice.post_json(f"/api/campaigns/{campaign.id}/resume/").json()["status"] == "running"
     body = api_alice.post_json(f"/api/campaigns/{campaign.id}/cancel/").json()
@@ -139,7 +151,7 @@ def test_deliveries_are_listed_with_a_status_filter_and_pages(
 ) -> None:
     make_contacts(60)
     campaign = make_campaign(evolution)
-    api_alice.post_json(f"/api/campaigns/{campaign.id}/start/")
+    start(api_alice, campaign)
     first = Delivery.objects.filter(campaign=campaign).order_by("pk").first()
     assert first is not None
     Delivery.move(
@@ -171,5 +183,4 @@ def test_opted_out_contacts_added_later_are_still_left_out(
 ) -> None:
     Contact.objects.create(tenant=acme, phone="+5511988887777", name="Out", opted_out=True)
     campaign = make_campaign(evolution)
-    body = api_alice.post_json(f"/api/campaigns/{campaign.id}/start/").json()
-    assert body["stats"]["total"] == 0
+    assert start(api_alice, campaign)["stats"]["total"] == 0

@@ -29,7 +29,7 @@ def test_a_due_campaign_starts_and_sends(
     Campaign.objects.filter(pk=campaign.pk).update(scheduled_at=timezone.now() - timedelta(seconds=1))
     tasks.start_due_campaigns()
     campaign.refresh_from_db()
-    assert campaign.status in (Campaign.Status.RUNNING, Campaign.Status.FINISHED)
+    assert campaign.status in (Campaign.Status.PREPARING, Campaign.Status.RUNNING, Campaign.Status.FINISHED)
     wait_for(lambda: Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.FINISHED, timeout=30)
     assert len(sim.sends) == 5
 
@@ -55,7 +55,11 @@ def test_a_stalled_running_campaign_gets_its_senders_back(
     with monkeypatch.context() as m:  # the broker "loses" the sender messages
         m.setattr(services, "_enqueue_senders", lambda campaign_id: None)
         services.campaign_start(campaign=campaign)
-    assert services.campaigns_kick_stalled() == [campaign.pk]  # never seen by a sender
+        wait_for(lambda: Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.RUNNING, timeout=30)
+    assert services.campaigns_kick_stalled() == []  # its senders were enqueued just now
+    # A minute later no sender has shown up.
+    Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now() - timedelta(minutes=2))
+    assert services.campaigns_kick_stalled() == [campaign.pk]
     wait_for(lambda: Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.FINISHED, timeout=30)
     assert len(sim.sends) == 3
     assert services.campaigns_kick_stalled() == []

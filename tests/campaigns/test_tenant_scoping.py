@@ -17,6 +17,7 @@ def acme_objects(monkeypatch: Any, evolution: Any, make_contacts: Any, make_camp
     contact = make_contacts(1)[0]
     campaign = make_campaign(evolution)
     services.campaign_start(campaign=campaign)
+    services.campaign_prepare(campaign_id=campaign.pk)  # the worker's audience snapshot
     delivery = Delivery.objects.get(campaign=campaign)
     return {"contact": contact, "campaign": campaign, "delivery": delivery, "connection": evolution}
 

@@ -1,5 +1,5 @@
-"""Real `rundramatiq` processes: killed mid-batch (at most once), and two of them sharing
-one connection's rate limit."""
+"""Real `rundramatiq` processes: killed mid-batch (at most once), two of them sharing one
+connection's rate limit, and one killed while taking an audience snapshot."""
 
 from __future__ import annotations
 
@@ -99,3 +99,35 @@ def test_two_worker_processes_share_the_connections_rate_limit(
     assert senders & ports[0] and senders & ports[1]
     # And the limit was used, not just respected: 45 sends need at least 4 windows.
     assert times[-1] - times[0] >= 4 * window
+
+
+def test_a_worker_killed_while_preparing_is_replaced_by_the_sweeper_without_duplicates(
+    worker_processes: Any, settings: Any, evolution: Any, make_contacts: Any, make_campaign: Any
+) -> None:
+    total = 30_000
+    make_contacts(total)
+    env = {"CAMPAIGN_PREPARE_CHUNK": "100", "CAMPAIGN_PREPARE_STALE_SECONDS": "2"}
+    settings.CAMPAIGN_PREPARE_STALE_SECONDS = 2
+    first = worker_processes(**env)
+    wait_for(lambda: queue_consumers(settings.CAMPAIGN_QUEUE) >= 1, timeout=30, what="worker consuming")
+    campaign = make_campaign(evolution)
+    services.campaign_start(campaign=campaign)
+    services.campaign_pause(campaign=campaign)  # nothing is sent: the snapshot alone is under test
+    wait_for(lambda: Campaign.objects.get(pk=campaign.pk).stat_total >= 1000, timeout=60, what="snapshot under way")
+
+    first.stop(signal.SIGKILL)  # mid-chunk, holding the snapshot, without releasing it
+    campaign.refresh_from_db()
+    assert 0 < campaign.stat_total < total and campaign.prepare_owner is not None
+    assert services.campaigns_kick_stalled_preparations() == []  # its heartbeat is still fresh
+    wait_for(
+        lambda: services.campaigns_kick_stalled_preparations() == [campaign.pk], timeout=10, what="heartbeat stale"
+    )
+
+    worker_processes(**env)  # takes the sweeper's message (and RabbitMQ's redelivery: one claims)
+    wait_for(lambda: Campaign.objects.get(pk=campaign.pk).prepared_at is not None, timeout=120, what="prepared")
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    contacts = list(Delivery.objects.filter(campaign=campaign).values_list("contact_id", flat=True))
+    assert len(contacts) == len(set(contacts)) == total
+    assert campaign.stat_total == campaign.stat_pending == campaign.audience_count == total
+    assert services.campaign_recalc_stats(campaign_ids=[campaign.pk], fix=False) == []

@@ -55,9 +55,11 @@ def test_a_token_for_another_tenant_is_closed_with_4403(charlie: User, globex: T
 
 
 async def receive_broadcast(
-    path: str, headers: list[tuple[bytes, bytes]], tenant_id: Any, other_tenant_id: Any
+    path: str, headers: list[tuple[bytes, bytes]], tenant_id: Any, other_tenant_id: Any, *, origin: bool = True
 ) -> list[dict[str, Any]]:
-    communicator = WebsocketCommunicator(application, path, headers=[*HEADERS, *headers])
+    """The broadcasts a socket on PATH receives (with this site's Origin unless not ORIGIN)."""
+    base = HEADERS if origin else [(b"host", b"testserver")]
+    communicator = WebsocketCommunicator(application, path, headers=[*base, *headers])
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     await communicator.send_json_to({"type": "ping"})
@@ -151,3 +153,41 @@ def test_the_coalescer_flushes_a_burst_in_few_calls_and_never_drops_a_key() -> N
     coalescer.mark("campaign-a")  # a later change is flushed too
     coalescer.drain()
     assert flushed[-1] == {"campaign-a"}
+
+
+def test_a_client_without_an_origin_receives_broadcasts_with_a_token_in_the_query(
+    alice: User, acme: Tenant, globex: Tenant
+) -> None:
+    token = token_for(alice, acme)
+    got = asyncio.run(receive_broadcast(f"/ws/tenant/{acme.id}/?token={token}", [], acme.id, globex.id, origin=False))
+    assert got == [{"type": "campaign.stats", "campaign_id": "mine"}]
+
+
+def test_a_client_without_an_origin_receives_broadcasts_with_a_bearer_header(
+    alice: User, acme: Tenant, globex: Tenant
+) -> None:
+    bearer = (b"authorization", f"Bearer {token_for(alice, acme)}".encode())
+    got = asyncio.run(receive_broadcast(f"/ws/tenant/{acme.id}/", [bearer], acme.id, globex.id, origin=False))
+    assert got == [{"type": "campaign.stats", "campaign_id": "mine"}]
+
+
+def test_a_bad_token_is_not_followed_by_the_session_cookie(alice: User, acme: Tenant) -> None:
+    # A session with a failing token stays unauthenticated (and so skips no Origin check it needs).
+    code = asyncio.run(close_code(f"/ws/tenant/{acme.id}/?token=sense_nope", [session_cookie("alice")]))
+    assert code == CLOSE_UNAUTHENTICATED
+
+
+async def refused(path: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    if connected:
+        await communicator.disconnect()
+    return not connected
+
+
+def test_a_session_socket_from_a_foreign_origin_is_refused_at_the_handshake(alice: User, acme: Tenant) -> None:
+    path = f"/ws/tenant/{acme.id}/"
+    foreign = [(b"origin", b"https://evil.example"), (b"host", b"testserver"), session_cookie("alice")]
+    assert asyncio.run(refused(path, foreign))
+    assert asyncio.run(refused(path, [(b"host", b"testserver"), session_cookie("alice")]))  # no Origin
+    assert not asyncio.run(refused(path, [*HEADERS, session_cookie("alice")]))
