@@ -6,6 +6,7 @@ STAMP_BASE := $(VENV)/.installed-base
 STAMP_TEST := $(VENV)/.installed-test
 HOST ?= 127.0.0.1
 PORT ?= 8000
+VAR_DIR := $(or $(SENSE_VAR_DIR),var)
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-test system run worker migrate test test-fast lint fmt clean bench
@@ -30,10 +31,11 @@ install: $(STAMP_BASE) ## Create the venv and install the runtime requirements
 install-test: $(STAMP_TEST) ## Create the venv and install runtime and test requirements
 
 run: export DEBUG ?= true
+run: export SANDBOX_WEBHOOK_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: $(STAMP_BASE) ## Set up and serve http://127.0.0.1:8000 on the embedded defaults (or your env)
 	$(PY) manage.py migrate --noinput -v 0
-	@mkdir -p var
-	@test -f var/.seeded || ($(PY) manage.py seed_demo && touch var/.seeded)
+	@mkdir -p $(VAR_DIR)
+	@test -f $(VAR_DIR)/.seeded || ($(PY) manage.py seed_demo && touch $(VAR_DIR)/.seeded)
 	$(PY) manage.py ensure_bucket -v 0
 	$(VENV)/bin/uvicorn sense.asgi:application --host $(HOST) --port $(PORT)
 

@@ -14,6 +14,8 @@ from campaigns.models import (
     Campaign,
     Connection,
     Contact,
+    ContactErasure,
+    ContactImport,
     Delivery,
     DeliveryEvent,
     WebhookEvent,
@@ -40,6 +42,19 @@ class ContactAdmin(admin.ModelAdmin):
         with contextlib.suppress(ValueError):  # keep what was typed; the unique constraint still holds
             obj.phone = normalize_phone(obj.phone)
         super().save_model(request, obj, form, change)
+
+    # Deleting a contact here is an erasure (LGPD), as through the API and the contacts page.
+    def delete_model(self, request: HttpRequest, obj: Contact) -> None:
+        services.contact_erase(contact=obj, user=request.user, via=ContactErasure.Via.ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
+        for contact in queryset.select_related("tenant"):
+            services.contact_erase(contact=contact, user=request.user, via=ContactErasure.Via.ADMIN)
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        # A deletion entry would keep str(contact), its name and phone: the ContactErasure
+        # row is the record instead.
+        return []
 
     @admin.action(description=_("Opt out (never send to them)"))
     def opt_out(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
@@ -99,6 +114,8 @@ class ConnectionForm(forms.ModelForm, metaclass=_ConnectionFormMetaclass):
             allowed = registry[provider].allowed_credentials()
             creds = {k: v for k, v in creds.items() if k in allowed}
             try:
+                if self.instance._state.adding or provider != self.instance.provider:
+                    services.connection_provider_check(provider=provider)  # an existing one stays editable
                 creds = services.connection_credentials_check(provider=provider, credentials=creds)
             except ServiceError as exc:
                 raise forms.ValidationError(exc.message) from None
@@ -260,4 +277,50 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Statuses change only through Delivery.move (counters stay exact).
+        return False
+
+
+@admin.register(ContactErasure)
+class ContactErasureAdmin(admin.ModelAdmin):
+    """The audit trail of erasures: read-only, kept with the tenant."""
+
+    list_display = [
+        "erased_at",
+        "tenant",
+        "erased_by_name",
+        "via",
+        "deliveries_anonymized",
+        "deliveries_cancelled",
+        "webhook_events_deleted",
+    ]
+    list_filter = ["via", "tenant"]
+    list_select_related = ["tenant"]
+    date_hierarchy = "erased_at"
+    readonly_fields = [f.name for f in ContactErasure._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ContactImport)
+class ContactImportAdmin(admin.ModelAdmin):
+    """Background CSV imports, read-only: they change only through their worker's claim."""
+
+    list_display = ["created_at", "original_name", "tenant", "status", "processed", "total", "error_count"]
+    list_filter = ["status", "tenant"]
+    search_fields = ["original_name"]
+    list_select_related = ["tenant"]
+    exclude = ["errors"]
+    readonly_fields = [f.name for f in ContactImport._meta.fields if f.name != "errors"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

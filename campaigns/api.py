@@ -11,24 +11,17 @@ from uuid import UUID
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
+from django.http import StreamingHttpResponse
+from django.urls import reverse
 from ninja import File, Router, Schema
 from ninja.files import UploadedFile
 from ninja.responses import Status
 
 from campaigns import services
-from campaigns.models import Campaign, Connection, Contact, Delivery, DeliveryEvent
+from campaigns.models import Campaign, Connection, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
 from sense.errors import ServiceError
+from sense.pagination import PAGE_SIZE, paginate
 from sense.tenancy import TenantHttpRequest, get_for_tenant
-
-PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
-
-
-def _page(qs: QuerySet[Any], page: int, page_size: int) -> tuple[int, QuerySet[Any]]:
-    page = max(page, 1)
-    page_size = min(max(page_size, 1), MAX_PAGE_SIZE)
-    start = (page - 1) * page_size
-    return qs.count(), qs[start : start + page_size]
 
 
 def _require_admin(request: TenantHttpRequest) -> None:
@@ -100,8 +93,7 @@ def list_contacts(
         qs = qs.filter(Q(name__icontains=q) | Q(phone__contains=q))
     if opted_out is not None:
         qs = qs.filter(opted_out=opted_out)
-    count, items = _page(qs, page, page_size)
-    return {"count": count, "items": list(items)}
+    return paginate(qs, page=page, page_size=page_size)
 
 
 @contacts_router.post("/", response={201: ContactOut}, summary="Add a contact (phone normalized to E.164)")
@@ -109,10 +101,73 @@ def create_contact(request: TenantHttpRequest, payload: ContactIn) -> Status[Con
     return Status(201, services.contact_create(tenant=request.tenant, **payload.dict()))
 
 
-@contacts_router.post("/import/", response=ImportOut, summary="Import contacts from a CSV file (field `file`)")
-def import_contacts_csv(request: TenantHttpRequest, file: UploadedFile = File(...)) -> dict[str, Any]:  # noqa: B008
-    result = services.contacts_import(tenant=request.tenant, file=file)
-    return result.as_dict()  # type: ignore[no-any-return]
+class ImportQueued(Schema):
+    import_id: UUID
+    status_url: str
+
+
+class ContactImportOut(Schema):
+    id: UUID
+    status: str
+    file_name: str
+    total: int
+    processed: int
+    created: int
+    updated: int
+    error_count: int
+    errors: list[ImportError_]
+    failure: str
+    errors_url: str
+    created_at: datetime
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_file_name(obj: ContactImport) -> str:
+        return obj.original_name
+
+    @staticmethod
+    def resolve_errors_url(obj: ContactImport) -> str:
+        return reverse("api:contact_import_errors", kwargs={"import_id": obj.pk})
+
+
+@contacts_router.post(
+    "/import/",
+    response={200: ImportOut, 202: ImportQueued},
+    summary="Import contacts from a CSV file (field `file`): at once up to CONTACT_IMPORT_SYNC_MAX_ROWS rows, "
+    "else 202 and a worker imports it",
+)
+def import_contacts_csv(request: TenantHttpRequest, file: UploadedFile = File(...)) -> Any:  # noqa: B008
+    outcome = services.contacts_import_upload(tenant=request.tenant, user=request.user, file=file)
+    if isinstance(outcome, ContactImport):
+        status_url = reverse("api:contact_import", kwargs={"import_id": outcome.pk})
+        return Status(202, {"import_id": outcome.pk, "status_url": status_url})
+    return outcome.as_dict()
+
+
+@contacts_router.get(
+    "/imports/{uuid:import_id}/",
+    response=ContactImportOut,
+    url_name="contact_import",
+    summary="A background import: status, progress, counts and the first 1,000 bad rows",
+)
+def get_contact_import(request: TenantHttpRequest, import_id: UUID) -> ContactImport:
+    return get_for_tenant(ContactImport, request.tenant, pk=import_id)
+
+
+@contacts_router.get(
+    "/imports/{uuid:import_id}/errors/",
+    response={200: None},
+    url_name="contact_import_errors",
+    summary="Every bad row of a background import, as CSV (`row,error`)",
+    openapi_extra={"responses": {200: {"description": "CSV", "content": {"text/csv": {}}}}},
+)
+def get_contact_import_errors(request: TenantHttpRequest, import_id: UUID) -> StreamingHttpResponse:
+    job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
+    response = StreamingHttpResponse(
+        services.contact_import_errors_csv(job=job), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{job.errors_filename}"'
+    return response
 
 
 @contacts_router.get("/{int:contact_id}/", response=ContactOut)
@@ -126,9 +181,14 @@ def update_contact(request: TenantHttpRequest, contact_id: int, payload: Contact
     return services.contact_update(contact=contact, **payload.dict(exclude_unset=True))
 
 
-@contacts_router.delete("/{int:contact_id}/", response={204: None})
+@contacts_router.delete(
+    "/{int:contact_id}/",
+    response={204: None},
+    summary="Erase a contact (LGPD): its data goes, its deliveries stay as anonymous rows",
+)
 def delete_contact(request: TenantHttpRequest, contact_id: int) -> Status[None]:
-    get_for_tenant(Contact, request.tenant, pk=contact_id).delete()
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    services.contact_erase(contact=contact, user=request.user, via=ContactErasure.Via.API)
     return Status(204, None)
 
 
@@ -296,8 +356,7 @@ def list_campaigns(request: TenantHttpRequest, status: str = "", page: int = 1, 
     qs = Campaign.objects.for_tenant(request.tenant).order_by("-created_at")
     if status:
         qs = qs.filter(status=status)
-    count, items = _page(qs, page, page_size)
-    return {"count": count, "items": list(items)}
+    return paginate(qs, page=page, page_size=page_size)
 
 
 @campaigns_router.post("/", response={201: CampaignOut}, summary="Create a draft campaign")
@@ -354,8 +413,7 @@ def list_deliveries(
         if status not in Delivery.Status.values:
             raise ServiceError(f"Unknown status {status!r}.", code="invalid", status=422)
         qs = qs.filter(status=status)
-    count, items = _page(qs, page, page_size)
-    return {"count": count, "items": list(items)}
+    return paginate(qs, page=page, page_size=page_size)
 
 
 @campaigns_router.get("/{uuid:campaign_id}/deliveries/{int:delivery_id}/", response=DeliveryOut)

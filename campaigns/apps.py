@@ -9,6 +9,9 @@ class CampaignsConfig(AppConfig):
 
     def ready(self) -> None:
         from campaigns import ops as campaign_ops
-        from sense import ops
+        from campaigns import retention
+        from sense import ops, realtime
 
         ops.register(campaign_ops.figures)
+        ops.register(retention.figures)
+        realtime.coalesce_by("campaign.stats", "campaign_id")

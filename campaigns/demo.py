@@ -1,5 +1,8 @@
 """Demo data for `seed_demo`: contacts, one connection and campaigns in several states.
 
+The connection is a sandbox one (campaigns/providers/sandbox.py), so starting the demo draft
+shows messages go from sent to delivered to read within a minute, with nothing installed;
+where the sandbox is switched off (SANDBOX_ENABLED) it is an Evolution connection to fill in.
 No network call happens here: nothing is started. The paused and finished campaigns get
 deliveries written directly with their outcomes, and counters computed from them.
 Running it again changes nothing.
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,6 +27,10 @@ FIRST = ["Ana", "Bruno", "Carla", "Diego", "Elisa", "Fábio", "Gabriela", "Heito
 LAST = ["Silva", "Souza", "Oliveira", "Santos", "Pereira", "Lima"]
 CITIES = ["São Paulo", "Rio de Janeiro", "Belo Horizonte", "Curitiba", "Recife"]
 MESSAGE = "Olá {{name}}! Temos novidades para você em {{city}}."
+SANDBOX_NAME = "Demo sandbox"
+# Messages per minute of the demo connection: the draft's 37 messages go out in about 20 s,
+# slowly enough to watch "sent" climb, while delivered and read follow a few seconds behind.
+SANDBOX_RATE = 120
 
 
 def _phone(i: int) -> str:
@@ -47,16 +55,7 @@ def seed(*, tenant: Tenant, user: Any, log: Callable[[str], None]) -> None:
         )
         contacts.append(contact)
 
-    connection = Connection.objects.filter(tenant=tenant, name="Demo Evolution").first()
-    if connection is None:
-        connection = services.connection_create(
-            tenant=tenant,
-            name="Demo Evolution",
-            provider=Connection.Provider.EVOLUTION,
-            base_url="http://127.0.0.1:8080",
-            credentials={"instance": "demo", "api_key": "change-me"},
-            rate_per_minute=60,
-        )
+    connection = _connection(tenant, log)
 
     now = timezone.now()
     specs = [
@@ -84,6 +83,34 @@ def seed(*, tenant: Tenant, user: Any, log: Callable[[str], None]) -> None:
             _deliveries(campaign, contacts, status)
         created += 1
     log(f"Campaigns: {len(contacts)} contacts, connection {connection.name!r}, {created} campaign(s) added.")
+
+
+def _connection(tenant: Tenant, log: Callable[[str], None]) -> Connection:
+    """The demo campaigns' connection: the sandbox where it is on, else an Evolution one."""
+    if settings.SANDBOX_ENABLED:
+        connection = Connection.objects.filter(tenant=tenant, name=SANDBOX_NAME).first()
+        return connection or services.connection_create(
+            tenant=tenant,
+            name=SANDBOX_NAME,
+            provider=Connection.Provider.SANDBOX,
+            credentials={},
+            rate_per_minute=SANDBOX_RATE,
+        )
+    connection = Connection.objects.filter(tenant=tenant, name="Demo Evolution").first()
+    if connection is None:
+        log(
+            "SANDBOX_ENABLED is off: the demo campaigns use an Evolution connection to "
+            "http://127.0.0.1:8080; set its URL and credentials in the admin before starting one."
+        )
+        connection = services.connection_create(
+            tenant=tenant,
+            name="Demo Evolution",
+            provider=Connection.Provider.EVOLUTION,
+            base_url="http://127.0.0.1:8080",
+            credentials={"instance": "demo", "api_key": "change-me"},
+            rate_per_minute=60,
+        )
+    return connection
 
 
 def _deliveries(campaign: Campaign, contacts: list[Contact], status: str) -> None:

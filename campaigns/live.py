@@ -17,6 +17,7 @@ from django.db import transaction
 
 from campaigns.models import Campaign
 from sense import realtime
+from sense.lib.coalesce import Coalescer
 
 log = logging.getLogger("sense.campaigns")
 
@@ -47,7 +48,7 @@ def _publish_stats(campaign_ids: set[Any]) -> None:
         )
 
 
-_stats_coalescer = realtime.Coalescer(_publish_stats)
+_stats_coalescer = Coalescer(_publish_stats)
 
 
 def broadcast_stats(campaign_id: Any) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 import phonenumbers
 from django.conf import settings
 from django.db import OperationalError, connections, models, transaction
-from django.db.models import F, Q, Subquery
-from django.db.models.functions import Cast
+from django.db.models import F, Q, Subquery, Value
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -101,14 +101,172 @@ class Contact(TenantOwned):
         return f"{self.name} ({self.phone})" if self.name else self.phone
 
 
+class LostClaim(Exception):
+    """Another worker has taken over the import this one was working on."""
+
+
+class ContactImport(TenantOwned):
+    """A CSV import done by a worker: the uploaded file (in storage, so any worker can read
+    it), its progress and its outcome.
+
+    A worker claims the import with a conditional UPDATE (`claim`). Each chunk of rows is
+    upserted in one transaction that first locks this row for the claim holder
+    (`lock_claim`) and ends by recording the chunk (`record_chunk`): `processed`, `offset`
+    and the counters always describe exactly what is committed, so a worker that dies is
+    replaced (the sweeper finds the silent claim) and its successor goes on from `offset`.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        FINISHED = "finished", _("Finished")
+        FAILED = "failed", _("Failed")
+
+    MAX_REPORTED_ERRORS = 1000
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    file_key = models.CharField(max_length=500, editable=False)
+    original_name = models.CharField(_("file name"), max_length=255)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # Rows after the header: counted from the file's lines when uploaded, exact once finished.
+    total = models.PositiveIntegerField(_("rows"), default=0)
+    processed = models.PositiveIntegerField(_("rows read"), default=0)
+    created = models.PositiveIntegerField(_("contacts created"), default=0)
+    updated = models.PositiveIntegerField(_("contacts updated"), default=0)
+    error_count = models.PositiveIntegerField(_("rows with errors"), default=0)
+    errors = models.JSONField(default=list, blank=True, help_text=_("the first 1,000 [{row, error}]"))
+    failure = models.TextField(_("failure"), blank=True)
+    # Byte of the file where the row after `processed` starts (where a resumed import reads on).
+    offset = models.PositiveBigIntegerField(default=0, editable=False)
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="contactimport_status_heartbeat")]
+        verbose_name = _("contact import")
+        verbose_name_plural = _("contact imports")
+
+    def __str__(self) -> str:
+        return f"{self.original_name} ({self.status})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in (self.Status.FINISHED, self.Status.FAILED)
+
+    @property
+    def errors_filename(self) -> str:
+        """The download name of the bad rows' CSV (ASCII: it goes in a header unquoted)."""
+        return f"import-{self.pk}-errors.csv"
+
+    @property
+    def percent(self) -> float:
+        if self.status == self.Status.FINISHED:
+            return 100.0
+        return min(100.0, 100.0 * self.processed / self.total) if self.total else 0.0
+
+    @classmethod
+    def claim(cls, pk: Any, *, stale_after: float) -> ContactImport | None:
+        """Take the import for this worker: a queued one, or a running one whose worker has
+        been silent for STALE_AFTER seconds. Returns it (with its new claim token) or None
+        when someone else holds it or it is done."""
+        now = timezone.now()
+        token = uuid.uuid4()
+        stale = now - timedelta(seconds=stale_after)
+        claimable = Q(status=cls.Status.QUEUED) | Q(status=cls.Status.RUNNING, heartbeat_at__lt=stale)
+        taken = cls.objects.filter(claimable, pk=pk).update(
+            status=cls.Status.RUNNING,
+            claim_token=token,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), Value(now)),
+        )
+        return cls.objects.get(pk=pk) if taken else None
+
+    def _mine(self) -> models.QuerySet[ContactImport]:
+        return ContactImport.objects.filter(pk=self.pk, claim_token=self.claim_token, status=self.Status.RUNNING)
+
+    def lock_claim(self) -> None:
+        """Inside the chunk's transaction: lock this row, or raise LostClaim when another
+        worker holds the import now (its claim waits for our commit, then sees us alive)."""
+        if not self._mine().select_for_update().exists():
+            raise LostClaim(str(self.pk))
+
+    def record_chunk(
+        self, *, last_row: int, offset: int, created: int, updated: int, errors: list[dict[str, Any]]
+    ) -> None:
+        """Count a chunk that ends at row LAST_ROW (byte OFFSET), in its transaction."""
+        room = self.MAX_REPORTED_ERRORS - len(self.errors)
+        fields: dict[str, Any] = {
+            "processed": last_row - 1,
+            "offset": offset,
+            "created": F("created") + created,
+            "updated": F("updated") + updated,
+            "error_count": F("error_count") + len(errors),
+            "heartbeat_at": timezone.now(),
+        }
+        if errors and room > 0:
+            self.errors = [*self.errors, *errors[:room]]
+            fields["errors"] = self.errors
+        if not self._mine().update(**fields):
+            raise LostClaim(str(self.pk))
+        self.processed, self.offset = last_row - 1, offset
+        self.created += created
+        self.updated += updated
+        self.error_count += len(errors)
+
+    def finish(self) -> bool:
+        """running -> finished; the total becomes the rows really read."""
+        now = timezone.now()
+        return bool(
+            self._mine().update(
+                status=self.Status.FINISHED, total=F("processed"), finished_at=now, heartbeat_at=now, claim_token=None
+            )
+        )
+
+    def fail(self, reason: str) -> bool:
+        """running -> failed, with REASON shown to the user."""
+        now = timezone.now()
+        return bool(
+            self._mine().update(
+                status=self.Status.FAILED, failure=reason, finished_at=now, heartbeat_at=now, claim_token=None
+            )
+        )
+
+    def release(self) -> bool:
+        """running -> queued, progress kept: a retry of the job may claim it at once."""
+        return bool(self._mine().update(status=self.Status.QUEUED, claim_token=None, heartbeat_at=timezone.now()))
+
+
+class ContactImportError(TenantOwned):
+    """One bad row of an import (every one of them: the import keeps only the first 1,000)."""
+
+    contact_import = models.ForeignKey(ContactImport, on_delete=models.CASCADE, related_name="error_rows")
+    row = models.PositiveIntegerField()
+    error = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["contact_import", "row"], name="contactimporterror_import_row")]
+        verbose_name = _("contact import error")
+        verbose_name_plural = _("contact import errors")
+
+
 class Connection(TenantOwned):
     """A tenant's WhatsApp number on a gateway. `credentials` is write-only: never shown,
-    never logged (Evolution: instance, api_key, jwt_key; Cloud API: phone_number_id,
-    access_token, app_secret, verify_token)."""
+    never logged. Which credentials a provider takes is declared by its class
+    (`campaigns.providers`)."""
 
     class Provider(models.TextChoices):
         EVOLUTION = "evolution", _("Evolution API")
         CLOUD = "cloud", _("WhatsApp Cloud API")
+        SANDBOX = "sandbox", _("Sandbox (simulated)")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(_("name"), max_length=200)
@@ -728,3 +886,33 @@ class WebhookRejection(TenantOwned):
         if tenant_id is not None:
             qs = qs.filter(tenant_id=tenant_id)
         return sum(qs.values_list("count", flat=True))
+
+
+class ContactErasure(TenantOwned):
+    """The record, kept for the tenant's audit, that a contact was erased (LGPD): when, by
+    whom, through which entry point and what was done. Nothing about the contact itself."""
+
+    class Via(models.TextChoices):
+        API = "api", _("API")
+        PAGE = "page", _("Contacts page")
+        ADMIN = "admin", _("Django admin")
+
+    erased_at = models.DateTimeField(_("erased at"), default=timezone.now)
+    erased_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Who, still readable after that user is deleted.
+    erased_by_name = models.CharField(_("erased by"), max_length=150, blank=True)
+    via = models.CharField(_("via"), max_length=16, choices=Via.choices)
+    deliveries_anonymized = models.PositiveIntegerField(_("deliveries anonymized"), default=0)
+    deliveries_cancelled = models.PositiveIntegerField(_("unsent deliveries cancelled"), default=0)
+    webhook_events_deleted = models.PositiveIntegerField(_("stored webhooks deleted"), default=0)
+
+    class Meta:
+        ordering = ["-erased_at"]
+        indexes = [models.Index(fields=["tenant", "-erased_at"], name="erasure_tenant_time")]
+        verbose_name = _("contact erasure")
+        verbose_name_plural = _("contact erasures")
+
+    def __str__(self) -> str:
+        return f"{self.erased_at:%Y-%m-%d %H:%M} by {self.erased_by_name or '-'}"

@@ -37,7 +37,7 @@ from django.utils import timezone
 from campaigns import ratelimit
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
 from campaigns.models import Campaign, Delivery, PendingStatus
-from campaigns.providers import Media, OutgoingMessage, Provider, ProviderError, provider_for
+from campaigns.providers import Media, OutgoingMessage, Provider, ProviderError, provider_class, provider_for
 from campaigns.tracking import apply_early_events
 
 log = logging.getLogger("sense.campaigns")
@@ -336,9 +336,13 @@ def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -
     campaign = Campaign.objects.select_related("connection", "media").filter(pk=campaign_id).first()
     if campaign is None or campaign.status != Campaign.Status.RUNNING:
         return Outcome()
-    if not campaign.connection.is_active:
+    connection = campaign.connection
+    refusal = (
+        provider_class(connection.provider).disabled_reason() if connection.is_active else "The connection is disabled."
+    )
+    if refusal:
         with transaction.atomic():
-            campaign.pause("The connection is disabled.")
+            campaign.pause(refusal)
             broadcast_stats_on_commit(campaign.pk)
         return Outcome()
     run = _Run(campaign, slice_seconds)

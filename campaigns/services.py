@@ -10,32 +10,53 @@ snapshot (`campaign_prepare`, set-based in `campaigns.snapshot`), then makes it 
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import re
+import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
 from django.conf import settings
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.contenttypes.models import ContentType
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import snapshot
+from campaigns import csv_import, retention, snapshot
 from campaigns.csv_import import ImportResult, import_contacts
 from campaigns.live import broadcast_stats_on_commit
-from campaigns.models import Campaign, Connection, Contact, Delivery, InvalidTransition, clean_tags, normalize_phone
-from campaigns.providers import Provider, provider_class
+from campaigns.models import (
+    Campaign,
+    Connection,
+    Contact,
+    ContactErasure,
+    ContactImport,
+    ContactImportError,
+    Delivery,
+    DeliveryEvent,
+    InvalidTransition,
+    LostClaim,
+    clean_tags,
+    normalize_phone,
+)
+from campaigns.providers import Provider, provider_class, registry
 from campaigns.snapshot import render_text
+from media import objects
 from media.models import Asset
-from sense.errors import Conflict, ServiceError
+from sense.errors import Conflict, ServiceError, Unavailable
 from sense.models import Tenant
+from sense.tenancy import get_for_tenant
 
 log = logging.getLogger("sense.campaigns")
 
@@ -94,6 +115,78 @@ def contact_update(*, contact: Contact, **changes: Any) -> Contact:
     return contact
 
 
+ERASED_PHONE = "erased"
+
+
+def contact_erase(*, contact: Contact, user: Any = None, via: str = ContactErasure.Via.API) -> ContactErasure:
+    """Erase CONTACT for good (LGPD): its phone, name, attributes and tags go with its row,
+    and so do its tenant's stored webhook bodies that carry its number, whatever their
+    status (pending ones are applied first: `retention.webhook_events_erase`). Its
+    deliveries stay, as anonymous rows (phone replaced, text and error text removed, no
+    contact), so campaign counters and `recalc_campaign_stats --check` stay exact; unsent
+    ones are cancelled (counted as such). Returns the audit record (when, who, via, counts;
+    nothing about the contact). A contact erased meanwhile by someone else is a 404."""
+    with transaction.atomic():
+        contact = get_for_tenant(Contact.objects.select_for_update(), contact.tenant, pk=contact.pk)
+        tenant, phone = contact.tenant, contact.phone
+        # Searched before any delivery is locked; pending ones are applied, then deleted.
+        webhooks_deleted = retention.webhook_events_erase(
+            retention.webhook_events_with_phone(tenant=tenant, phone=phone)
+        )
+        deliveries = Delivery.objects.filter(contact=contact)
+        campaigns: set[Any] = set()
+        cancelled = 0
+        unsent = deliveries.filter(status=Delivery.Status.PENDING).values_list("pk", "campaign_id")
+        for delivery_id, campaign_id in unsent:
+            # Conditional: a sender that claimed it first sends it (it already read the number).
+            if Delivery.move(
+                delivery_id,
+                from_status=Delivery.Status.PENDING,
+                to_status=Delivery.Status.CANCELLED,
+                error_code="contact_erased",
+            ):
+                cancelled += 1
+                campaigns.add(campaign_id)
+        delivery_ids = list(deliveries.values_list("pk", flat=True))
+        anonymized = Delivery.objects.filter(pk__in=delivery_ids).update(
+            contact=None, phone=ERASED_PHONE, text="", error_message="", updated_at=timezone.now()
+        )
+        # Provider error texts can quote the number.
+        DeliveryEvent.objects.filter(delivery_id__in=delivery_ids).exclude(error_message="").update(error_message="")
+        # Inbound messages and their media (S3 objects included) are erased here too once
+        # Sense stores them; today it stores neither.
+        # The admin's history names the contact (its str(): name and phone) in each entry.
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(Contact), object_id=str(contact.pk)
+        ).update(object_repr=ERASED_PHONE)
+        contact.delete()
+        who = _user(user)
+        erasure = ContactErasure.objects.create(
+            tenant=tenant,
+            erased_by=who,
+            erased_by_name=who.get_username() if who else "",
+            via=via,
+            deliveries_anonymized=anonymized,
+            deliveries_cancelled=cancelled,
+            webhook_events_deleted=webhooks_deleted,
+        )
+        for campaign_id in campaigns:
+            broadcast_stats_on_commit(campaign_id)
+    for campaign_id in campaigns:
+        campaign_finish_if_done(campaign_id=campaign_id)
+    log.info(
+        "[CAMPAIGN] contact erased for tenant %s via %s (erasure %s): %d deliveries anonymized, %d cancelled, "
+        "%d stored webhooks deleted",
+        tenant.slug,
+        via,
+        erasure.pk,
+        anonymized,
+        cancelled,
+        webhooks_deleted,
+    )
+    return erasure
+
+
 def contacts_import(*, tenant: Tenant, file: Iterable[bytes | str]) -> ImportResult:
     """Import a CSV FILE (an uploaded file, an open binary file or lines) into TENANT; returns
     an ImportResult (created, updated, errors [{row, error}])."""
@@ -108,6 +201,168 @@ def contacts_import(*, tenant: Tenant, file: Iterable[bytes | str]) -> ImportRes
     return result
 
 
+def contacts_import_upload(*, tenant: Tenant, user: Any, file: UploadedFile) -> ImportResult | ContactImport:
+    """Import an uploaded CSV FILE: at once when it has at most CONTACT_IMPORT_SYNC_MAX_ROWS
+    rows (returns the ImportResult), else in a worker (returns the queued ContactImport)."""
+    rows = csv_import.count_lines(file) - 1
+    if rows <= settings.CONTACT_IMPORT_SYNC_MAX_ROWS:
+        return contacts_import(tenant=tenant, file=file)
+    return contact_import_start(tenant=tenant, user=user, file=file, name=file.name or "contacts.csv", rows=rows)
+
+
+def contact_import_start(*, tenant: Tenant, user: Any, file: IO[bytes], name: str, rows: int) -> ContactImport:
+    """Queue the import of the CSV FILE (seekable, about ROWS rows): its header is checked,
+    it goes to storage (any worker can read it there), and the job is sent on commit.
+    Raises ServiceError `invalid_csv` for an unusable header and Unavailable when storage
+    cannot be reached; in both cases nothing remains."""
+    csv_import.header_of(file)
+    import_id = uuid.uuid4()
+    key = f"tenants/{tenant.pk}/imports/{import_id}.csv"
+    try:
+        objects.put_file(key, file, "text/csv")
+    except objects.StorageUnavailable as exc:
+        raise Unavailable("File storage is unreachable; try again shortly.", code="storage_unavailable") from exc
+    try:
+        with transaction.atomic():
+            job = ContactImport.objects.create(
+                id=import_id,
+                tenant=tenant,
+                file_key=key,
+                original_name=name[:255],
+                created_by=user if getattr(user, "pk", None) else None,
+                total=max(rows, 0),
+                heartbeat_at=timezone.now(),
+            )
+            _enqueue_import(job.pk)
+    except Exception:
+        objects.delete(key)
+        raise
+    log.info("[CAMPAIGN] contact import %s queued for %s: about %d rows", job.pk, tenant.slug, job.total)
+    return job
+
+
+def _enqueue_import(import_id: Any) -> None:
+    from campaigns.tasks import run_contact_import
+
+    transaction.on_commit(lambda: run_contact_import.send(str(import_id)))
+
+
+def contact_import_run(*, import_id: Any) -> None:
+    """Do (or go on with) the import IMPORT_ID, if this worker can claim it: chunk after
+    chunk, each in one transaction with its progress; then finished (the file is deleted),
+    or failed when the file turns out unreadable or the import ran out of attempts. Other
+    errors put it back in the queue, progress kept, and raise (the job is retried)."""
+    job = ContactImport.claim(import_id, stale_after=settings.CONTACT_IMPORT_STALE_SECONDS)
+    if job is None:
+        return
+    if job.attempts > settings.CONTACT_IMPORT_MAX_ATTEMPTS:
+        job.fail(f"The import was interrupted {job.attempts - 1} times; import the rest of the file again.")
+        log.error("[CAMPAIGN] contact import %s failed: out of attempts", job.pk)
+        return
+    try:
+        with tempfile.TemporaryFile() as fp:
+            objects.download(job.file_key, fp)
+            _import_chunks(job, fp)
+    except LostClaim:
+        log.warning("[CAMPAIGN] contact import %s was taken over by another worker", job.pk)
+        return
+    except ServiceError as exc:
+        job.fail(exc.message)
+        log.warning("[CAMPAIGN] contact import %s failed: %s", job.pk, exc.message)
+        return
+    except BaseException:
+        job.release()
+        raise
+    if job.finish():
+        objects.delete(job.file_key)
+        log.info(
+            "[CAMPAIGN] contact import %s finished for %s: %d rows, %d created, %d updated, %d bad rows",
+            job.pk,
+            job.tenant.slug,
+            job.processed,
+            job.created,
+            job.updated,
+            job.error_count,
+        )
+
+
+def _import_chunks(job: ContactImport, fp: IO[bytes]) -> None:
+    """Import JOB's file FP from where its last committed chunk ended."""
+    chunk_rows = settings.CONTACT_IMPORT_CHUNK_ROWS
+    if job.offset:
+        header = csv_import.header_of(fp)
+        chunks = csv_import.read_chunks(
+            csv_import.split_lines(fp, job.offset),
+            chunk_rows=chunk_rows,
+            header=header,
+            first_row=job.processed + 2,
+            offset=job.offset,
+        )
+    else:
+        chunks = csv_import.read_chunks(csv_import.split_lines(fp), chunk_rows=chunk_rows)
+    tenant = job.tenant
+    for chunk in chunks:
+        with transaction.atomic():
+            job.lock_claim()
+            created, updated = csv_import.upsert(tenant, chunk.rows)
+            ContactImportError.objects.bulk_create(
+                ContactImportError(tenant=tenant, contact_import=job, row=e["row"], error=e["error"])
+                for e in chunk.errors
+            )
+            job.record_chunk(
+                last_row=chunk.last_row,
+                offset=chunk.offset,
+                created=created,
+                updated=updated,
+                errors=chunk.errors,
+            )
+
+
+def contact_imports_sweep() -> int:
+    """Send the job again for imports nobody works on: queued ones whose message the broker
+    lost, running ones whose worker has been silent for CONTACT_IMPORT_STALE_SECONDS (their
+    claim is withdrawn, so that a late worker stops at its next chunk). Returns how many."""
+    from campaigns.tasks import run_contact_import
+
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CONTACT_IMPORT_STALE_SECONDS)
+    candidates = ContactImport.objects.filter(
+        status__in=[ContactImport.Status.QUEUED, ContactImport.Status.RUNNING], heartbeat_at__lt=stale
+    ).values_list("pk", "heartbeat_at")[:100]
+    sent = 0
+    for pk, seen in candidates:
+        # Conditional on the heartbeat seen: of several workers' sweepers, one re-sends.
+        if ContactImport.objects.filter(
+            pk=pk, heartbeat_at=seen, status__in=[ContactImport.Status.QUEUED, ContactImport.Status.RUNNING]
+        ).update(status=ContactImport.Status.QUEUED, claim_token=None, heartbeat_at=now):
+            run_contact_import.send(str(pk))
+            sent += 1
+    if sent:
+        log.warning("[CAMPAIGN] %d stalled contact import(s) sent again", sent)
+    return sent
+
+
+async def contact_import_errors_csv(*, job: ContactImport) -> AsyncIterator[str]:
+    """Every bad row of JOB as CSV (`row,error`), in row order, read from the database as the
+    response goes out. Asynchronous: under ASGI Django reads a synchronous iterator whole
+    before sending anything, and an import may have a million bad rows."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["row", "error"])
+    rows = ContactImportError.objects.filter(tenant_id=job.tenant_id, contact_import_id=job.pk).order_by("row")
+    written = 0
+    # Model rows, not values_list(): its iterable runs the query as soon as it is asked for an
+    # iterator, which aiterator() does in the event loop's thread (SynchronousOnlyOperation).
+    async for bad in rows.only("row", "error").aiterator(chunk_size=2000):
+        writer.writerow([bad.row, bad.error])
+        written += 1
+        if written % 1000 == 0:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()
+
+
 # --- Connections --------------------------------------------------------------------------
 
 
@@ -115,7 +370,17 @@ def _provider(name: str) -> type[Provider]:
     try:
         return provider_class(name)
     except KeyError:
-        raise ServiceError(f"Unknown provider {name!r}: use evolution or cloud.", code="invalid_provider") from None
+        raise ServiceError(f"Unknown provider {name!r}: use {', '.join(registry)}.", code="invalid_provider") from None
+
+
+def connection_provider_check(*, provider: str) -> type[Provider]:
+    """PROVIDER's class, when new connections of it may be made here: refuses an unknown
+    provider and one that is switched off (the sandbox without SANDBOX_ENABLED)."""
+    cls = _provider(provider)
+    reason = cls.disabled_reason()
+    if reason:
+        raise ServiceError(reason, code="provider_disabled")
+    return cls
 
 
 def _clean_credentials(credentials: dict[str, Any]) -> dict[str, str]:
@@ -134,7 +399,15 @@ def connection_credentials_check(*, provider: str, credentials: dict[str, Any]) 
     missing = [k for k in cls.required_credentials() if not creds.get(k)]
     if missing:
         raise ServiceError(f"Missing credential(s) for {provider}: {', '.join(missing)}.", code="invalid_credentials")
+    _check_values(cls, creds)
     return creds
+
+
+def _check_values(cls: type[Provider], credentials: dict[str, str]) -> None:
+    try:
+        cls.check_credentials(credentials)
+    except ValueError as exc:
+        raise ServiceError(str(exc), code="invalid_credentials") from None
 
 
 def connection_create(
@@ -149,9 +422,11 @@ def connection_create(
 ) -> Connection:
     """A new connection with the credentials its provider declares (`Provider.credentials`:
     the required ones must be given); base_url defaults to the provider's own, where it has
-    one (Cloud API: CLOUD_API_BASE_URL)."""
+    one (Cloud API: CLOUD_API_BASE_URL; sandbox: SANDBOX_WEBHOOK_BASE_URL). Refuses a provider
+    that is switched off."""
+    cls = connection_provider_check(provider=provider)
     creds = connection_credentials_check(provider=provider, credentials=credentials)
-    base_url = base_url or _provider(provider).default_base_url()
+    base_url = base_url or cls.default_base_url()
     if not base_url:
         raise ServiceError(f"base_url is required for {provider} connections.", code="invalid_base_url")
     if not re.match(r"^https?://[^/\s]+", base_url):
@@ -177,11 +452,13 @@ def connection_update(
     """Change NAME, BASE_URL, RATE_PER_MINUTE or IS_ACTIVE; CREDENTIALS given are merged in
     (a blank value keeps the stored one: they are write-only)."""
     if credentials:
-        allowed = _provider(connection.provider).allowed_credentials()
-        unknown = sorted(set(credentials) - set(allowed))
+        cls = _provider(connection.provider)
+        unknown = sorted(set(credentials) - set(cls.allowed_credentials()))
         if unknown:
             raise ServiceError(f"Unknown credential(s): {', '.join(unknown)}.", code="invalid_credentials")
-        connection.credentials = {**connection.credentials, **_clean_credentials(credentials)}
+        merged = {**connection.credentials, **_clean_credentials(credentials)}
+        _check_values(cls, merged)
+        connection.credentials = merged
         changes["credentials"] = connection.credentials
     if changes.get("rate_per_minute") is not None and changes["rate_per_minute"] < 0:
         raise ServiceError("rate_per_minute must be 0 (no limit) or more.", code="invalid_rate")
@@ -400,6 +677,9 @@ def campaign_start(*, campaign: Campaign) -> Campaign:
         raise_invalid("start", campaign)
     if not campaign.connection.is_active:
         raise Conflict("The campaign's connection is disabled.", code="connection_inactive")
+    reason = _provider(campaign.connection.provider).disabled_reason()
+    if reason:
+        raise Conflict(reason, code="provider_disabled")
     if campaign.scheduled_at is not None and campaign.scheduled_at > timezone.now():
         with transaction.atomic():
             campaign.schedule()

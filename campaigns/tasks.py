@@ -3,10 +3,13 @@ and call the service functions, which hold the business rules."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 from django.conf import settings
 
-from campaigns import sending, services, tracking
+from campaigns import retention, sending, services, tracking
+from campaigns.providers import sandbox
 from sense.scheduler import periodic
 
 # --- Delivery tracking ---------------------------------------------------------------------
@@ -24,6 +27,13 @@ def sweep_webhooks() -> None:
     """Stored events the actor never got (broker down), and early status events whose
     message id has been recorded since."""
     tracking.sweep()
+
+
+@periodic(300)
+def prune_webhooks() -> None:
+    """Raw bodies of processed and ignored events past WEBHOOK_RETENTION_DAYS, at most ~10 s
+    of batches per run so the other periodic jobs of this thread are not held up."""
+    retention.webhook_events_prune(budget=10.0)
 
 
 # --- Preparing (the audience snapshot) ------------------------------------------------------
@@ -52,6 +62,22 @@ def dispatch_campaign(campaign_id: str) -> None:
         dispatch_campaign.send_with_options(args=(campaign_id,), delay=int(outcome.reschedule_in * 1000) or None)
 
 
+@dramatiq.actor(
+    actor_name=sandbox.ACTOR_NAME,
+    queue_name="sandbox",
+    max_retries=3,
+    min_backoff=1_000,
+    max_backoff=10_000,
+    time_limit=30_000,
+)
+def sandbox_webhooks(
+    connection_id: str, message_id: str, number: str, sent_at: float, steps: list[dict[str, Any]]
+) -> None:
+    """The sandbox gateway's webhooks for one sent message: post the first of STEPS to Sense's
+    own webhook endpoint, then schedule the next at its time."""
+    sandbox.post_next(connection_id=connection_id, message_id=message_id, number=number, sent_at=sent_at, steps=steps)
+
+
 @periodic(settings.CAMPAIGN_DUE_CHECK_SECONDS)
 def start_due_campaigns() -> None:
     services.campaigns_start_due()
@@ -66,3 +92,18 @@ def sweep_stale_deliveries() -> None:
 def kick_stalled_campaigns() -> None:
     """Senders and audience snapshots whose worker or message was lost."""
     services.campaigns_kick_stalled()
+
+
+# --- Contact imports -------------------------------------------------------------------------
+
+
+@dramatiq.actor(queue_name="imports", max_retries=3, min_backoff=1_000, max_backoff=60_000, time_limit=7_200_000)
+def run_contact_import(import_id: str) -> None:
+    """Import (or go on importing) one uploaded CSV. Safe to run twice: the import is claimed
+    first, and each chunk is committed with its progress."""
+    services.contact_import_run(import_id=import_id)
+
+
+@periodic(settings.CONTACT_IMPORT_SWEEP_SECONDS)
+def sweep_contact_imports() -> None:
+    services.contact_imports_sweep()

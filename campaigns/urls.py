@@ -21,6 +21,9 @@ urlpatterns = [
     path("deliveries/<int:delivery_id>/", views.delivery_modal, name="delivery"),
     path("contacts/", views.contact_list, name="contacts"),
     path("contacts/import/", views.contact_import, name="contacts_import"),
+    path("contacts/<int:contact_id>/erase/", views.contact_erase, name="contact_erase"),
+    path("contacts/imports/<uuid:import_id>/", views.contact_import_detail, name="contact_import"),
+    path("contacts/imports/<uuid:import_id>/errors/", views.contact_import_errors, name="contact_import_errors"),
 ]
 
 # The token in the path is the connection's secret webhook token. The first route of each
@@ -38,4 +41,6 @@ webhook_urlpatterns = [
     re_path(r"^api/webhooks/evolution/(?P<token>[\w-]+)$", webhook_views.evolution, name="webhook-evolution-noslash"),
     path("api/webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
     re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)$", webhook_views.whatsapp, name="webhook-whatsapp-noslash"),
+    # Only Sense's own sandbox workers call this one, with the exact URL.
+    path("api/webhooks/sandbox/<str:token>/", webhook_views.sandbox, name="webhook-sandbox"),
 ]

@@ -12,17 +12,18 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.db.models.functions import TruncMinute
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from campaigns import services
 from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
-from campaigns.models import Campaign, Contact, Delivery, DeliveryEvent
+from campaigns.models import Campaign, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
 from sense.errors import ServiceError
-from sense.pagesupport import tenant_required
+from sense.pagesupport import render_htmx, tenant_required
 from sense.tenancy import TenantHttpRequest, get_for_tenant
 
 
@@ -48,8 +49,7 @@ def campaign_list(request: TenantHttpRequest) -> HttpResponse:
         "status": status,
         "statuses": Campaign.Status.choices,
     }
-    template = "campaigns/list.html#table" if request.htmx and not request.htmx.boosted else "campaigns/list.html"
-    return render(request, template, context)
+    return render_htmx(request, "campaigns/list.html", "#table", context)
 
 
 def timeline(campaign: Campaign, minutes: int = 60) -> dict[str, Any]:
@@ -150,8 +150,8 @@ def campaign_deliveries(request: TenantHttpRequest, campaign_id: UUID) -> HttpRe
 def delivery_modal(request: TenantHttpRequest, delivery_id: int) -> HttpResponse:
     delivery = get_for_tenant(Delivery.objects.select_related("campaign"), request.tenant, pk=delivery_id)
     events = DeliveryEvent.objects.filter(tenant=request.tenant, delivery=delivery).order_by("occurred_at", "id")
-    template = "campaigns/delivery_modal.html" if request.htmx else "campaigns/delivery_page.html"
-    return render(request, template, {"delivery": delivery, "events": events, "nav": "campaigns"})
+    context = {"delivery": delivery, "events": events, "nav": "campaigns"}
+    return render_htmx(request, "campaigns/delivery_page.html", "campaigns/delivery_modal.html", context)
 
 
 @require_GET
@@ -170,10 +170,7 @@ def contact_list(request: TenantHttpRequest) -> HttpResponse:
     if tag:
         contacts = contacts.with_any_tag([tag])
     context = {"nav": "contacts", "page": _page(request, contacts, 50), "q": q, "tag": tag}
-    template = (
-        "campaigns/contacts.html#table" if request.htmx and not request.htmx.boosted else "campaigns/contacts.html"
-    )
-    return render(request, template, context)
+    return render_htmx(request, "campaigns/contacts.html", "#table", context)
 
 
 def funnel(campaign: Campaign) -> list[dict[str, Any]]:
@@ -298,14 +295,68 @@ def audience_count(request: TenantHttpRequest) -> HttpResponse:
 @login_required
 @tenant_required
 def contact_import(request: TenantHttpRequest) -> HttpResponse:
+    """Small files are imported in the request and reported at once; larger ones go to a
+    worker and the answer is their progress (htmx) or a redirect to it."""
     form = ContactImportForm(request.POST or None, request.FILES or None)
-    result = None
+    result = job = None
     if request.method == "POST" and form.is_valid():
         try:
-            result = services.contacts_import(tenant=request.tenant, file=form.cleaned_data["file"])
+            outcome = services.contacts_import_upload(
+                tenant=request.tenant, user=request.user, file=form.cleaned_data["file"]
+            )
         except ServiceError as exc:
             form.add_error("file", exc.message)
-    context = {"nav": "contacts", "form": form, "result": result}
+        else:
+            if isinstance(outcome, ContactImport):
+                job = outcome
+                if not request.htmx:
+                    return redirect("campaigns:contact_import", import_id=job.pk)
+            else:
+                result = outcome
+    context = {"nav": "contacts", "form": form, "result": result, "job": job}
     if request.htmx:
-        return render(request, "campaigns/import.html#result", context)
+        response = render(request, "campaigns/import.html#result", context)
+        if job is not None:
+            response["HX-Push-Url"] = reverse("campaigns:contact_import", kwargs={"import_id": job.pk})
+        return response
+    context["recent"] = ContactImport.objects.for_tenant(request.tenant)[:5]
     return render(request, "campaigns/import.html", context)
+
+
+@require_GET
+@login_required
+@tenant_required
+def contact_import_detail(request: TenantHttpRequest, import_id: UUID) -> HttpResponse:
+    """A background import's progress (polled by htmx while it runs), then its report."""
+    job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
+    if request.htmx:
+        return render(request, "campaigns/import_progress.html#progress", {"job": job})
+    return render(request, "campaigns/import_progress.html", {"nav": "contacts", "job": job})
+
+
+@require_GET
+@login_required
+@tenant_required
+def contact_import_errors(request: TenantHttpRequest, import_id: UUID) -> StreamingHttpResponse:
+    """Every bad row of a background import, as a CSV download."""
+    job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
+    response = StreamingHttpResponse(
+        services.contact_import_errors_csv(job=job), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{job.errors_filename}"'
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@tenant_required
+def contact_erase(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
+    """GET: what erasing this contact does, and a button; POST: erase it, back to the list."""
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    if request.method == "POST":
+        services.contact_erase(contact=contact, user=request.user, via=ContactErasure.Via.PAGE)
+        messages.success(request, _("The contact was erased. Its deliveries remain in the campaigns, anonymized."))
+        return redirect("campaigns:contacts")
+    deliveries = Delivery.objects.filter(contact=contact).count()
+    context = {"nav": "contacts", "contact": contact, "deliveries": deliveries}
+    return render(request, "campaigns/contact_erase.html", context)

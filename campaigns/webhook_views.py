@@ -26,14 +26,11 @@ from django.views.decorators.http import require_http_methods
 from campaigns.models import Connection, WebhookEvent, WebhookRejection
 from campaigns.providers import ParsedWebhook, PayloadError, Provider, Rejected, provider_class, provider_for
 from campaigns.tasks import process_webhook_events
+from sense.errors import json_error
 from sense.lib.broker import send_nowait
-from sense.realtime import Coalescer
+from sense.lib.coalesce import Coalescer
 
 log = logging.getLogger("sense.webhooks")
-
-
-def _error(message: str, code: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": message, "code": code}, status=status)
 
 
 class _Refused(Exception):
@@ -62,7 +59,7 @@ def _connection(token: str, provider: str) -> Connection:
             _connections.clear()
         _connections[key] = (connection, now + settings.WEBHOOK_CONNECTION_CACHE_SECONDS)
     if connection is None:
-        raise _Refused(_error("Unknown webhook.", "not_found", 404))
+        raise _Refused(json_error("Unknown webhook.", code="not_found", status=404))
     return connection
 
 
@@ -70,11 +67,11 @@ def _body(request: HttpRequest) -> bytes:
     """The raw body, refusing more than the limit before reading it when the length is
     announced, and after reading at most limit + 1 bytes when it is not."""
     limit = settings.WEBHOOK_MAX_BODY_BYTES
-    too_large = _error(f"Body over {limit} bytes.", "too_large", 413)
+    too_large = json_error(f"Body over {limit} bytes.", code="too_large", status=413)
     try:
         announced = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise _Refused(_error("Bad Content-Length.", "invalid", 400)) from None
+        raise _Refused(json_error("Bad Content-Length.", code="invalid", status=400)) from None
     if announced > limit:
         raise _Refused(too_large)
     body = request.read(limit + 1)
@@ -87,14 +84,14 @@ def _reject(connection: Connection, exc: Rejected) -> HttpResponse:
     WebhookRejection.bump(connection, exc.reason)
     log.warning("[WEBHOOK] refused a call for connection %s: %s", connection.pk, exc.reason)
     message = "Missing credentials." if exc.status == 401 else "Verification failed."
-    return _error(message, exc.reason, exc.status)
+    return json_error(message, code=exc.reason, status=exc.status)
 
 
 def _parse(provider: Provider, body: bytes, event_hint: str = "") -> ParsedWebhook:
     try:
         return provider.parse_webhook(body, event_hint)
     except PayloadError as exc:
-        raise _Refused(_error(f"Invalid webhook body: {exc}", "invalid", 400)) from None
+        raise _Refused(json_error(f"Invalid webhook body: {exc}", code="invalid", status=400)) from None
 
 
 def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> WebhookEvent:
@@ -103,7 +100,7 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Refused(_error("Invalid webhook body: not UTF-8.", "invalid", 400)) from None
+        raise _Refused(json_error("Invalid webhook body: not UTF-8.", code="invalid", status=400)) from None
     now = timezone.now()
     ignored = not parsed.statuses
     # One INSERT, committed on its own (autocommit): durable before the answer.
@@ -167,16 +164,18 @@ def _receive(request: HttpRequest, provider_name: str, token: str, event: str = 
 
 
 def _subscribe(request: HttpRequest, connection: Connection, provider: Provider) -> HttpResponse:
-    """A provider's verification handshake (Meta's): echo hub.challenge as plain text, or 403."""
-    if not provider.verify_subscription(request.GET.get("hub.mode", ""), request.GET.get("hub.verify_token", "")):
+    """A provider's verification handshake (Meta's): its answer as plain text, or 403."""
+    answer = provider.verify_subscription(request)
+    if answer is None:
         WebhookRejection.bump(connection, "bad_verify_token")
         log.warning("[WEBHOOK] refused a subscription check for connection %s", connection.pk)
         return HttpResponse("Verification failed.", status=403, content_type="text/plain")
-    return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
+    return HttpResponse(answer, content_type="text/plain")
 
 
 _EVOLUTION = provider_class("evolution")
 _CLOUD = provider_class("cloud")
+_SANDBOX = provider_class("sandbox")
 
 
 @csrf_exempt
@@ -191,3 +190,11 @@ def evolution(request: HttpRequest, token: str, event: str = "") -> HttpResponse
 def whatsapp(request: HttpRequest, token: str) -> HttpResponse:
     """`GET|POST /api/webhooks/whatsapp/<token>/` from the WhatsApp Cloud API."""
     return _receive(request, _CLOUD.name, token)
+
+
+@csrf_exempt
+@require_http_methods(list(_SANDBOX.webhook_methods))
+def sandbox(request: HttpRequest, token: str) -> HttpResponse:
+    """`POST /api/webhooks/sandbox/<token>/` from Sense's own sandbox gateway (Cloud API shapes
+    and signature; campaigns/providers/sandbox.py)."""
+    return _receive(request, _SANDBOX.name, token)

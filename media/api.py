@@ -7,11 +7,12 @@ from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 
 from media import services
 from media.models import Asset
 from sense import tenancy
+from sense.pagination import PAGE_SIZE, paginate
 
 router = Router(tags=["media"])
 
@@ -43,26 +44,50 @@ class AssetOut(Schema):
 
 class AssetPage(Schema):
     count: int
-    results: list[AssetOut]
+    items: list[AssetOut]
+    results: list[AssetOut] = Field(
+        description="Deprecated: the same rows as `items`, under the list's former name.",
+        json_schema_extra={"deprecated": True},
+    )
+
+
+MAX_PAGE_SIZE = 200
+LIST_DESCRIPTION = f"""Pages of `page_size` files (1 to {MAX_PAGE_SIZE}, default {PAGE_SIZE}),
+`page` counting from 1, answered as `{{count, items}}` like every list of the API.
+
+For compatibility the list still accepts `limit` and `offset` (deprecated): when either is
+given they choose the rows and `page`/`page_size` are ignored. The same rows also come as
+`results` (deprecated); read `items`."""
 
 
 class AssetFilters(Schema):
     file_type: Asset.FileType | None = None
     status: Asset.Status | None = None
-    limit: int = 50
-    offset: int = 0
+    page: int = 1
+    page_size: int = PAGE_SIZE
+    limit: int | None = Field(None, description="Deprecated: use page_size.", json_schema_extra={"deprecated": True})
+    offset: int | None = Field(None, description="Deprecated: use page.", json_schema_extra={"deprecated": True})
 
 
-@router.get("/", response=AssetPage, summary="The tenant's files, newest first")
+@router.get("/", response=AssetPage, summary="The tenant's files, newest first", description=LIST_DESCRIPTION)
 def list_assets(request: tenancy.TenantHttpRequest, filters: Query[AssetFilters]) -> dict[str, Any]:
     qs: QuerySet[Asset] = Asset.objects.for_tenant(request.tenant)  # type: ignore[attr-defined]
     if filters.file_type:
         qs = qs.filter(file_type=filters.file_type)
     if filters.status:
         qs = qs.filter(status=filters.status)
-    limit = max(1, min(filters.limit, 200))
-    offset = max(0, filters.offset)
-    return {"count": qs.count(), "results": list(qs[offset : offset + limit])}
+    if filters.limit is None and filters.offset is None:
+        listing = paginate(qs, page=filters.page, page_size=filters.page_size, max_page_size=MAX_PAGE_SIZE)
+    else:
+        listing = _by_offset(qs, limit=filters.limit, offset=filters.offset)
+    return {**listing, "results": listing["items"]}
+
+
+def _by_offset(qs: QuerySet[Asset], *, limit: int | None, offset: int | None) -> dict[str, Any]:
+    """The deprecated contract's rows: LIMIT rows (default PAGE_SIZE, clamped) from OFFSET."""
+    limit = max(1, min(PAGE_SIZE if limit is None else limit, MAX_PAGE_SIZE))
+    offset = max(0, offset or 0)
+    return {"count": qs.count(), "items": list(qs[offset : offset + limit])}
 
 
 @router.get("/{asset_id}/", response=AssetOut, summary="One file")

@@ -73,7 +73,7 @@ class DailyMetric(models.Model):
     (latencies, thumbnail sizes) keep one row per bucket, `total` summing the observed
     values so that averages are exact and percentiles come from the buckets.
 
-    Rows are only ever incremented with F() (media.metrics.flush), so several web and
+    Rows are only ever incremented with F() (media.counters.flush), so several web and
     worker processes can write the same row."""
 
     tenant = models.ForeignKey("sense.Tenant", on_delete=models.CASCADE, related_name="+")

@@ -97,6 +97,24 @@ def open_object(key: str) -> IO[bytes]:
         raise StorageUnavailable(str(exc)) from exc
 
 
+def download(key: str, fp: IO[bytes], *, chunk_size: int = 1024 * 1024) -> None:
+    """Copy the object KEY into the binary file FP, CHUNK_SIZE bytes at a time (the S3
+    storage's own open() would buffer the whole object in memory)."""
+    try:
+        if is_s3():
+            body = s3_client().get_object(Bucket=settings.S3_BUCKET, Key=key)["Body"]
+            for chunk in body.iter_chunks(chunk_size):
+                fp.write(chunk)
+        else:
+            with default_storage.open(key, "rb") as source:
+                while chunk := source.read(chunk_size):
+                    fp.write(chunk)
+    except STORAGE_ERRORS as exc:
+        log.error("[S3] read of %s failed: %s", key, exc.__class__.__name__)
+        raise StorageUnavailable(str(exc)) from exc
+    fp.flush()
+
+
 def delete(*keys: str) -> None:
     """Delete KEYS (missing ones are fine). Errors are logged: an orphan object is harmless."""
     for key in keys:

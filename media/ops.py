@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from media.metrics import daily_summary
+from media.counters import daily_summary
 from sense.models import Tenant
 from sense.ops import OpsFigure
 

@@ -13,6 +13,7 @@ import re
 import time
 import unicodedata
 import uuid
+from dataclasses import dataclass
 from typing import IO, Any
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.db import transaction
 from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
-from media import metrics, objects, sniff
+from media import counters, objects, sniff
 from media.models import Asset
 from sense.errors import Conflict, ServiceError, Unavailable
 from sense.lib import images
@@ -104,6 +105,42 @@ def asset_create(
 
     Raises UploadRefused (400/413/415) before anything is stored, or Unavailable (503) when
     storage cannot be reached; in both cases no row and no object remain."""
+    checked = _check_upload(upload, name=name, size=size)
+    digest = sha256 or _sha256(upload)
+    asset_id = uuid.uuid4()
+    key = object_key(tenant.id, asset_id, name)
+    _put_object(key, upload, checked.mime_type)
+    asset = _insert_asset(
+        Asset(
+            id=asset_id,
+            tenant=tenant,
+            uploaded_by=user if getattr(user, "pk", None) else None,
+            original_name=name[:255],
+            key=key,
+            file_type=checked.file_type,
+            mime_type=checked.mime_type,
+            size=size,
+            sha256=digest,
+            width=checked.width,
+            height=checked.height,
+        ),
+        enqueue=enqueue,
+    )
+    log.info("[S3] stored %s (%s, %d bytes) for tenant %s", key, checked.mime_type, size, tenant.slug)
+    return asset
+
+
+@dataclass(frozen=True)
+class _Checked:
+    file_type: str
+    mime_type: str
+    width: int | None = None
+    height: int | None = None
+
+
+def _check_upload(upload: IO[bytes], *, name: str, size: int) -> _Checked:
+    """UPLOAD's type by its content and, for images, its displayed size; raises UploadRefused
+    for an empty, unknown, oversized or corrupt file."""
     if size <= 0:
         raise UploadRefused("The file is empty.", code="empty", status=400)
     try:
@@ -117,48 +154,47 @@ def asset_create(
             code="too_large",
             status=413,
         )
-    width = height = None
-    if found.file_type == sniff.IMAGE:
-        upload.seek(0)
-        try:
-            info = images.inspect(upload, max_pixels=settings.MEDIA_MAX_IMAGE_PIXELS)
-        except images.ImageRefused as exc:
-            status = 413 if exc.code == "too_many_pixels" else 400
-            raise UploadRefused(exc.message, code=exc.code, status=status) from exc
-        if info.mime_type != found.mime_type:
-            raise UploadRefused("The image's content does not match its type.", code="unsupported_type", status=415)
-        width, height = info.width, info.height
-    digest = sha256 or _sha256(upload)
+    if found.file_type != sniff.IMAGE:
+        return _Checked(found.file_type, found.mime_type)
+    width, height = _image_size(upload, found.mime_type)
+    return _Checked(found.file_type, found.mime_type, width, height)
 
-    asset_id = uuid.uuid4()
-    key = object_key(tenant.id, asset_id, name)
+
+def _image_size(upload: IO[bytes], mime_type: str) -> tuple[int, int]:
+    """(width, height) of the image once every pixel decoded; raises UploadRefused when it does
+    not decode, has too many pixels, or is not the MIME_TYPE its first bytes claimed."""
+    upload.seek(0)
     try:
-        objects.put_file(key, upload, found.mime_type)
+        info = images.inspect(upload, max_pixels=settings.MEDIA_MAX_IMAGE_PIXELS)
+    except images.ImageRefused as exc:
+        status = 413 if exc.code == "too_many_pixels" else 400
+        raise UploadRefused(exc.message, code=exc.code, status=status) from exc
+    if info.mime_type != mime_type:
+        raise UploadRefused("The image's content does not match its type.", code="unsupported_type", status=415)
+    return info.width, info.height
+
+
+def _put_object(key: str, upload: IO[bytes], mime_type: str) -> None:
+    try:
+        objects.put_file(key, upload, mime_type)
     except objects.StorageUnavailable as exc:
         raise Unavailable("File storage is unreachable; try again shortly.", code="storage_unavailable") from exc
-    is_image = found.file_type == sniff.IMAGE
+
+
+def _insert_asset(asset: Asset, *, enqueue: bool) -> Asset:
+    """Save ASSET (its object already stored): processing with a thumbnail job on commit for an
+    image, ready otherwise. If the row is not written the object is deleted again."""
+    is_image = asset.file_type == sniff.IMAGE
+    asset.status = Asset.Status.PROCESSING if is_image else Asset.Status.READY
+    asset_id = asset.id
     try:
         with transaction.atomic():
-            asset = Asset.objects.create(
-                id=asset_id,
-                tenant=tenant,
-                uploaded_by=user if getattr(user, "pk", None) else None,
-                original_name=name[:255],
-                key=key,
-                file_type=found.file_type,
-                mime_type=found.mime_type,
-                size=size,
-                sha256=digest,
-                width=width,
-                height=height,
-                status=Asset.Status.PROCESSING if is_image else Asset.Status.READY,
-            )
+            asset.save(force_insert=True)
             if is_image and enqueue:
                 transaction.on_commit(lambda: _send_thumbnail_job(asset_id))
     except Exception:
-        objects.delete(key)  # the row is what makes an object reachable: no row, no object
+        objects.delete(asset.key)  # the row is what makes an object reachable: no row, no object
         raise
-    log.info("[S3] stored %s (%s, %d bytes) for tenant %s", key, found.mime_type, size, tenant.slug)
     return asset
 
 
@@ -247,7 +283,7 @@ def _render_and_store(asset: Asset, *, from_statuses: tuple[str, ...]) -> bool:
             if status_changed:
                 _announce(asset)
     if changed:
-        metrics.record(asset.tenant_id, metrics.THUMBNAIL_BYTES, len(data))
+        counters.record(asset.tenant_id, counters.THUMBNAIL_BYTES, len(data))
         log.info(
             "[IMG] thumbnail of %s: %d bytes in %.0f ms",
             asset.id,
@@ -270,7 +306,7 @@ def thumbnail_generate(*, asset_id: Any) -> str:
         _thumbnail_release(asset_id, claimed_at)  # let the retry claim it
         raise
     finally:
-        metrics.flush()
+        counters.flush()
     return "done" if ok else "failed"
 
 

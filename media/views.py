@@ -1,214 +1,67 @@
-"""Media endpoints that are not plain JSON: the upload (its own contract, streamed to a
-temporary file), the stable file and thumbnail URLs, and the media proxy.
-
-All accept a browser session or `Authorization: Bearer <token>`.
-"""
+"""The media library page: thumbnail grid, type filter, drag-and-drop upload (to the upload
+API), preview modal and delete. Cards refresh live on `media.updated` frames."""
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import Any
 from uuid import UUID
 
-from django.conf import settings
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
-from django.http.multipartparser import MultiPartParserError
-from django.middleware.csrf import CsrfViewMiddleware
-from django.views.decorators.csrf import csrf_exempt
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from media import metrics, objects, proxy, services, uploads
+from media import services
 from media.models import Asset
-from sense import tenancy
 from sense.errors import ServiceError
-from sense.lib.storage import is_s3
-
-log = logging.getLogger("sense.media")
-
-# The proxied bytes are someone else's: never let a browser run them as a page.
-PROXY_CSP = "default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'; sandbox"
-MULTIPART_OVERHEAD = 64 * 1024
-UNAUTHENTICATED = "Authentication required: log in or send a valid Bearer token."
+from sense.pagesupport import render_htmx, tenant_required
+from sense.tenancy import TenantHttpRequest, get_for_tenant
 
 
-def _error(message: str, code: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": message, "code": code}, status=status)
+@require_GET
+@login_required
+@tenant_required
+def library(request: TenantHttpRequest) -> HttpResponse:
+    assets = Asset.objects.for_tenant(request.tenant)
+    file_type = request.GET.get("type", "")
+    if file_type in Asset.FileType.values:
+        assets = assets.filter(file_type=file_type)
+    page = Paginator(assets, 48).get_page(request.GET.get("page"))
+    context = {"nav": "media", "page": page, "file_type": file_type, "types": Asset.FileType.choices}
+    return render_htmx(request, "media/library.html", "#grid", context)
 
 
-def _unauthenticated() -> JsonResponse:
-    return _error(UNAUTHENTICATED, "unauthenticated", 401)
+@require_GET
+@login_required
+@tenant_required
+def card(request: TenantHttpRequest, asset_id: UUID) -> HttpResponse:
+    asset = get_for_tenant(Asset, request.tenant, pk=asset_id)
+    return render(request, "media/library.html#card", {"asset": asset})
 
 
-# --- Upload ---------------------------------------------------------------------------
+@require_GET
+@login_required
+@tenant_required
+def preview(request: TenantHttpRequest, asset_id: UUID) -> HttpResponse:
+    asset = get_for_tenant(Asset, request.tenant, pk=asset_id)
+    return render_htmx(request, "media/preview_page.html", "media/preview_modal.html", {"asset": asset, "nav": "media"})
 
 
-def _upload_failed(tenant_id: Any, message: str, code: str, status: int) -> JsonResponse:
-    if tenant_id is not None:
-        metrics.record(tenant_id, metrics.UPLOAD_FAILED + code)
-    return JsonResponse({"success": False, "error": message, "code": code}, status=status)
-
-
-def _csrf_rejected(request: HttpRequest) -> bool:
-    return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {}) is not None  # type: ignore[arg-type]
-
-
-@csrf_exempt  # CSRF is checked below for sessions, after our upload handler has read the body
 @require_POST
-def upload_media(request: HttpRequest) -> JsonResponse:
-    """Store one file (multipart field `file`). 201 with the asset, or `{"success": false,
-    "error", "code"}` with 400/401/403/413/415/503; a refused upload stores nothing."""
-    membership = tenancy.authenticate(request)
-    if membership is None:
-        return _upload_failed(None, UNAUTHENTICATED, "unauthenticated", 401)
-    tenant = membership.tenant
-    metrics.record(tenant.id, metrics.UPLOAD_ATTEMPTED)
-    limits = services.upload_limits()
-    if request.content_type != "multipart/form-data":
-        return _upload_failed(tenant.id, "Send the file as multipart/form-data in the field `file`.", "no_file", 400)
+@login_required
+@tenant_required
+def delete(request: TenantHttpRequest, asset_id: UUID) -> HttpResponse:
+    asset = get_for_tenant(Asset, request.tenant, pk=asset_id)
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > max(limits.values()) + MULTIPART_OVERHEAD:
-        return _upload_failed(tenant.id, "The file is larger than any allowed type.", "too_large", 413)
-
-    handler = uploads.LimitedUploadHandler(request, limits)
-    try:
-        try:
-            parser = uploads.parse(request, handler)
-        except MultiPartParserError:
-            return _upload_failed(tenant.id, "The upload could not be read.", "unreadable", 400)
-        if handler.over_limit:
-            return _upload_failed(
-                tenant.id,
-                f"The file is larger than {handler.limit / 1e6:.0f} MB, the limit for its type.",
-                "too_large",
-                413,
-            )
-        if tenancy.bearer_token(request) is None and _csrf_rejected(request):
-            return _upload_failed(tenant.id, "CSRF check failed: reload the page and try again.", "csrf", 403)
-        if parser.traversal:
-            return _upload_failed(tenant.id, "The file name must not contain folders.", "invalid_name", 400)
-        upload = request.FILES.get(uploads.FIELD)
-        if upload is None:
-            return _upload_failed(tenant.id, "No file was sent in the field `file`.", "no_file", 400)
-        try:
-            asset = services.asset_create(
-                tenant=tenant,
-                user=request.user,
-                upload=upload,
-                name=upload.name or "",
-                size=upload.size or 0,
-                sha256=handler.digest.hexdigest(),
-            )
-        except ServiceError as exc:
-            return _upload_failed(tenant.id, exc.message, exc.code, exc.status)
-    finally:
-        handler.discard()
-    metrics.record(tenant.id, metrics.UPLOAD_SUCCEEDED)
-    return JsonResponse(
-        {
-            "success": True,
-            "id": str(asset.id),
-            "file_url": asset.file_url(),
-            "thumbnail_url": asset.thumbnail_url(),
-            "file_type": asset.file_type,
-            "mime_type": asset.mime_type,
-            "size": asset.size,
-        },
-        status=201,
-    )
-
-
-# --- Files and thumbnails -------------------------------------------------------------
-
-
-def _asset_for(request: HttpRequest, asset_id: UUID) -> Asset | None:
-    membership = tenancy.authenticate(request)
-    if membership is None:
-        return None
-    return tenancy.get_for_tenant(Asset, membership.tenant, id=asset_id)
-
-
-def _serve(key: str, *, content_type: str, filename: str, attachment: bool) -> HttpResponse | FileResponse:
-    """A 302 to a presigned URL (S3), or the file itself (local storage)."""
-    response: HttpResponse | FileResponse
-    if is_s3():
-        response = HttpResponseRedirect(
-            objects.signed_url(key, content_type=content_type, filename=filename, attachment=attachment)
-        )
-    else:
-        try:
-            handle = objects.open_object(key)
-        except objects.StorageUnavailable:  # open_object turns FileNotFoundError into it too
-            return _error("The file is missing from storage.", "missing", 404)
-        response = FileResponse(handle, content_type=content_type, as_attachment=attachment, filename=filename)
-    # The redirect target expires: a browser must come back here rather than reuse it.
-    response["Cache-Control"] = "private, no-cache"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-@require_GET
-def asset_file(request: HttpRequest, asset_id: UUID) -> HttpResponse | FileResponse:
-    try:
-        asset = _asset_for(request, asset_id)
-    except Http404:
-        return _error("Not found.", "not_found", 404)
-    if asset is None:
-        return _unauthenticated()
-    return _serve(
-        asset.key,
-        content_type=asset.mime_type,
-        filename=asset.original_name,
-        attachment=asset.file_type == Asset.FileType.DOCUMENT,
-    )
-
-
-@require_GET
-def asset_thumbnail(request: HttpRequest, asset_id: UUID) -> HttpResponse | FileResponse:
-    try:
-        asset = _asset_for(request, asset_id)
-    except Http404:
-        return _error("Not found.", "not_found", 404)
-    if asset is None:
-        return _unauthenticated()
-    try:
-        key = services.thumbnail_ensure(asset=asset)
+        services.asset_delete(asset=asset, user=request.user)
     except ServiceError as exc:
-        return _error(exc.message, exc.code, exc.status)
-    stem = asset.original_name.rsplit(".", 1)[0] or "thumbnail"
-    return _serve(key, content_type="image/webp", filename=f"{stem}.webp", attachment=False)
-
-
-# --- Media proxy ----------------------------------------------------------------------
-
-
-@require_GET
-def media_proxy(request: HttpRequest) -> HttpResponse:
-    """`?url=<absolute URL>`: the remote bytes with X-Cache MISS or HIT; errors as JSON."""
-    membership = tenancy.authenticate(request)
-    if membership is None:
-        return _unauthenticated()
-    url = request.GET.get("url", "").strip()
-    if not url:
-        return _error("Pass the remote file's address as ?url=.", "bad_url", 400)
-    started = time.monotonic()
-    try:
-        fetched, hit = proxy.serve(url)
-    except proxy.ProxyError as exc:
-        return _error(exc.message, exc.code, exc.status)
-    elapsed_ms = (time.monotonic() - started) * 1000
-    metrics.record(membership.tenant_id, metrics.PROXY_HIT_MS if hit else metrics.PROXY_MISS_MS, elapsed_ms)
-    response: HttpResponse
-    if fetched.status == 404:
-        response = _error("The remote file was not found.", "upstream_not_found", 404)
-        response["Cache-Control"] = "private, max-age=60"
-    else:
-        response = HttpResponse(fetched.body, content_type=fetched.content_type)
-        response["Cache-Control"] = f"private, max-age={min(fetched.ttl, settings.MEDIA_PROXY_CACHE_TTL)}"
-    response["X-Cache"] = "HIT" if hit else "MISS"
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = PROXY_CSP
-    return response
+        if request.htmx:
+            return render(request, "media/library.html#card", {"asset": asset, "error": exc.message}, status=409)
+        messages.error(request, exc.message)
+        return redirect("media:library")
+    if request.htmx:
+        return HttpResponse("")  # the card disappears
+    messages.success(request, _("Deleted %(name)s.") % {"name": asset.original_name})
+    return redirect("media:library")

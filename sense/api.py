@@ -18,7 +18,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer, SessionAuth
 
 from sense import tenancy
-from sense.errors import ServiceError
+from sense.errors import ServiceError, json_error
 from sense.models import Membership
 
 log = logging.getLogger("sense.api")
@@ -59,6 +59,7 @@ ERROR_RESPONSES = {
     "404": "Not found (also another tenant's object)",
     "409": "Conflict with the object's state",
     "422": "Invalid input",
+    "429": "Too many requests with an unknown API token from this address",
     "503": "A dependency is unavailable",
 }
 
@@ -89,29 +90,25 @@ api = SenseNinjaAPI(
 )
 
 
-def error_response(request: HttpRequest, message: str, code: str, status: int, **extra: Any) -> HttpResponse:
-    return api.create_response(request, {"error": message, "code": code, **extra}, status=status)
-
-
 @api.exception_handler(ServiceError)
 def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
-    return error_response(request, exc.message, exc.code, exc.status)
+    return json_error(exc.message, code=exc.code, status=exc.status)
 
 
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request: HttpRequest, exc: Exception) -> HttpResponse:
-    return error_response(request, "Authentication required: send a valid Bearer token.", "unauthenticated", 401)
+    return json_error("Authentication required: send a valid Bearer token.", code="unauthenticated", status=401)
 
 
 @api.exception_handler(PermissionDenied)
 def _forbidden(request: HttpRequest, exc: Exception) -> HttpResponse:
-    return error_response(request, str(exc) or "You may not do this.", "forbidden", 403)
+    return json_error(str(exc) or "You may not do this.", code="forbidden", status=403)
 
 
 @api.exception_handler(Http404)
 @api.exception_handler(ObjectDoesNotExist)
 def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
-    return error_response(request, "Not found.", "not_found", 404)
+    return json_error("Not found.", code="not_found", status=404)
 
 
 @api.exception_handler(NinjaValidationError)
@@ -121,37 +118,37 @@ def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "payload"))
         details.append({"field": loc, "message": err.get("msg", "invalid")})
     summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
-    return error_response(request, f"Invalid input: {summary}", "invalid", 422, details=details)
+    return json_error(f"Invalid input: {summary}", code="invalid", status=422, details=details)
 
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    return error_response(request, str(exc), "http_error", exc.status_code)
+    return json_error(str(exc), code="http_error", status=exc.status_code)
 
 
 @api.exception_handler(OperationalError)
 @api.exception_handler(InterfaceError)
 def _db_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
     log.error("database unavailable: %s", exc.__class__.__name__)
-    return error_response(request, "The database is unavailable; try again shortly.", "unavailable", 503)
+    return json_error("The database is unavailable; try again shortly.", code="unavailable", status=503)
 
 
 @api.exception_handler(DataError)
 def _bad_data(request: HttpRequest, exc: Exception) -> HttpResponse:
     # The database refused a value the schema let through (a NUL character, a number out of range).
-    return error_response(request, "Invalid input: a value has invalid characters or is out of range.", "invalid", 400)
+    return json_error("Invalid input: a value has invalid characters or is out of range.", code="invalid", status=400)
 
 
 @api.exception_handler(DatabaseError)
 def _db_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     log.exception("database error")
-    return error_response(request, "Internal error.", "internal", 500)
+    return json_error("Internal error.", code="internal", status=500)
 
 
 @api.exception_handler(Exception)
 def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
     log.exception("unhandled API error")
-    return error_response(request, "Internal error.", "internal", 500)
+    return json_error("Internal error.", code="internal", status=500)
 
 
 class TenantOut(Schema):

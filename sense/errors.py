@@ -1,6 +1,17 @@
-"""Domain errors that every entry point (API, pages, admin, commands) turns into a clear answer."""
+"""Domain errors that every entry point (API, pages, admin, commands) turns into a clear answer,
+and the one JSON error body every endpoint answers with."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from django.http import JsonResponse
+
+
+def json_error(message: str, *, code: str, status: int, **extra: Any) -> JsonResponse:
+    """`{"error": MESSAGE, "code": CODE, **EXTRA}` with HTTP STATUS: `error` is for a person,
+    `code` is stable for machines; EXTRA adds fields such as `details`."""
+    return JsonResponse({"error": message, "code": code, **extra}, status=status)
 
 
 class ServiceError(Exception):

@@ -15,13 +15,12 @@ from datetime import date, timedelta
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
-from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from sense.health import broker_connection, run_checks
 from sense.models import Tenant
-from sense.pagesupport import tenant_required
+from sense.pagesupport import render_htmx, tenant_required
 from sense.tenancy import TenantHttpRequest
 
 log = logging.getLogger("sense.ops")
@@ -114,5 +113,4 @@ def ops_page(request: TenantHttpRequest) -> HttpResponse:
         "checks": checks,
         "queues": queue_depths(broker_up=checks["broker"].ok),
     }
-    template = "ops/ops.html#panels" if request.htmx else "ops/ops.html"
-    return render(request, template, context)
+    return render_htmx(request, "ops/ops.html", "#panels", context)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -26,26 +24,34 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.security.websocket import AllowedHostsOriginValidator
 
+from sense import throttle
 from sense.models import ApiToken, Membership
 
 log = logging.getLogger("sense.realtime")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-# At most 4 frames a second per campaign (or asset): 0.3 s apart leaves room for network
-# jitter to bunch frames at the browser. The latest state is always sent, at most this long
-# after the change that produced it.
+# At most 4 frames a second per object: 0.3 s apart leaves room for network jitter to bunch
+# frames at the browser. The latest state is always sent, at most this long after the change
+# that produced it.
 COALESCE_SECONDS = 0.3
+
+# Frame type -> the payload field naming the object it is about (see coalesce_by).
+_coalesced: dict[str, str] = {}
+
+
+def coalesce_by(kind: str, field: str) -> None:
+    """Frames of type KIND about the same `payload[FIELD]` replace each other while they wait
+    (they carry the full state: the latest wins). Apps call it from AppConfig.ready()."""
+    _coalesced[kind] = field
 
 
 def coalesce_key(payload: dict[str, Any]) -> tuple[str, str] | None:
-    """Frames with the same key replace each other while they wait (full state, latest wins)."""
+    """The key under which frames replace each other, or None for frames always sent."""
     kind = payload.get("type")
-    if kind == "campaign.stats":
-        return (kind, str(payload.get("campaign_id")))
-    if kind == "media.updated":
-        return (kind, str(payload.get("id")))
-    return None
+    if not isinstance(kind, str) or kind not in _coalesced:
+        return None
+    return (kind, str(payload.get(_coalesced[kind])))
 
 
 def group_name(tenant_id: Any) -> str:
@@ -111,6 +117,8 @@ def _resolve(scope: dict[str, Any], tenant_id: str) -> tuple[int | None, bool, b
     if raw is not None:
         token = ApiToken.authenticate(raw)
         if token is None:
+            client = scope.get("client") or [None]
+            throttle.token_failed(client[0])  # counts toward the address's HTTP 429 (sense.throttle)
             return None, False, False
         return token.membership.user_id, str(token.membership.tenant_id) == tenant_id, False
     user = scope.get("user")
@@ -120,7 +128,7 @@ def _resolve(scope: dict[str, Any], tenant_id: str) -> tuple[int | None, bool, b
 
 
 class TenantConsumer(AsyncJsonWebsocketConsumer):
-    """Forwards the tenant group's events to one socket, coalescing bursts per campaign.
+    """Forwards the tenant group's events to one socket, coalescing bursts per object.
 
     Every web process receives every event of the group (channels-redis in full-stack
     mode), so a change made in a worker reaches a browser connected anywhere. Coalescing
@@ -185,63 +193,3 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
         if payload is not None:
             self._last_sent[key] = time.monotonic()
             await self.send_json(payload)
-
-
-class Coalescer:
-    """Calls `flush(keys)` from one background thread per process with every key marked since
-    the previous call, at most once per `interval`. A storm of changes to one campaign then
-    costs one stats query and one publish per interval instead of one per change, and the
-    latest state still goes out at most `interval` after the last change."""
-
-    def __init__(
-        self, flush: Callable[[set[Any]], None], interval: float = 0.1, *, name: str = "live", uses_db: bool = True
-    ) -> None:
-        self.flush = flush
-        self.interval = interval
-        self.name = name
-        self.uses_db = uses_db
-        self._keys: set[Any] = set()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-
-    def mark(self, key: Any) -> None:
-        with self._lock:
-            self._keys.add(key)
-            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name=f"sense-{self.name}-coalescer", daemon=True)
-                self._thread.start()
-        self._wake.set()
-
-    def _run(self) -> None:
-        from django.db import close_old_connections
-
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                keys, self._keys = self._keys, set()
-            if keys:
-                try:
-                    self.flush(keys)
-                except Exception:
-                    log.exception("%s flush failed", self.name)
-                finally:
-                    if self.uses_db:
-                        try:
-                            close_old_connections()
-                        except Exception:  # never let it end the thread: the next mark needs it
-                            log.warning("%s: could not close database connections", self.name)
-            time.sleep(self.interval)
-
-    def drain(self, timeout: float = 5.0) -> None:
-        """Wait until every marked key has been flushed (for tests and commands)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._keys:
-                    break
-            time.sleep(0.01)
-        time.sleep(self.interval + 0.05)

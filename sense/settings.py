@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -111,8 +112,22 @@ LANGUAGES = [("pt-br", "Português (Brasil)"), ("en", "English")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 
-# Behind a PaaS router (Railway, Heroku) TLS ends at the proxy.
+# Behind a PaaS router (Railway, Heroku) TLS ends at the proxy, which says so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Off by default: the router already redirects (or refuses) plain HTTP on most PaaS.
+SECURE_SSL_REDIRECT = _read("SECURE_SSL_REDIRECT", _bool, False)
+# The platform's health probe calls the container over plain HTTP, without the router's header.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/"]
+SECURE_HSTS_SECONDS = _read("SECURE_HSTS_SECONDS", _int(0), 0)
+# Only sent with SECURE_HSTS_SECONDS; covers subdomains of the app's own host name.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _read("SECURE_HSTS_INCLUDE_SUBDOMAINS", _bool, True)
+SECURE_HSTS_PRELOAD = _read("SECURE_HSTS_PRELOAD", _bool, False)
+# Preloading is a deliberate, hard-to-undo submission (hstspreload.org), never a default:
+# SECURE_HSTS_PRELOAD=false is that decision, so `check --deploy` does not nag about it
+# (W021); likewise an explicit SECURE_HSTS_INCLUDE_SUBDOMAINS=false (W005).
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+if not SECURE_HSTS_INCLUDE_SUBDOMAINS:
+    SILENCED_SYSTEM_CHECKS.append("security.W005")
 # Secure cookies unless DEBUG; COOKIE_SECURE=false serves plain-HTTP staging or local browser tests.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _read("COOKIE_SECURE", _bool, not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -132,6 +147,7 @@ INSTALLED_APPS = [
     "channels",
     "django_dramatiq",
     "ninja",
+    "axes",
     "sense",
     "media",
     "campaigns",
@@ -151,6 +167,16 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # 429 for an unknown API token past API_TOKEN_FAILURE_LIMIT (sense.throttle).
+    "sense.throttle.TokenThrottleMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into the 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# django-axes refuses logins of a locked (username, address) pair before any password check.
+AUTHENTICATION_BACKENDS = [
+    "sense.throttle.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "sense.urls"
@@ -161,6 +187,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 FORMS_URLFIELD_ASSUME_HTTPS = True
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
+# Where "/" sends a logged-in user (a URL name or path): the core's views name no app.
+HOME_URL = "campaigns:list"
 LOGOUT_REDIRECT_URL = "login"
 
 TEMPLATES = [
@@ -304,7 +332,9 @@ RABBITMQ_URL = _read("RABBITMQ_URL", _url("amqp", "amqps"), "") or _read(
 )
 # Without a broker the web process runs the actors itself (sense.tasks.start_embedded_worker).
 TASKS_EMBEDDED = not RABBITMQ_URL
-EMBEDDED_WORKER_THREADS = _read("EMBEDDED_WORKER_THREADS", _int(1), 2)
+# Senders wait for their connection's rate budget in their thread: the default leaves two
+# threads (webhooks, thumbnails) beside the CAMPAIGN_SENDERS (4) of a running campaign.
+EMBEDDED_WORKER_THREADS = _read("EMBEDDED_WORKER_THREADS", _int(1), 6)
 _dramatiq_middleware = [
     "dramatiq.middleware.AgeLimit",
     "dramatiq.middleware.TimeLimit",
@@ -434,6 +464,9 @@ WEBHOOK_EARLY_EVENT_TTL_HOURS = _read("WEBHOOK_EARLY_EVENT_TTL_HOURS", _int(1), 
 # How long a web process reuses a webhook token's connection lookup (deactivation and
 # credential changes take effect within this).
 WEBHOOK_CONNECTION_CACHE_SECONDS = _read("WEBHOOK_CONNECTION_CACHE_SECONDS", _float, 5.0)
+# Raw bodies of processed and ignored events are deleted after this many days (pending and
+# failed ones are kept; the per-delivery status history is kept).
+WEBHOOK_RETENTION_DAYS = _read("WEBHOOK_RETENTION_DAYS", _int(1), 30)
 
 # --- Campaigns (contacts, connections, sending) ---
 # Region used to read phone numbers written without a country code (contacts, CSV import).
@@ -468,3 +501,51 @@ CAMPAIGN_PREPARE_STALE_SECONDS = _read("CAMPAIGN_PREPARE_STALE_SECONDS", _float,
 CAMPAIGN_MEDIA_BASE_URL = _read("CAMPAIGN_MEDIA_BASE_URL", _url("http", "https"), "")
 # The RabbitMQ queue of the sender actors (separate test runs on one broker use their own).
 CAMPAIGN_QUEUE = _read("CAMPAIGN_QUEUE", _str, "campaigns")
+
+# --- Login and API token throttling ---
+# A username that fails this many logins from one client address is locked out, for that
+# address only, until LOGIN_LOCKOUT_MINUTES pass (the right password is refused too).
+LOGIN_FAILURE_LIMIT = _read("LOGIN_FAILURE_LIMIT", _int(1), 5)
+LOGIN_LOCKOUT_MINUTES = _read("LOGIN_LOCKOUT_MINUTES", _float, 15.0)
+if LOGIN_LOCKOUT_MINUTES <= 0:
+    raise ImproperlyConfigured(f"LOGIN_LOCKOUT_MINUTES: invalid value {LOGIN_LOCKOUT_MINUTES!r} (must be positive)")
+# Requests with an unknown API token from one client address, per minute, before 429.
+API_TOKEN_FAILURE_LIMIT = _read("API_TOKEN_FAILURE_LIMIT", _int(1), 50)
+
+# django-axes with its database handler: the attempts are rows an admin can delete (unlock)
+# in the admin; expired ones are deleted at every new failure, so the table stays small.
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address is REMOTE_ADDR, which uvicorn sets from X-Forwarded-For only for the hops in
+# FORWARDED_ALLOW_IPS (see the Procfile); the API token throttle uses the same function.
+AXES_CLIENT_IP_CALLABLE = "sense.throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "sense.throttle.lockout_response"
+# A lockout ends LOGIN_LOCKOUT_MINUTES after the failure that caused it: attempts during it
+# neither count nor extend it, so the minutes the page shows are true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+# Successful logins are not recorded (that log would grow forever and hold every address).
+AXES_DISABLE_ACCESS_LOG = True
+# Log lines name the username and address (never the password, which axes always masks).
+AXES_SENSITIVE_PARAMETERS: list[str] = []
+# Contact imports (CSV): files of more rows than this go to a worker and answer at once (202);
+# smaller ones are imported inside the request, as before.
+CONTACT_IMPORT_SYNC_MAX_ROWS = _read("CONTACT_IMPORT_SYNC_MAX_ROWS", _int(0), 5000)
+# Rows per transaction: a background import commits its progress after each chunk, and a
+# worker that dies resumes after the last committed one.
+CONTACT_IMPORT_CHUNK_ROWS = _read("CONTACT_IMPORT_CHUNK_ROWS", _int(1), 5000)
+# A running import whose worker has not reported for this long is taken over by the sweeper.
+CONTACT_IMPORT_STALE_SECONDS = _read("CONTACT_IMPORT_STALE_SECONDS", _int(1), 120)
+CONTACT_IMPORT_SWEEP_SECONDS = _read("CONTACT_IMPORT_SWEEP_SECONDS", _float, 30.0)
+# Claims of one import (first run plus resumes) before it is marked failed.
+CONTACT_IMPORT_MAX_ATTEMPTS = _read("CONTACT_IMPORT_MAX_ATTEMPTS", _int(1), 5)
+
+# --- Sandbox gateway (campaigns/providers/sandbox.py) ---
+# The built-in simulated provider: sends go nowhere and its workers post realistic status
+# webhooks back to Sense. Off, sandbox connections can be neither created nor used, so a
+# production deployment never sends into it by mistake.
+SANDBOX_ENABLED = _read("SANDBOX_ENABLED", _bool, DEBUG)
+# Sense's own URL as its workers reach it: where a new sandbox connection posts its webhooks
+# (its base URL) unless given another one. `make run` sets it from PORT.
+SANDBOX_WEBHOOK_BASE_URL = _read("SANDBOX_WEBHOOK_BASE_URL", _url("http", "https"), "http://127.0.0.1:8000")

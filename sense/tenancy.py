@@ -17,6 +17,7 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
 from django_htmx.middleware import HtmxDetails
 
+from sense import throttle
 from sense.lib.middleware import follow_mode
 from sense.models import ApiToken, Membership, Tenant
 
@@ -74,6 +75,7 @@ def attach_token(request: HttpRequest, raw: str) -> Membership | None:
     """Attach the membership of the active API token RAW (and the token); None if there is none."""
     token = ApiToken.authenticate(raw)
     if token is None:
+        throttle.check_token_failure(request)  # 429 past API_TOKEN_FAILURE_LIMIT a minute
         return None
     request.api_token = token  # type: ignore[attr-defined]
     attach(request, token.membership)

@@ -8,6 +8,7 @@ from django.urls import include, path
 from campaigns.api import campaigns_router, connections_router, contacts_router, deliveries_router
 from campaigns.urls import webhook_urlpatterns
 from media.api import router as media_router
+from media.urls import api_urlpatterns as media_api_urlpatterns
 from sense import health, ops, ops_api
 from sense import views as sense_views
 from sense.api import api
@@ -41,10 +42,10 @@ urlpatterns = [
     path("tenant/switch/", sense_views.switch_tenant, name="switch_tenant"),
     path("ops/", ops.ops_page, name="ops"),
     path("", include("campaigns.urls")),
-    path("", include("media.page_urls")),
+    path("", include("media.urls")),
     path("admin/", admin.site.urls),
     *webhook_urlpatterns,  # provider webhooks (campaigns/urls.py)
-    path("api/", include("media.urls")),  # upload, media proxy, file and thumbnail URLs
+    path("api/", include(media_api_urlpatterns)),  # upload, media proxy, file and thumbnail URLs
     path("api/health/probe.png", health.probe_image, name="probe_image"),
     path("api/", api.urls),
     path("metrics", metrics_view, name="metrics"),

@@ -8,16 +8,18 @@ import sys
 import uuid
 from typing import cast
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.db import InterfaceError, OperationalError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from sense.errors import json_error
 from sense.models import Membership
 from sense.tenancy import SESSION_TENANT_KEY
 
@@ -50,7 +52,7 @@ def switch_tenant(request: HttpRequest) -> HttpResponse:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("campaigns:list") if request.user.is_authenticated else redirect("login")
+    return redirect(settings.HOME_URL) if request.user.is_authenticated else redirect("login")
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -65,7 +67,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     else:
         message, status, code = _("Internal error."), 500, "internal"
     if request.path.startswith("/api/"):
-        response: HttpResponse = JsonResponse({"error": str(message), "code": code}, status=status)
+        response: HttpResponse = json_error(str(message), code=code, status=status)
     else:
         response = HttpResponse(str(message), status=status, content_type="text/plain; charset=utf-8")
     if status == 503:
@@ -76,7 +78,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """handler404: JSON under /api/ (a malformed id never matches a route), a page elsewhere."""
     if request.path.startswith("/api/"):
-        return JsonResponse({"error": "Not found.", "code": "not_found"}, status=404)
+        return json_error("Not found.", code="not_found", status=404)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Http404())

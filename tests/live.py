@@ -93,10 +93,11 @@ def start_worker(env: dict[str, str], log: Path, *args: str, name: str = "worker
     return Process(name, proc, log, application_name)
 
 
-def start_web(env: dict[str, str], tmp: Path, *options: str) -> tuple[str, Process]:
-    """uvicorn serving sense.asgi with ENV (and uvicorn's OPTIONS) on a free port, its output
-    in TMP/web.log; returns (base URL, process), or fails with that output if it never listens."""
-    port = free_port()
+def start_web(env: dict[str, str], tmp: Path, *options: str, port: int | None = None) -> tuple[str, Process]:
+    """uvicorn serving sense.asgi with ENV (and uvicorn's OPTIONS) on PORT (default: a free
+    one), its output in TMP/web.log; returns (base URL, process), or fails with that output if
+    it never listens."""
+    port = port or free_port()
     log = tmp / "web.log"
     proc = subprocess.Popen(
         [
@@ -146,8 +147,14 @@ def running_stack(env: dict[str, str], tmp: Path, *, worker: bool = True) -> Ite
 @pytest.fixture
 def live_stack(transactional_db: Any, tmp_path: Path) -> Iterator[Stack]:
     """uvicorn and one worker on the full stack; data made in the test must be committed."""
-    # The proxy may fetch from this machine (the postdeploy check proxies the app's own image).
-    env = stack_env(ALLOWED_HOSTS="127.0.0.1,localhost", COOKIE_SECURE="false", MEDIA_PROXY_TRUSTED_HOSTS="127.0.0.1")
+    # The proxy may fetch from this machine (the postdeploy check proxies the app's own image);
+    # sandbox connections work (their webhooks come back to this server).
+    env = stack_env(
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        COOKIE_SECURE="false",
+        MEDIA_PROXY_TRUSTED_HOSTS="127.0.0.1",
+        SANDBOX_ENABLED="true",
+    )
     with running_stack(env, tmp_path) as stack:
         yield stack
 
@@ -157,13 +164,19 @@ def embedded_server(  # `make run`'s mode: SQLite, local files, in-process tasks
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, dict[str, str], Path]]:
     var = tmp_path_factory.mktemp("embedded-var")
-    env = clean_env(DEBUG="true", SENSE_VAR_DIR=str(var), MEDIA_PROXY_TRUSTED_HOSTS="127.0.0.1")
+    port = free_port()
+    env = clean_env(
+        DEBUG="true",
+        SENSE_VAR_DIR=str(var),
+        MEDIA_PROXY_TRUSTED_HOSTS="127.0.0.1",
+        SANDBOX_WEBHOOK_BASE_URL=f"http://127.0.0.1:{port}",  # as `make run` sets it from PORT
+    )
     migrate = manage("migrate", "--noinput", env=env)
     assert migrate.returncode == 0, migrate.stderr
     seed = manage("seed_demo", "--json", env=env)
     assert seed.returncode == 0, seed.stderr
     demo = json.loads(seed.stdout)
-    base_url, web = start_web(env, var)
+    base_url, web = start_web(env, var, port=port)
     try:
         yield base_url, {**demo, "var": str(var)}, var
     finally:

@@ -24,6 +24,7 @@ from campaigns.providers.base import (
 )
 from campaigns.providers.cloud import CloudApiProvider
 from campaigns.providers.evolution import EvolutionProvider
+from campaigns.providers.sandbox import SandboxProvider
 
 if TYPE_CHECKING:
     from campaigns.models import Connection
@@ -39,6 +40,7 @@ __all__ = [
     "Provider",
     "ProviderError",
     "Rejected",
+    "SandboxProvider",
     "SendResult",
     "StatusUpdate",
     "parse_retry_after",
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 # Provider name (Connection.provider) -> class.
-registry: dict[str, type[Provider]] = {cls.name: cls for cls in (EvolutionProvider, CloudApiProvider)}
+registry: dict[str, type[Provider]] = {cls.name: cls for cls in (EvolutionProvider, CloudApiProvider, SandboxProvider)}
 
 
 def provider_class(name: str) -> type[Provider]:

@@ -172,6 +172,17 @@ class Provider:
         return ""
 
     @classmethod
+    def disabled_reason(cls) -> str:
+        """Why connections of this provider may not be created nor send here ("" when they
+        may): the sandbox is off unless SANDBOX_ENABLED."""
+        return ""
+
+    @classmethod
+    def check_credentials(cls, credentials: dict[str, str]) -> None:
+        """Check the values of CREDENTIALS (names are checked by the caller). Raises
+        ValueError with a message for a person."""
+
+    @classmethod
     def required_credentials(cls) -> tuple[str, ...]:
         return tuple(c.name for c in cls.credentials if c.required)
 
@@ -189,9 +200,10 @@ class Provider:
     def verify_parsed(self, parsed: ParsedWebhook) -> None:
         """Checks that need the parsed body (Evolution's instance name). Raises Rejected."""
 
-    def verify_subscription(self, mode: str, token: str) -> bool:
-        """A GET handshake on the webhook URL (Meta's); False where there is none."""
-        return False
+    def verify_subscription(self, request: HttpRequest) -> str | None:
+        """A GET handshake on the webhook URL (Meta's): the text to answer with, or None to
+        refuse (always, for a provider without one)."""
+        return None
 
     @classmethod
     def parse_webhook(cls, body: bytes | str, hint: str = "") -> ParsedWebhook:

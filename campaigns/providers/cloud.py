@@ -190,13 +190,17 @@ class CloudApiProvider(Provider):
     def verify(self, request: HttpRequest, body: bytes) -> None:
         verify_signature(self.app_secret, body, request.headers.get("X-Hub-Signature-256", ""))
 
-    def verify_subscription(self, mode: str, token: str) -> bool:
-        """Meta's GET handshake: hub.mode=subscribe and hub.verify_token equal to ours."""
-        return (
-            bool(self.verify_token)
+    def verify_subscription(self, request: HttpRequest) -> str | None:
+        """Meta's GET handshake: with hub.mode=subscribe and hub.verify_token equal to ours,
+        echo hub.challenge."""
+        mode, token = request.GET.get("hub.mode", ""), request.GET.get("hub.verify_token", "")
+        if (
+            self.verify_token
             and mode == "subscribe"
             and hmac.compare_digest(self.verify_token.encode(), token.encode())
-        )
+        ):
+            return request.GET.get("hub.challenge", "")
+        return None
 
     @classmethod
     def parse_webhook(cls, body: bytes | str, hint: str = "") -> ParsedWebhook:

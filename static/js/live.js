@@ -45,9 +45,11 @@
         });
       }
     });
-    // An open delivery modal of this campaign shows its rows again.
+    // An open delivery modal of this campaign, and its delivery log (with the filters and
+    // page shown), show their rows again.
     var modal = document.querySelector('[data-modal-campaign="' + frame.campaign_id + '"]');
     if (modal) throttledRefresh(modal);
+    document.querySelectorAll('[data-deliveries-campaign="' + frame.campaign_id + '"]').forEach(throttledRefresh);
   }
 
   // The audience snapshot's progress while a started campaign prepares; once it is over the

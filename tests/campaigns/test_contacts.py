@@ -107,13 +107,6 @@ def test_import_refuses_a_utf16_file_or_an_unreadable_header(api_alice: ApiClien
     assert not Contact.objects.filter(tenant=acme).exists()
 
 
-def test_import_of_50000_rows_in_one_request(api_alice: ApiClient, acme: Any) -> None:
-    lines = ["phone,name,segment"] + [f"+55119{20000000 + i:08d},Person {i},s{i % 7}" for i in range(50_000)]
-    body = _upload(api_alice, ("\n".join(lines) + "\n").encode()).json()
-    assert body["created"] == 50_000 and body["errors"] == []
-    assert Contact.objects.filter(tenant=acme).count() == 50_000
-
-
 def test_importcontacts_command_imports_into_the_tenant(transactional_db: Any, acme: Any, tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes("phone;name\n11987650030;Ana\nbad;Bruno\n".encode("latin-1"))

@@ -1,10 +1,12 @@
-"""`seed_demo` adds contacts, a connection and campaigns in several states, with no network."""
+"""`seed_demo` adds contacts, a connection and campaigns in several states, with no network:
+the connection is the sandbox where it is on, so starting the demo draft shows the job."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
 
+import pytest
 from django.contrib.auth.models import User
 
 from campaigns import demo
@@ -12,13 +14,17 @@ from campaigns.models import Campaign, Connection, Contact, Delivery
 from sense.models import Tenant
 
 
-def test_it_seeds_campaigns_in_several_states_with_exact_counters(db: Any, monkeypatch: Any) -> None:
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandbox on", "sandbox off"])
+def test_it_seeds_campaigns_in_several_states_with_exact_counters(
+    db: Any, monkeypatch: Any, settings: Any, sandbox: bool
+) -> None:
     import httpx
 
     def no_network(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the seed made a network call")
 
     monkeypatch.setattr(httpx.Client, "send", no_network)
+    settings.SANDBOX_ENABLED = sandbox
     tenant = Tenant.objects.create(slug="demo", name="Demo")
     user = User.objects.create_user("admin")
     notes: list[str] = []
@@ -27,7 +33,9 @@ def test_it_seeds_campaigns_in_several_states_with_exact_counters(db: Any, monke
 
     assert Contact.objects.filter(tenant=tenant).count() == 40
     assert Contact.objects.filter(tenant=tenant, opted_out=True).exists()
-    assert Connection.objects.filter(tenant=tenant).count() == 1
+    connection = Connection.objects.get(tenant=tenant)
+    assert connection.provider == ("sandbox" if sandbox else "evolution")
+    assert set(Campaign.objects.filter(tenant=tenant).values_list("connection", flat=True)) == {connection.pk}
     statuses = set(Campaign.objects.filter(tenant=tenant).values_list("status", flat=True))
     assert statuses == {"draft", "scheduled", "paused", "finished", "cancelled"}
     for campaign in Campaign.objects.filter(tenant=tenant):
@@ -40,4 +48,7 @@ def test_it_seeds_campaigns_in_several_states_with_exact_counters(db: Any, monke
         assert {k: v for k, v in campaign.stats.items() if k != "total"} == expected
         assert campaign.stat_total == len(rows)
         assert not Delivery.objects.filter(campaign=campaign, contact__opted_out=True).exists()
-    assert len(notes) == 2
+    if sandbox:
+        assert len(notes) == 2
+    else:  # the first run says why the demo cannot send as it is
+        assert len(notes) == 3 and "SANDBOX_ENABLED" in notes[0]

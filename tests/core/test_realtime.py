@@ -131,8 +131,16 @@ def test_a_burst_is_coalesced_and_the_last_state_always_arrives(alice: User, acm
     assert all(sum(1 for t in sent_at if s <= t < s + 1.0) <= 4 for s in sent_at)
 
 
+def test_the_apps_register_which_frames_replace_each_other() -> None:
+    from sense.realtime import coalesce_key
+
+    assert coalesce_key({"type": "campaign.stats", "campaign_id": 7, "stats": {}}) == ("campaign.stats", "7")
+    assert coalesce_key({"type": "media.updated", "id": "a1", "status": "ready"}) == ("media.updated", "a1")
+    assert coalesce_key({"type": "pong"}) is None  # anything unregistered goes out as it comes
+
+
 def test_the_coalescer_flushes_a_burst_in_few_calls_and_never_drops_a_key() -> None:
-    from sense.realtime import Coalescer
+    from sense.lib.coalesce import Coalescer
 
     flushed: list[set[Any]] = []
     coalescer = Coalescer(lambda keys: flushed.append(set(keys)), interval=0.05)

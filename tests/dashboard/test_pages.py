@@ -210,7 +210,7 @@ def test_the_ops_page_shows_readiness_and_queues(alice_client: Client) -> None:
 
 
 def test_the_ops_page_shows_the_targets_green_or_red(alice_client: Client, acme: Tenant) -> None:
-    from media import metrics
+    from media import counters as metrics
 
     for _ in range(10):
         metrics.record(acme.id, metrics.UPLOAD_ATTEMPTED)

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from media import metrics
+from media import counters as metrics
 
 
 @pytest.fixture(autouse=True)

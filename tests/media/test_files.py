@@ -85,6 +85,20 @@ def test_the_api_lists_and_shows_the_tenants_assets(api_alice: ApiClient, api_ch
     assert detail["status"] == "processing" and detail["mime_type"] == "image/jpeg"
 
 
+def test_the_list_pages_like_every_list_and_still_takes_limit_and_offset(api_alice: ApiClient, acme: Any) -> None:
+    uploaded = {_upload(api_alice, f"menu-{i}.pdf", files.PDF)["id"] for i in range(3)}
+
+    first = api_alice.get_json("/api/media/?page=1&page_size=2").json()
+    second = api_alice.get_json("/api/media/?page=2&page_size=2").json()
+    legacy = api_alice.get_json("/api/media/?limit=1&offset=2").json()
+
+    assert first["count"] == second["count"] == legacy["count"] == 3
+    assert len(first["items"]) == 2 and len(second["items"]) == 1
+    assert {a["id"] for a in first["items"] + second["items"]} == uploaded
+    assert [a["id"] for a in legacy["items"]] == [a["id"] for a in second["items"]]
+    assert first["results"] == first["items"] and legacy["results"] == legacy["items"]  # the deprecated alias
+
+
 def test_deleting_removes_the_row_and_its_objects(
     api_alice: ApiClient, acme: Any, django_capture_on_commit_callbacks: Any
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from django.test import Client
 from django.utils import timezone
 
-from media import metrics
+from media import counters as metrics
 from media.models import DailyMetric
 
 

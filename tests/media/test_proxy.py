@@ -12,7 +12,8 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
-from media import metrics, proxy
+from media import counters as metrics
+from media import proxy
 from tests.conftest import ApiClient
 from tests.helpers import at_once, free_port, redis_server
 from tests.media.upstream import PNG, Upstream, upstream

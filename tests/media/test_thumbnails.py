@@ -164,7 +164,7 @@ def test_regenerate_thumbnails_redoes_them(db: Any, acme: Any, globex: Any, alic
 
 
 def test_thumbnail_sizes_are_counted_per_tenant(db: Any, acme: Any, alice: Any) -> None:
-    from media import metrics
+    from media import counters as metrics
 
     for size in ((800, 600), (600, 800)):
         data = files.jpeg(size)

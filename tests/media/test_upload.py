@@ -210,7 +210,7 @@ def test_it_answers_503_and_stores_nothing_when_storage_is_down(api_alice: ApiCl
 
 
 def test_it_counts_attempts_successes_and_failures_per_tenant(api_alice: ApiClient, acme: Any) -> None:
-    from media import metrics
+    from media import counters as metrics
 
     files.upload(api_alice, "photo.jpg", files.jpeg())
     files.upload(api_alice, "page.jpg", files.HTML)

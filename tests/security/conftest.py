@@ -31,7 +31,16 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
 
 from campaigns import services
-from campaigns.models import Campaign, Connection, Contact, Delivery, DeliveryEvent, WebhookEvent
+from campaigns.models import (
+    Campaign,
+    Connection,
+    Contact,
+    ContactImport,
+    ContactImportError,
+    Delivery,
+    DeliveryEvent,
+    WebhookEvent,
+)
 from media.models import Asset
 from sense.api import api
 from sense.models import Membership, Tenant
@@ -44,7 +53,7 @@ HX = {"HX-Request": "true"}
 @dataclass(frozen=True)
 class Req:
     """One request. PATH may name {campaign}, {delivery}, {contact}, {connection}, {asset},
-    {globex_campaign}, {globex_connection}, {acme}, {initech} or {token}; SETUP is the status the
+    {contact_import}, {globex_campaign}, {globex_connection}, {acme}, {initech} or {token}; SETUP is the status the
     campaign is put in first, so that the request would succeed for its owner."""
 
     method: str
@@ -86,6 +95,7 @@ PUBLIC = {
     ),
     r"^api/webhooks/whatsapp/(?P<token>[\w-]+)$": ("/api/webhooks/whatsapp/nope", WEBHOOK),
     "api/webhooks/whatsapp/<str:token>/": ("/api/webhooks/whatsapp/nope/", WEBHOOK),
+    "api/webhooks/sandbox/<str:token>/": ("/api/webhooks/sandbox/nope/", WEBHOOK),
 }
 # The Django admin is for staff (Sense's operators), never for tenant users: ADMIN_ROUTES in
 # test_tenant_isolation.py checks that a tenant admin who is not staff is sent to the admin
@@ -112,6 +122,7 @@ class World:
     contact: Contact
     delivery: Delivery
     asset: Asset
+    contact_import: ContactImport
     globex_connection: Connection
     globex_campaign: Campaign
 
@@ -122,6 +133,7 @@ class World:
             "contact": self.contact.pk,
             "connection": self.connection.pk,
             "asset": self.asset.pk,
+            "contact_import": self.contact_import.pk,
             "globex_campaign": self.globex_campaign.pk,
             "globex_connection": self.globex_connection.pk,
             "initech": self.initech.pk,
@@ -186,6 +198,18 @@ def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, m
         status=Asset.Status.READY,
         thumbnail_key=f"tenants/{acme.pk}/media/acme-secret/thumbnail/320.webp",
     )
+    contact_import = ContactImport.objects.create(
+        tenant=acme,
+        file_key=f"tenants/{acme.pk}/imports/acme-secret.csv",
+        original_name="acme-secret-list.csv",
+        status=ContactImport.Status.FINISHED,
+        total=2,
+        processed=2,
+        created=1,
+        error_count=1,
+        errors=[{"row": 3, "error": "invalid phone"}],
+    )
+    ContactImportError.objects.create(tenant=acme, contact_import=contact_import, row=3, error="invalid phone")
     globex_connection = Connection.objects.create(
         tenant=globex,
         name="Globex number",
@@ -206,12 +230,23 @@ def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, m
         contact=contacts[0],
         delivery=deliveries[0],
         asset=asset,
+        contact_import=contact_import,
         globex_connection=globex_connection,
         globex_campaign=globex_campaign,
     )
 
 
-TENANT_MODELS = (Campaign, Connection, Contact, Delivery, DeliveryEvent, Asset, WebhookEvent)
+TENANT_MODELS = (
+    Campaign,
+    Connection,
+    Contact,
+    ContactImport,
+    ContactImportError,
+    Delivery,
+    DeliveryEvent,
+    Asset,
+    WebhookEvent,
+)
 
 
 def snapshot(*tenants: Tenant) -> dict[str, list[dict[str, Any]]]:
@@ -252,6 +287,7 @@ SAMPLE_IDS = {
     "connection": "00000000-0000-4000-8000-000000000003",
     "globex_connection": "00000000-0000-4000-8000-000000000004",
     "asset": "00000000-0000-4000-8000-000000000005",
+    "contact_import": "00000000-0000-4000-8000-000000000008",
     "initech": "00000000-0000-4000-8000-000000000006",
     "acme": "00000000-0000-4000-8000-000000000007",
     "delivery": 1,
@@ -294,6 +330,7 @@ def concrete(route: str, ids: dict[str, Any]) -> str:
         "asset_id": ids["asset"],
         "contact_id": ids["contact"],
         "connection_id": ids["connection"],
+        "import_id": ids["contact_import"],
         "action": "pause",
         "token": "abc",
         "app_label": "campaigns",
@@ -310,6 +347,7 @@ def _openapi_operations() -> set[tuple[str, str]]:
         "campaign_id": SAMPLE_IDS["campaign"],
         "connection_id": SAMPLE_IDS["connection"],
         "asset_id": SAMPLE_IDS["asset"],
+        "import_id": SAMPLE_IDS["contact_import"],
         "delivery_id": 1,
         "contact_id": 1,
         "token": "abc",

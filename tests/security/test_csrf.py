@@ -76,6 +76,7 @@ CSRF_FORMS = [
     Form("post", "/campaigns/{campaign}/resume/", setup="paused"),
     Form("post", "/campaigns/{campaign}/cancel/", setup="running"),
     Form("post", "/contacts/import/", upload=("contacts.csv", CSV)),
+    Form("post", "/contacts/{contact}/erase/"),
     # Media pages and the upload (which checks CSRF itself, after streaming the body)
     Form("post", "/media/{asset}/delete/"),
     Form("post", UPLOAD, upload=("photo.png", png())),
@@ -119,7 +120,8 @@ POST_NOT_A_FORM = {
 CSRF_EXEMPT = {
     "campaigns.webhook_views.evolution": WEBHOOK,
     "campaigns.webhook_views.whatsapp": WEBHOOK,
-    "media.views.upload_media": "checks CSRF itself once the multipart body is streamed (CSRF_FORMS)",
+    "campaigns.webhook_views.sandbox": WEBHOOK,
+    "media.file_views.upload_media": "checks CSRF itself once the multipart body is streamed (CSRF_FORMS)",
 }
 
 

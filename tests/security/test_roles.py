@@ -27,6 +27,7 @@ from django.test import Client
 
 from campaigns.models import Connection
 from sense.tasks import PING_TTL, ping_key
+from tests.campaigns.test_contact_import_api import streamed
 from tests.conftest import token_for
 from tests.dashboard.conftest import login
 from tests.media.files import CSV, png
@@ -87,7 +88,12 @@ OPERATIONS = [
     Op(Req("get", "/api/contacts/{contact}/", API), MEMBER),
     Op(Req("patch", "/api/contacts/{contact}/", API, {"name": "Renamed", "opted_out": True}), MEMBER),
     Op(Req("delete", "/api/contacts/{contact}/", API), MEMBER),
+    Op(Req("get", "/api/contacts/imports/{contact_import}/", API), MEMBER),
+    Op(Req("get", "/api/contacts/imports/{contact_import}/errors/", API), MEMBER),
+    Op(Req("get", "/contacts/imports/{contact_import}/", PAGE), MEMBER),
     Op(Req("get", "/contacts/", PAGE), MEMBER),
+    Op(Req("get", "/contacts/{contact}/erase/", PAGE), MEMBER),
+    Op(Req("post", "/contacts/{contact}/erase/", PAGE), MEMBER),
     Op(Req("post", "/contacts/import/", PAGE), MEMBER, upload=("contacts.csv", CSV)),
     # Campaigns and their lifecycle
     Op(Req("get", "/api/campaigns/", API), MEMBER),
@@ -193,7 +199,8 @@ def perform(client: Client, op: Op, world: World, token: str | None) -> Any:
 
 def shown(response: Any) -> str:
     """Everything a response shows its caller: body and headers."""
-    return response.getvalue().decode(errors="replace") + str(dict(response.items()))
+    body = streamed(response) if getattr(response, "is_async", False) else response.getvalue().decode(errors="replace")
+    return body + str(dict(response.items()))
 
 
 def assert_shows_no_secret(response: Any, who: str) -> None:

@@ -58,6 +58,11 @@ OBJECT_URLS = [
     Req("get", "/media/{asset}/preview/", PAGE, headers=HX),
     Req("post", "/media/{asset}/delete/", PAGE),
     Req("post", "/media/{asset}/delete/", PAGE, headers=HX),
+    Req("get", "/contacts/{contact}/erase/", PAGE),
+    Req("post", "/contacts/{contact}/erase/", PAGE),
+    Req("get", "/contacts/imports/{contact_import}/", PAGE),
+    Req("get", "/contacts/imports/{contact_import}/", PAGE, headers=HX),  # the progress partial
+    Req("get", "/contacts/imports/{contact_import}/errors/", PAGE),
     # JSON API
     Req("get", "/api/campaigns/{campaign}/", API),
     Req("patch", "/api/campaigns/{campaign}/", API, {"name": "Hijacked", "message": "pwned"}, setup="draft"),
@@ -74,6 +79,8 @@ OBJECT_URLS = [
     Req("get", "/api/contacts/{contact}/", API),
     Req("patch", "/api/contacts/{contact}/", API, {"name": "Hijacked", "opted_out": True}),
     Req("delete", "/api/contacts/{contact}/", API),
+    Req("get", "/api/contacts/imports/{contact_import}/", API),
+    Req("get", "/api/contacts/imports/{contact_import}/errors/", API),
     Req("get", "/api/media/{asset}/", API),
     Req("delete", "/api/media/{asset}/", API),
     # Media URLs outside the ninja API
@@ -128,6 +135,7 @@ LISTINGS = [
     Listing(Req("get", "/campaigns/audience/", PAGE, headers=HX), "<strong>3</strong>"),
     Listing(Req("get", "/contacts/", PAGE), "Acme secret contact"),
     Listing(Req("get", "/contacts/?q=secret", PAGE, headers=HX), "Acme secret contact"),
+    Listing(Req("get", "/contacts/import/", PAGE), "acme-secret-list.csv"),  # recent imports
     Listing(Req("get", "/media/", PAGE), "acme-secret.png"),
     Listing(Req("get", "/media/?type=image", PAGE, headers=HX), "acme-secret.png"),
     Listing(Req("get", "/api/me/", API), "Acme"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -186,20 +187,23 @@ class TestJwt:
         assert response.status_code == 200
         assert WebhookEvent.objects.count() == 1
 
+    # Tokens are made when the test runs, not when it is collected: a long suite outlives a
+    # token's 10 minutes, and an expired token answers expired_jwt, not the reason under test.
     @pytest.mark.parametrize(
-        ("authorization", "status", "reason"),
+        ("make_authorization", "status", "reason"),
         [
-            ("", 401, "missing_jwt"),
-            ("Bearer " + evolution_jwt("another-key-0123456789abcdef0123456789"), 403, "invalid_jwt"),
-            ("Bearer " + evolution_jwt(JWT_KEY, expires_in=-3600), 403, "expired_jwt"),
-            ("Bearer " + evolution_jwt(JWT_KEY, app="other"), 403, "invalid_jwt"),
-            ("Bearer " + evolution_jwt(JWT_KEY, action="send"), 403, "invalid_jwt"),
-            ("Bearer not.a.jwt", 403, "invalid_jwt"),
+            (lambda: "", 401, "missing_jwt"),
+            (lambda: "Bearer " + evolution_jwt("another-key-0123456789abcdef0123456789"), 403, "invalid_jwt"),
+            (lambda: "Bearer " + evolution_jwt(JWT_KEY, expires_in=-3600), 403, "expired_jwt"),
+            (lambda: "Bearer " + evolution_jwt(JWT_KEY, app="other"), 403, "invalid_jwt"),
+            (lambda: "Bearer " + evolution_jwt(JWT_KEY, action="send"), 403, "invalid_jwt"),
+            (lambda: "Bearer not.a.jwt", 403, "invalid_jwt"),
         ],
     )
     def test_a_missing_or_bad_jwt_is_refused_and_counted(
-        self, connection: Connection, authorization: str, status: int, reason: str
+        self, connection: Connection, make_authorization: Callable[[], str], status: int, reason: str
     ) -> None:
+        authorization = make_authorization()
         headers = {"Authorization": authorization} if authorization else {}
         response = post_evolution(connection, evolution_update("3EB0X", "READ"), **headers)
 

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.db.models import Q
 
-from media import metrics, objects, services
+from media import counters, objects, services
 from media.models import Asset
 from sense.management.base import JsonCommand
 from sense.models import Tenant
@@ -45,7 +45,7 @@ class Command(JsonCommand):
             else:
                 failed += 1
                 lines.append(f"{asset.id} {asset.original_name}: failed ({asset.failure_reason})")
-        metrics.flush()
+        counters.flush()
         summary = f"{made} thumbnail(s) made, {failed} failed, {unavailable} skipped (storage unavailable)"
         self.emit(
             options,

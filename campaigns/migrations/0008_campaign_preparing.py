@@ -14,7 +14,7 @@ def mark_started_campaigns_prepared(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("campaigns", "0004_campaign_dispatch_seen_at"),
+        ("campaigns", "0007_sandbox_provider"),
         ("sense", "0001_initial"),
     ]
 
