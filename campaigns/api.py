@@ -19,6 +19,7 @@ from ninja.responses import Status
 
 from campaigns import services
 from campaigns.models import Campaign, Connection, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
+from campaigns.views import contact_import_errors_download
 from sense.errors import ServiceError
 from sense.pagination import PAGE_SIZE, paginate
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -162,12 +163,7 @@ def get_contact_import(request: TenantHttpRequest, import_id: UUID) -> ContactIm
     openapi_extra={"responses": {200: {"description": "CSV", "content": {"text/csv": {}}}}},
 )
 def get_contact_import_errors(request: TenantHttpRequest, import_id: UUID) -> StreamingHttpResponse:
-    job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
-    response = StreamingHttpResponse(
-        services.contact_import_errors_csv(job=job), content_type="text/csv; charset=utf-8"
-    )
-    response["Content-Disposition"] = f'attachment; filename="{job.errors_filename}"'
-    return response
+    return contact_import_errors_download(get_for_tenant(ContactImport, request.tenant, pk=import_id))
 
 
 @contacts_router.get("/{int:contact_id}/", response=ContactOut)

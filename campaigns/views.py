@@ -329,9 +329,7 @@ def contact_import(request: TenantHttpRequest) -> HttpResponse:
 def contact_import_detail(request: TenantHttpRequest, import_id: UUID) -> HttpResponse:
     """A background import's progress (polled by htmx while it runs), then its report."""
     job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
-    if request.htmx:
-        return render(request, "campaigns/import_progress.html#progress", {"job": job})
-    return render(request, "campaigns/import_progress.html", {"nav": "contacts", "job": job})
+    return render_htmx(request, "campaigns/import_progress.html", "#progress", {"nav": "contacts", "job": job})
 
 
 @require_GET
@@ -339,7 +337,11 @@ def contact_import_detail(request: TenantHttpRequest, import_id: UUID) -> HttpRe
 @tenant_required
 def contact_import_errors(request: TenantHttpRequest, import_id: UUID) -> StreamingHttpResponse:
     """Every bad row of a background import, as a CSV download."""
-    job = get_for_tenant(ContactImport, request.tenant, pk=import_id)
+    return contact_import_errors_download(get_for_tenant(ContactImport, request.tenant, pk=import_id))
+
+
+def contact_import_errors_download(job: ContactImport) -> StreamingHttpResponse:
+    """JOB's bad rows streamed as a CSV attachment (the page's and the API's download)."""
     response = StreamingHttpResponse(
         services.contact_import_errors_csv(job=job), content_type="text/csv; charset=utf-8"
     )
