@@ -314,8 +314,9 @@ def _now_twice() -> tuple[datetime, datetime]:
 # Python, so bulk_create (one array per column, UNNEST) spends more time dumping a chunk than
 # PostgreSQL spends writing it. Opt-outs are never written: new contacts are not opted out.
 _INSERT = f"""
-    INSERT INTO {Contact._meta.db_table} (tenant_id, phone, name, tags, attributes, opted_out, created_at, updated_at)
-    SELECT %s, r.phone, r.name, r.tags, r.attributes, false, %s, %s
+    INSERT INTO {Contact._meta.db_table}
+        (tenant_id, phone, name, tags, attributes, opted_out, source, created_at, updated_at)
+    SELECT %s, r.phone, r.name, r.tags, r.attributes, false, 'import', %s, %s
     FROM jsonb_to_recordset(%s::jsonb) AS r(phone text, name text, tags jsonb, attributes jsonb)
 """
 INSERT_NEW_SQL = _INSERT + "ON CONFLICT (tenant_id, phone) DO NOTHING RETURNING phone"

@@ -84,6 +84,23 @@ class Contact(TenantOwned):
     attributes = models.JSONField(_("attributes"), default=dict, blank=True)
     tags = models.JSONField(_("tags"), default=list, blank=True)
     opted_out = models.BooleanField(_("opted out"), default=False)
+    # The latest consent change (ConsentEvent holds the whole history).
+    opted_out_at = models.DateTimeField(_("opted out at"), null=True, blank=True)
+    opt_out_source = models.CharField(_("opt-out source"), max_length=16, blank=True, db_default="")
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", _("Added by an operator")
+        IMPORT = "import", _("CSV import")
+        API = "api", _("API")
+        INBOUND = "inbound", _("Wrote to us")
+
+    source = models.CharField(
+        _("source"), max_length=16, choices=Source.choices, default=Source.MANUAL, db_default=Source.MANUAL
+    )
+    # The provider's profile picture URL (never shown: the browser sees it through the media
+    # proxy) and when it was last asked for (PROFILE_PICTURE_TTL).
+    avatar_source_url = models.TextField(blank=True, editable=False, db_default="")
+    avatar_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -314,6 +331,13 @@ class Campaign(TenantOwned):
     connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="campaigns")
     message = models.TextField(_("message"))
     media = models.ForeignKey("media.Asset", null=True, blank=True, on_delete=models.PROTECT, related_name="campaigns")
+    # Cloud API message template (issue: templates): which template, each of its parameters
+    # -> a text with Sense's placeholders, and the header's media when the header has one.
+    template = models.ForeignKey(
+        "MessageTemplate", null=True, blank=True, on_delete=models.PROTECT, related_name="campaigns"
+    )
+    template_params = models.JSONField(_("template parameters"), default=dict, blank=True)
+    header_media = models.ForeignKey("media.Asset", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     tags = models.JSONField(_("audience tags"), default=list, blank=True, help_text=_("empty: all contacts"))
     scheduled_at = models.DateTimeField(_("scheduled at"), null=True, blank=True)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT)
@@ -328,6 +352,7 @@ class Campaign(TenantOwned):
     stat_failed = models.PositiveIntegerField(default=0)
     stat_cancelled = models.PositiveIntegerField(default=0)
     stat_unknown = models.PositiveIntegerField(default=0)
+    stat_replied = models.PositiveIntegerField(default=0)
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -606,6 +631,14 @@ class Delivery(TenantOwned):
     delivered_at = models.DateTimeField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
+    # The connection it went out on (campaigns may rotate across several) and which text
+    # variant it carries (0: the campaign's main message).
+    connection = models.ForeignKey(Connection, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    variant = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Cloud API pricing from its status webhooks.
+    billable = models.BooleanField(null=True, blank=True)
+    pricing_category = models.CharField(max_length=32, blank=True, db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -916,3 +949,237 @@ class ContactErasure(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.erased_at:%Y-%m-%d %H:%M} by {self.erased_by_name or '-'}"
+
+
+class MessageTemplate(TenantOwned):
+    """A WhatsApp Cloud API message template of a connection's WhatsApp Business Account, as
+    Meta last described it (synced, or changed by a status webhook)."""
+
+    class Status(models.TextChoices):  # as Meta sends them; other values are kept as sent
+        APPROVED = "APPROVED", _("Approved")
+        PENDING = "PENDING", _("Pending")
+        REJECTED = "REJECTED", _("Rejected")
+        PAUSED = "PAUSED", _("Paused")
+        DISABLED = "DISABLED", _("Disabled")
+        IN_APPEAL = "IN_APPEAL", _("In appeal")
+        ARCHIVED = "ARCHIVED", _("Archived")
+        DELETED = "DELETED", _("Deleted")
+        PENDING_DELETION = "PENDING_DELETION", _("Pending deletion")
+        LIMIT_EXCEEDED = "LIMIT_EXCEEDED", _("Limit exceeded")
+
+    class ParameterFormat(models.TextChoices):
+        POSITIONAL = "POSITIONAL", _("Positional")
+        NAMED = "NAMED", _("Named")
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="templates")
+    meta_id = models.CharField(_("Meta template id"), max_length=64, blank=True)
+    name = models.CharField(_("name"), max_length=512)
+    language = models.CharField(_("language"), max_length=16)
+    status = models.CharField(_("status"), max_length=32, default=Status.PENDING)
+    category = models.CharField(_("category"), max_length=32, blank=True)
+    parameter_format = models.CharField(
+        _("parameter format"), max_length=16, choices=ParameterFormat.choices, default=ParameterFormat.POSITIONAL
+    )
+    components = models.JSONField(_("components"), default=list, blank=True)
+    quality_score = models.CharField(_("quality"), max_length=16, blank=True)
+    status_reason = models.TextField(_("status reason"), blank=True)
+    synced_at = models.DateTimeField(_("synced at"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "name", "language"], name="template_unique_conn_name_lang")
+        ]
+        indexes = [models.Index(fields=["tenant", "status"], name="template_tenant_status")]
+        ordering = ["name", "language"]
+        verbose_name = _("message template")
+        verbose_name_plural = _("message templates")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.language})"
+
+
+class InboundMessage(TenantOwned):
+    """A message a contact sent to one of the tenant's connections."""
+
+    class Type(models.TextChoices):
+        TEXT = "text", _("Text")
+        IMAGE = "image", _("Image")
+        AUDIO = "audio", _("Audio")
+        VIDEO = "video", _("Video")
+        DOCUMENT = "document", _("Document")
+        STICKER = "sticker", _("Sticker")
+        LOCATION = "location", _("Location")
+        CONTACTS = "contacts", _("Contacts")
+        BUTTON = "button", _("Button reply")
+        INTERACTIVE = "interactive", _("Interactive reply")
+        REACTION = "reaction", _("Reaction")
+        OTHER = "other", _("Other")
+
+    class MediaStatus(models.TextChoices):
+        NONE = "", _("No media")
+        PENDING = "pending", _("Being fetched")
+        STORED = "stored", _("Stored")
+        UNAVAILABLE = "unavailable", _("Media unavailable")
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="inbound_messages")
+    contact = models.ForeignKey(
+        Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_messages"
+    )
+    # The campaign delivery it replies to (quoted, or the latest one sent within
+    # REPLY_ATTRIBUTION_HOURS), when there is one.
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="replies")
+    campaign = models.ForeignKey(
+        Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_messages"
+    )
+    webhook_event = models.ForeignKey(
+        WebhookEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_messages"
+    )
+    provider_message_id = models.CharField(max_length=128)
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.TEXT)
+    text = models.TextField(blank=True)
+    phone = models.CharField(max_length=20, blank=True)
+    # Cloud API username users may come without a phone (`wa_id`), with a `user_id` instead.
+    wa_user_id = models.CharField(max_length=128, blank=True)
+    profile_name = models.CharField(max_length=200, blank=True)
+    quoted_provider_message_id = models.CharField(max_length=128, blank=True)
+    media = models.ForeignKey("media.Asset", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    media_status = models.CharField(max_length=16, choices=MediaStatus.choices, default=MediaStatus.NONE, blank=True)
+    # What the provider said about the media (mimetype, file name, its id or URL): never a body.
+    media_info = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "provider_message_id"], name="inbound_unique_conn_msg")
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "-received_at"], name="inbound_tenant_time"),
+            models.Index(fields=["contact", "-received_at"], name="inbound_contact_time"),
+            models.Index(fields=["campaign", "-received_at"], name="inbound_campaign_time"),
+        ]
+        ordering = ["-received_at"]
+        verbose_name = _("inbound message")
+        verbose_name_plural = _("inbound messages")
+
+    def __str__(self) -> str:
+        return f"{self.phone or self.wa_user_id}: {self.text[:40]}"
+
+
+class ConsentEvent(TenantOwned):
+    """One change of a contact's consent (LGPD: withdrawable at any time, and recorded)."""
+
+    class Source(models.TextChoices):
+        KEYWORD = "keyword", _("Keyword")
+        PROVIDER = "provider", _("Provider")
+        OPERATOR = "operator", _("Operator")
+        API = "api", _("API")
+        IMPORT = "import", _("Import")
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="consent_events")
+    opted_out = models.BooleanField(_("opted out"))
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    inbound = models.ForeignKey(InboundMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField(_("reason"), blank=True)
+    at = models.DateTimeField(_("when"), default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["contact", "-at"], name="consent_contact_time")]
+        ordering = ["-at", "-id"]
+        verbose_name = _("consent event")
+        verbose_name_plural = _("consent events")
+
+    def __str__(self) -> str:
+        return f"{'opted out' if self.opted_out else 'opted in'} ({self.source})"
+
+
+DEFAULT_OPT_OUT_KEYWORDS = ["SAIR", "PARAR", "CANCELAR", "DESCADASTRAR", "REMOVER", "STOP", "UNSUBSCRIBE"]
+DEFAULT_OPT_IN_KEYWORDS = ["VOLTAR", "ASSINAR", "START"]
+
+
+def default_opt_out_keywords() -> list[str]:
+    return list(DEFAULT_OPT_OUT_KEYWORDS)
+
+
+def default_opt_in_keywords() -> list[str]:
+    return list(DEFAULT_OPT_IN_KEYWORDS)
+
+
+class ConsentSettings(TenantOwned):
+    """A tenant's opt-out and re-subscribe keywords and the optional confirmation texts."""
+
+    opt_out_keywords = models.JSONField(_("opt-out keywords"), default=default_opt_out_keywords, blank=True)
+    opt_in_keywords = models.JSONField(_("re-subscribe keywords"), default=default_opt_in_keywords, blank=True)
+    opt_out_reply = models.TextField(_("opt-out confirmation"), blank=True)
+    opt_in_reply = models.TextField(_("re-subscribe confirmation"), blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant"], name="consent_settings_one_per_tenant")]
+        verbose_name = _("consent settings")
+        verbose_name_plural = _("consent settings")
+
+    def __str__(self) -> str:
+        return f"consent settings of {self.tenant_id}"
+
+    @classmethod
+    def for_tenant(cls, tenant: Any) -> ConsentSettings:
+        """The tenant's settings, the defaults when it never saved any (not written)."""
+        return cls.objects.filter(tenant=tenant).first() or cls(tenant=tenant)
+
+
+class CampaignActivity(TenantOwned):
+    """One line of a campaign's activity log: what happened, why, and who did it."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", _("Created")
+        EDITED = "edited", _("Edited")
+        SCHEDULED = "scheduled", _("Scheduled")
+        STARTED = "started", _("Started")
+        PAUSED = "paused", _("Paused")
+        RESUMED = "resumed", _("Resumed")
+        WAITING = "waiting", _("Waiting")
+        CONTINUED = "continued", _("Continued")
+        CANCELLED = "cancelled", _("Cancelled")
+        FINISHED = "finished", _("Finished")
+        TEST_SEND = "test_send", _("Test send")
+        RETRY = "retry", _("Retry")
+        DUPLICATED = "duplicated", _("Duplicated")
+        CONNECTION = "connection", _("Connection state")
+        LIMIT = "limit", _("Limit reached")
+        TEMPLATE = "template", _("Template")
+        ERROR = "error", _("Error")
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="activity")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    message = models.TextField(blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    data = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["campaign", "-at"], name="activity_campaign_time")]
+        ordering = ["-at", "-id"]
+        verbose_name = _("campaign activity")
+        verbose_name_plural = _("campaign activity")
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:60]}"
+
+    @classmethod
+    def record(
+        cls, campaign: Campaign, kind: str, message: str = "", *, user: Any = None, **data: Any
+    ) -> CampaignActivity:
+        """Append one line to CAMPAIGN's log (in the caller's transaction)."""
+        if user is not None and not getattr(user, "is_authenticated", False):
+            user = None
+        return cls.objects.create(
+            tenant_id=campaign.tenant_id, campaign=campaign, kind=kind, message=message, user=user, data=data
+        )

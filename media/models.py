@@ -24,7 +24,13 @@ class Asset(TenantOwned):
         READY = "ready", _("Ready")
         FAILED = "failed", _("Failed")
 
+    class Origin(models.TextChoices):
+        UPLOAD = "upload", _("Uploaded")
+        INBOUND = "inbound", _("Received")
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Received media (a contact's attachment) stay out of the campaign media picker by default.
+    origin = models.CharField(_("origin"), max_length=16, choices=Origin.choices, default=Origin.UPLOAD)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
