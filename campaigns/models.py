@@ -11,6 +11,8 @@ import json
 import logging
 import operator
 import secrets
+import string
+import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
@@ -1131,6 +1133,26 @@ class ConsentSettings(TenantOwned):
     def for_tenant(cls, tenant: Any) -> ConsentSettings:
         """The tenant's settings, the defaults when it never saved any (not written)."""
         return cls.objects.filter(tenant=tenant).first() or cls(tenant=tenant)
+
+    def match(self, text: str) -> bool | None:
+        """True when TEXT, as a whole, is one of the opt-out keywords; False when it is a
+        re-subscribe keyword; None otherwise. Compared trimmed, without accents, case or
+        surrounding punctuation: "Sair" and " sair! " match SAIR, "quero sair daqui" does not."""
+        word = normalize_keyword(text)
+        if not word:
+            return None
+        if word in {normalize_keyword(k) for k in self.opt_out_keywords}:
+            return True
+        if word in {normalize_keyword(k) for k in self.opt_in_keywords}:
+            return False
+        return None
+
+
+def normalize_keyword(text: str) -> str:
+    """TEXT trimmed, casefolded, without accents and without punctuation around it."""
+    decomposed = unicodedata.normalize("NFKD", str(text or ""))
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return bare.strip().strip(string.punctuation + "¡¿ ").strip().casefold()
 
 
 class CampaignActivity(TenantOwned):
