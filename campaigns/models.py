@@ -345,6 +345,8 @@ class Campaign(TenantOwned):
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT)
     pause_reason = models.TextField(_("pause reason"), blank=True)
     consecutive_errors = models.PositiveIntegerField(default=0)
+    # The run of template errors (Cloud 132000-132016) in a row: any other outcome ends it.
+    template_errors = models.PositiveIntegerField(default=0, editable=False)
 
     stat_total = models.PositiveIntegerField(default=0)
     stat_pending = models.PositiveIntegerField(default=0)
@@ -439,6 +441,7 @@ class Campaign(TenantOwned):
             started_at=now,
             pause_reason="",
             consecutive_errors=0,
+            template_errors=0,
             prepared_at=None,
             audience_count=None,
             prepare_cursor=0,
@@ -459,7 +462,9 @@ class Campaign(TenantOwned):
             locked = Campaign.objects.select_for_update().filter(pk=self.pk)
             self.prepare_cursor = locked.values_list("prepare_cursor", flat=True).first()
             to_status = self.Status.RUNNING if self.prepare_cursor is None else self.Status.PREPARING
-            self._transition("resume", {self.Status.PAUSED}, to_status, pause_reason="", consecutive_errors=0)
+            self._transition(
+                "resume", {self.Status.PAUSED}, to_status, pause_reason="", consecutive_errors=0, template_errors=0
+            )
 
     def cancel(self) -> None:
         """scheduled, preparing, running or paused -> cancelled (the caller cancels unsent
@@ -580,7 +585,28 @@ class Campaign(TenantOwned):
     @classmethod
     def record_provider_success(cls, campaign_id: Any) -> None:
         """End a run of provider errors (a no-op write-free UPDATE when there is none)."""
-        cls.objects.filter(pk=campaign_id, consecutive_errors__gt=0).update(consecutive_errors=0)
+        cls.objects.filter(Q(consecutive_errors__gt=0) | Q(template_errors__gt=0), pk=campaign_id).update(
+            consecutive_errors=0, template_errors=0
+        )
+
+    # Template errors in a row that pause a campaign: every delivery carries the same
+    # template, so five refusals in a row mean the template or its mapping is wrong.
+    TEMPLATE_ERROR_LIMIT = 5
+
+    @classmethod
+    def record_template_error(cls, campaign_id: Any, *, template: bool, reason: str) -> bool:
+        """Count one send error in the run of template errors (TEMPLATE: it was one; any
+        other error ends the run). Pauses the running campaign with REASON when the run
+        reaches TEMPLATE_ERROR_LIMIT; returns True when this call paused it."""
+        if not template:
+            cls.objects.filter(pk=campaign_id, template_errors__gt=0).update(template_errors=0)
+            return False
+        with transaction.atomic():
+            cls.objects.filter(pk=campaign_id).update(template_errors=F("template_errors") + 1)
+            paused = cls.objects.filter(
+                pk=campaign_id, status=cls.Status.RUNNING, template_errors__gte=cls.TEMPLATE_ERROR_LIMIT
+            ).update(status=cls.Status.PAUSED, pause_reason=reason, updated_at=timezone.now())
+        return bool(paused)
 
     @classmethod
     def record_provider_error(cls, campaign_id: Any, *, limit: int, reason: str) -> bool:
@@ -652,6 +678,12 @@ class Delivery(TenantOwned):
             models.Index(fields=["campaign", "status"], name="delivery_campaign_status"),
             models.Index(fields=["provider_message_id"], name="delivery_provider_msg"),
             models.Index(fields=["status", "claimed_at"], name="delivery_status_claimed"),
+            # The campaign page's failures by error code and billable messages by category:
+            # one GROUP BY each, read from these small partial indexes alone.
+            models.Index(fields=["campaign", "error_code"], name="delivery_failed_code", condition=Q(status="failed")),
+            models.Index(
+                fields=["campaign", "pricing_category"], name="delivery_billable_cat", condition=Q(billable=True)
+            ),
         ]
         ordering = ["id"]
         verbose_name = _("delivery")
@@ -702,6 +734,45 @@ class Delivery(TenantOwned):
             # Delivered after all: the failure stays in the event history, not on the row.
             fields.update(failed_at=None, error_code="", error_message="")
         return new, fields
+
+    # --- Retrying failures ----------------------------------------------------------------
+    # The rule a retry of failed deliveries applies: most failures may be sent again at once;
+    # Meta's per-user marketing cap (Cloud 131049, action "wait") not before RETRY_WAIT has
+    # passed since the failure; a contact who stopped marketing messages (131050, "opt_out")
+    # never.
+
+    RETRY_WAIT = timedelta(hours=24)
+
+    @staticmethod
+    def _codes(action: str) -> set[str]:
+        from campaigns.providers import registry
+
+        return {code for cls in registry.values() for code in cls.codes_with_action(action)}  # type: ignore[arg-type]
+
+    def retryable_at(self) -> datetime | None:
+        """When this delivery may be sent again by a retry: its failure time for most
+        failures, RETRY_WAIT after it for a "wait" error code, None when it never may (not
+        failed, or an "opt_out" code)."""
+        if self.status != self.Status.FAILED:
+            return None
+        if self.error_code in self._codes("opt_out"):
+            return None
+        failed_at = self.failed_at or self.updated_at or timezone.now()
+        if self.error_code in self._codes("wait"):
+            return failed_at + self.RETRY_WAIT
+        return failed_at
+
+    @classmethod
+    def retryable(cls, now: datetime | None = None) -> Q:
+        """`retryable_at() <= NOW` as a filter, for a retry of many failed deliveries at once
+        (`Delivery.objects.filter(Delivery.retryable(), campaign=...)`)."""
+        now = now or timezone.now()
+        waited = Q(failed_at__isnull=False, failed_at__lte=now - cls.RETRY_WAIT)
+        return (
+            Q(status=cls.Status.FAILED)
+            & ~Q(error_code__in=sorted(cls._codes("opt_out")))
+            & (~Q(error_code__in=sorted(cls._codes("wait"))) | waited)
+        )
 
     @classmethod
     def stat_deltas(cls, old: str, new: str) -> dict[str, int]:
@@ -864,6 +935,8 @@ class PendingStatus(TenantOwned):
     event = models.CharField(max_length=64)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
+    billable = models.BooleanField(null=True, blank=True)
+    pricing_category = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         indexes = [

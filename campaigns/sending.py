@@ -34,10 +34,18 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from campaigns import ratelimit
+from campaigns import ratelimit, services
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
-from campaigns.models import Campaign, Delivery, PendingStatus
-from campaigns.providers import Media, OutgoingMessage, Provider, ProviderError, provider_class, provider_for
+from campaigns.models import Campaign, CampaignActivity, Delivery, PendingStatus
+from campaigns.providers import (
+    Media,
+    OutgoingMessage,
+    Provider,
+    ProviderError,
+    error_info,
+    provider_class,
+    provider_for,
+)
 from campaigns.tracking import apply_early_events
 
 log = logging.getLogger("sense.campaigns")
@@ -162,7 +170,12 @@ def record_sent(campaign_id: Any, tenant_id: Any, sent: dict[int, str]) -> None:
 
 
 def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outcome: Outcome) -> None:
-    """Move ITEM after ERROR and count the error against the campaign's run of errors."""
+    """Move ITEM after ERROR and count the error against the campaign's run of errors. What
+    the provider's code says (providers.error_info) decides the rest: a rate limit is sent
+    again later without counting as an error, a user who stopped marketing messages is
+    opted out, and a run of template errors pauses the campaign."""
+    info = error_info(campaign.connection.provider, error.code)
+    action = info.action if info is not None else "fail"
     fields = {"error_code": error.code[:64], "error_message": error.message[:2000]}
     if error.kind == "transient" and item.attempts < settings.CAMPAIGN_MAX_ATTEMPTS:
         backoff = error.retry_after if error.retry_after is not None else min(60.0, 2.0 ** min(item.attempts, 6))
@@ -171,6 +184,8 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
         Delivery.move(item.id, from_status=Delivery.Status.SENDING, to_status=release_to, claimed_at=None, **fields)
         outcome.retried += 1
         outcome.reschedule_in = backoff
+        if action == "throttle":
+            return  # our pace, not a fault of the campaign: it must not pause it
     elif error.kind == "ambiguous":
         Delivery.move(item.id, from_status=Delivery.Status.SENDING, to_status=Delivery.Status.UNKNOWN, **fields)
         outcome.unknown += 1
@@ -183,12 +198,31 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
             **fields,
         )
         outcome.failed += 1
+        if action == "opt_out":
+            services.contacts_opt_out_by_provider(delivery_ids=[item.id], reason=error.message)
+    if _record_template_error(campaign, error, template=action == "template"):
+        outcome.stopped = "auto-paused"
+        broadcast_stats_on_commit(campaign.pk)
+        return
     limit = settings.CAMPAIGN_MAX_CONSECUTIVE_ERRORS
     reason = f"Paused after {limit} provider errors in a row; the last one: {error}"
     if Campaign.record_provider_error(campaign.pk, limit=limit, reason=reason[:1000]):
         log.warning("[CAMPAIGN] %s paused after %d consecutive provider errors", campaign.pk, limit)
         outcome.stopped = "auto-paused"
         broadcast_stats_on_commit(campaign.pk)
+
+
+def _record_template_error(campaign: Campaign, error: ProviderError, *, template: bool) -> bool:
+    """Count ERROR in the campaign's run of template errors; True when that paused it (with
+    the template's name in the reason and an activity line)."""
+    limit = Campaign.TEMPLATE_ERROR_LIMIT
+    name = campaign.template.name if campaign.template_id and campaign.template else "?"
+    reason = f'Paused after {limit} template errors in a row with template "{name}"; the last one: {error}'
+    if not Campaign.record_template_error(campaign.pk, template=template, reason=reason[:1000]):
+        return False
+    log.warning("[CAMPAIGN] %s paused after %d template errors in a row (%s)", campaign.pk, limit, error.code)
+    CampaignActivity.record(campaign, CampaignActivity.Kind.PAUSED, reason[:1000], code=error.code, template=name)
+    return True
 
 
 class MediaUrl:

@@ -1014,3 +1014,21 @@ def campaign_recalc_stats(*, campaign_ids: Iterable[UUID], fix: bool = True, bat
     if fix and drifts:
         log.warning("[CAMPAIGN] recalculated drifted counters of %d campaign(s)", len(drifts))
     return drifts
+
+
+def contacts_opt_out_by_provider(*, delivery_ids: Sequence[int], reason: str = "") -> None:
+    """Opt out the contacts of DELIVERY_IDS (failed with the provider's "user stopped
+    marketing messages"), source `provider`: recorded as a consent event, their pending
+    deliveries cancelled. Each contact in its own transaction; a failure is logged, never
+    raised, so it cannot undo the send outcome already recorded."""
+    contacts = Contact.objects.filter(deliveries__pk__in=delivery_ids, opted_out=False).select_related("tenant")
+    for contact in contacts.distinct():
+        try:
+            contact_consent_change(
+                contact=contact,
+                opted_out=True,
+                source=ConsentEvent.Source.PROVIDER,
+                reason=(reason or "The user stopped marketing messages")[:1000],
+            )
+        except Exception:
+            log.exception("[CONSENT] contact %s not opted out after the provider's opt-out error", contact.pk)

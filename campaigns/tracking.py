@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import Any
 from uuid import UUID
 
@@ -30,9 +30,10 @@ from django.db import OperationalError, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from campaigns import services  # services -> retention -> tracking: used at call time only
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, PendingStatus, WebhookEvent
-from campaigns.providers import StatusUpdate, provider_class
+from campaigns.providers import StatusUpdate, provider_class, registry
 
 log = logging.getLogger("sense.webhooks")
 
@@ -44,7 +45,7 @@ TRACKED_FIELDS = (
     "provider_message_id",
     *STAGE_FIELDS[Delivery.Status.READ],
 )
-TRACKED_FIELDS += ("failed_at", "error_code", "error_message")
+TRACKED_FIELDS += ("failed_at", "error_code", "error_message", "billable", "pricing_category")
 
 
 def _by_tenant(keys: Iterable[tuple[UUID, str]]) -> dict[UUID, set[str]]:
@@ -67,6 +68,10 @@ class Writes:
         self.history: list[DeliveryEvent] = []
         self.early: list[PendingStatus] = []
         self.campaigns: set[UUID] = set()
+        # Deliveries that failed with a provider's "user stopped marketing messages": their
+        # contacts are opted out once this batch commits (each in its own transaction, so a
+        # batch never holds other campaigns' counter locks while it does that).
+        self.opt_outs: set[int] = set()
 
     def move(self, delivery: Delivery, to_status: str, fields: dict[str, Any]) -> None:
         """Record DELIVERY moving to TO_STATUS with FIELDS, and apply it to the instance."""
@@ -96,7 +101,9 @@ class Writes:
                 transaction.on_commit(partial(_apply_early_for_messages, tenant_id, message_ids))
         for campaign_id in self.campaigns:
             broadcast_stats_on_commit(campaign_id)
-        self.moves, self.history, self.early, self.campaigns = {}, [], [], set()
+        if self.opt_outs:
+            transaction.on_commit(partial(services.contacts_opt_out_by_provider, delivery_ids=sorted(self.opt_outs)))
+        self.moves, self.history, self.early, self.campaigns, self.opt_outs = {}, [], [], set(), set()
 
 
 def apply_update(
@@ -114,6 +121,14 @@ def apply_update(
     new, fields = delivery.status_change(
         update.status, occurred_at, error_code=update.error_code, error_message=update.error_message
     )
+    if delivery.status != Delivery.Status.CANCELLED:
+        # Pricing rides on the status events (Cloud API); the last one given wins.
+        if update.billable is not None and update.billable != delivery.billable:
+            fields["billable"] = update.billable
+        if update.pricing_category and update.pricing_category != delivery.pricing_category:
+            fields["pricing_category"] = update.pricing_category[:32]
+    if update.error_code and fields.get("error_code") == update.error_code and update.error_code in opt_out_codes():
+        writes.opt_outs.add(delivery.pk)
     if new is not None or fields:
         writes.move(delivery, new or delivery.status, fields)
     writes.history.append(
@@ -130,6 +145,12 @@ def apply_update(
         )
     )
     writes.campaigns.add(delivery.campaign_id)
+
+
+@cache
+def opt_out_codes() -> frozenset[str]:
+    """Every provider's error codes meaning "the user stopped marketing messages"."""
+    return frozenset(code for cls in registry.values() for code in cls.codes_with_action("opt_out"))
 
 
 # --- Applying stored events -------------------------------------------------------------------
@@ -189,6 +210,8 @@ def apply_updates(
                     event=update.event[:64],
                     error_code=update.error_code[:64],
                     error_message=update.error_message,
+                    billable=update.billable,
+                    pricing_category=update.pricing_category[:32],
                 )
             )
             continue
@@ -335,6 +358,8 @@ def apply_early_events(delivery_id: int) -> int:
                     error_code=row.error_code,
                     error_message=row.error_message,
                     event=row.event,
+                    billable=row.billable,
+                    pricing_category=row.pricing_category,
                 ),
                 received_at=row.received_at,
                 webhook_event_id=row.webhook_event_id,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from campaigns.providers.base import (
     Credential,
+    ErrorInfo,
     Media,
     OutgoingMessage,
     ParsedWebhook,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CloudApiProvider",
     "Credential",
+    "ErrorInfo",
     "EvolutionProvider",
     "Media",
     "OutgoingMessage",
@@ -40,6 +42,7 @@ __all__ = [
     "Provider",
     "ProviderError",
     "Rejected",
+    "error_info",
     "SandboxProvider",
     "SendResult",
     "StatusUpdate",
@@ -56,6 +59,12 @@ registry: dict[str, type[Provider]] = {cls.name: cls for cls in (EvolutionProvid
 def provider_class(name: str) -> type[Provider]:
     """The class of provider NAME. Raises KeyError for an unknown one."""
     return registry[name]
+
+
+def error_info(provider: str, code: str) -> ErrorInfo | None:
+    """What error CODE of PROVIDER (a Connection.provider name) means; None when unexplained."""
+    cls = registry.get(provider)
+    return cls.error_info(code) if cls is not None and code else None
 
 
 def provider_for(connection: Connection) -> Provider:

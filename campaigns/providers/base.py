@@ -41,6 +41,15 @@ if TYPE_CHECKING:
     from campaigns.models import Connection
 
 ErrorKind = Literal["transient", "permanent", "ambiguous"]
+# What Sense does about a provider's error code (Provider.error_info):
+# - fail: the delivery fails (retryable by an operator at once);
+# - throttle: a rate limit: back off and send it again within the campaign (neither a
+#   failure nor an error towards the campaign's auto-pause);
+# - retry: the provider had a problem: sent again later, like a 5xx;
+# - wait: it fails and may be retried only after RETRY_WAIT (Meta's per-user marketing cap);
+# - opt_out: it fails and the contact is opted out (never retried);
+# - template: it fails and counts towards the campaign's run of template errors.
+ErrorAction = Literal["fail", "throttle", "retry", "wait", "opt_out", "template"]
 
 # Delivery statuses a provider event can report (values of Delivery.Status).
 PENDING, SENT, DELIVERED, READ, FAILED = "pending", "sent", "delivered", "read", "failed"
@@ -100,6 +109,17 @@ class ProviderError(Exception):
         return f"{self.code}: {self.message}" if self.code else self.message
 
 
+@dataclass(frozen=True)
+class ErrorInfo:
+    """A provider's error code explained: its TITLE (as the provider names it), one line of
+    GUIDANCE for the operator (translatable) and the ACTION Sense takes."""
+
+    code: str
+    title: str
+    guidance: Any  # a lazy translation string
+    action: ErrorAction = "fail"
+
+
 # --- What comes in -------------------------------------------------------------------------
 
 
@@ -127,6 +147,14 @@ class StatusUpdate:
     error_code: str = ""
     error_message: str = ""
     event: str = ""
+    # Cloud API pricing (`statuses[].pricing`): None / "" when the provider gave none.
+    billable: bool | None = None
+    pricing_category: str = ""
+    pricing_model: str = ""
+    pricing_type: str = ""
+    # `statuses[].conversation` (older pricing): its id and origin type.
+    conversation_id: str = ""
+    conversation_origin: str = ""
 
 
 @dataclass
@@ -210,6 +238,17 @@ class Provider:
         """Read a received or stored BODY; HINT is what the URL or the stored event type says
         of the event. Raises PayloadError."""
         raise NotImplementedError
+
+    @classmethod
+    def error_info(cls, code: str) -> ErrorInfo | None:
+        """What the provider's error CODE means and what Sense does about it; None for a code
+        this provider does not explain (the delivery then simply fails)."""
+        return None
+
+    @classmethod
+    def codes_with_action(cls, action: ErrorAction) -> frozenset[str]:
+        """Every error code of this provider on which Sense takes ACTION."""
+        return frozenset()
 
 
 # --- Helpers for provider modules -------------------------------------------------------------

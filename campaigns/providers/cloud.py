@@ -23,6 +23,8 @@ from campaigns.providers.base import (
     READ,
     SENT,
     Credential,
+    ErrorAction,
+    ErrorInfo,
     OutgoingMessage,
     ParsedWebhook,
     PayloadError,
@@ -33,11 +35,12 @@ from campaigns.providers.base import (
     StatusUpdate,
     classify,
     load_json,
+    parse_retry_after,
     post,
     response_json,
-    short,
     timestamp,
 )
+from campaigns.providers.cloud_errors import THROTTLE_CODES, codes_with_action, lookup
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -64,6 +67,45 @@ def verify_signature(app_secret: str, body: bytes, header: str) -> None:
         raise Rejected("bad_signature")
 
 
+def error_text(error: dict[str, Any]) -> str:
+    """An error's title and details as one line ("(#131047) Re-engagement message: Message
+    failed to send because more than 24 hours have passed..."): Graph errors carry the title
+    in `message`, status webhooks in `title` (and often `message`); details are in
+    `error_data.details`."""
+    title = str(error.get("title") or error.get("message") or "").strip()
+    data = error.get("error_data")
+    details = str(data.get("details") or "").strip() if isinstance(data, dict) else ""
+    if details and details not in title:
+        return f"{title}: {details}" if title else details
+    return title
+
+
+def _pricing(item: dict[str, Any]) -> dict[str, Any]:
+    """The StatusUpdate fields of a status's `pricing` and `conversation` objects."""
+    fields: dict[str, Any] = {}
+    pricing = item.get("pricing")
+    if isinstance(pricing, dict):
+        if isinstance(pricing.get("billable"), bool):
+            fields["billable"] = pricing["billable"]
+        for key, name in (
+            ("category", "pricing_category"),
+            ("pricing_model", "pricing_model"),
+            ("type", "pricing_type"),
+        ):
+            if isinstance(pricing.get(key), str):
+                fields[name] = pricing[key][:32]
+    conversation = item.get("conversation")
+    if isinstance(conversation, dict):
+        if isinstance(conversation.get("id"), str):
+            fields["conversation_id"] = conversation["id"][:128]
+        origin = conversation.get("origin")
+        if isinstance(origin, dict) and isinstance(origin.get("type"), str):
+            fields["conversation_origin"] = origin["type"][:32]
+            # Before per-message pricing (2025-07) the category was the conversation's origin.
+            fields.setdefault("pricing_category", origin["type"][:32])
+    return fields
+
+
 def _status(item: Any) -> StatusUpdate | None:
     if not isinstance(item, dict):
         raise PayloadError("statuses must be objects")
@@ -78,11 +120,16 @@ def _status(item: Any) -> StatusUpdate | None:
     if status == FAILED and isinstance(errors, list) and errors and isinstance(errors[0], dict):
         first = errors[0]
         error_code = str(first.get("code") or "")[:64]
-        details: dict[str, Any] = first["error_data"] if isinstance(first.get("error_data"), dict) else {}
-        error_message = str(first.get("message") or first.get("title") or "")
-        if details.get("details") and details["details"] not in error_message:
-            error_message = f"{error_message}: {details['details']}" if error_message else str(details["details"])
-    return StatusUpdate(message_id, status, timestamp(item.get("timestamp")), error_code, error_message, "statuses")
+        error_message = error_text(first)
+    return StatusUpdate(
+        message_id,
+        status,
+        timestamp(item.get("timestamp")),
+        error_code,
+        error_message,
+        "statuses",
+        **_pricing(item),
+    )
 
 
 def parse_notification(payload: Any) -> ParsedWebhook:
@@ -125,7 +172,7 @@ class CloudApiProvider(Provider):
     webhook_url_name = "webhook-whatsapp"
     webhook_methods = ("GET", "POST")
     # Throttling and outage codes Meta may send with a 400 (error-codes page): retry later.
-    TRANSIENT_CODES = frozenset({"1", "2", "4", "80007", "130429", "131000", "131016", "131048", "131056"})
+    TRANSIENT_CODES = THROTTLE_CODES
 
     def __init__(
         self, *, base_url: str, phone_number_id: str, access_token: str, app_secret: str = "", verify_token: str = ""
@@ -174,18 +221,24 @@ class CloudApiProvider(Provider):
         error = data.get("error") if isinstance(data, dict) else None
         if isinstance(error, dict):
             code = str(error.get("code") or response.status_code)
-            text = str(error.get("message") or f"HTTP {response.status_code}")
-            details = (
-                (error.get("error_data") or {}).get("details") if isinstance(error.get("error_data"), dict) else None
-            )
-            if details:
-                text = f"{text} ({short(details, 200)})"
+            text = error_text(error)[:2000] or f"HTTP {response.status_code}"
         else:
             code, text = str(response.status_code), f"HTTP {response.status_code}"
         failure = classify(response, code, text)
         if code in self.TRANSIENT_CODES and not failure.transient:
-            failure = ProviderError("transient", text, code=code, status_code=response.status_code)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            failure = ProviderError(
+                "transient", text, code=code, status_code=response.status_code, retry_after=retry_after
+            )
         raise failure
+
+    @classmethod
+    def error_info(cls, code: str) -> ErrorInfo | None:
+        return lookup(code)
+
+    @classmethod
+    def codes_with_action(cls, action: ErrorAction) -> frozenset[str]:
+        return codes_with_action(action)
 
     def verify(self, request: HttpRequest, body: bytes) -> None:
         verify_signature(self.app_secret, body, request.headers.get("X-Hub-Signature-256", ""))
