@@ -17,8 +17,9 @@ from ninja import File, Router, Schema
 from ninja.files import UploadedFile
 from ninja.responses import Status
 
-from campaigns import services
+from campaigns import reports, services
 from campaigns.models import Campaign, Connection, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
+from campaigns.providers import error_info
 from campaigns.views import contact_import_errors_download
 from sense.errors import ServiceError
 from sense.pagination import PAGE_SIZE, paginate
@@ -302,6 +303,55 @@ class CampaignPage(Schema):
     items: list[CampaignOut]
 
 
+class Cost(Schema):
+    currency: str
+    category: str
+    unit_price: float | None
+    audience: int
+    estimated: float | None
+    billable: int
+    running: float
+    unpriced: list[str]
+
+
+class FailureOut(Schema):
+    code: str
+    count: int
+    title: str | None
+    guidance: str | None
+    action: str | None
+
+
+class CampaignDetailOut(CampaignOut):
+    """One campaign with what its page reports: failures by error code, billable messages by
+    pricing category, and its cost (null without CLOUD_PRICE_TABLE or off the Cloud API)."""
+
+    failures: list[FailureOut]
+    billable: dict[str, int]
+    cost: Cost | None
+
+    @staticmethod
+    def resolve_failures(obj: Campaign) -> list[dict[str, Any]]:
+        return [
+            {
+                "code": f.code,
+                "count": f.count,
+                "title": f.info.title if f.info else None,
+                "guidance": str(f.info.guidance) if f.info else None,
+                "action": f.info.action if f.info else None,
+            }
+            for f in reports.failures_by_code(obj)
+        ]
+
+    @staticmethod
+    def resolve_billable(obj: Campaign) -> dict[str, int]:
+        return reports.billable_by_category(obj)
+
+    @staticmethod
+    def resolve_cost(obj: Campaign) -> dict[str, Any] | None:
+        return reports.cost(obj)
+
+
 class CampaignIn(Schema):
     name: str
     connection_id: UUID
@@ -331,11 +381,28 @@ class DeliveryOut(Schema):
     failed_at: datetime | None
     error: str | None
     error_code: str
+    error_title: str | None
+    error_guidance: str | None
+    retryable_at: datetime | None
     attempts: int
 
     @staticmethod
     def resolve_error(obj: Delivery) -> str | None:
         return obj.error_message or None
+
+    @staticmethod
+    def resolve_error_title(obj: Delivery) -> str | None:
+        info = error_info(obj.campaign.connection.provider, obj.error_code)
+        return info.title if info else None
+
+    @staticmethod
+    def resolve_error_guidance(obj: Delivery) -> str | None:
+        info = error_info(obj.campaign.connection.provider, obj.error_code)
+        return str(info.guidance) if info else None
+
+    @staticmethod
+    def resolve_retryable_at(obj: Delivery) -> datetime | None:
+        return obj.retryable_at()
 
 
 class DeliveryPage(Schema):
@@ -361,7 +428,7 @@ def create_campaign(request: TenantHttpRequest, payload: CampaignIn) -> Status[C
     return Status(201, campaign)
 
 
-@campaigns_router.get("/{uuid:campaign_id}/", response=CampaignOut)
+@campaigns_router.get("/{uuid:campaign_id}/", response=CampaignDetailOut)
 def get_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
     return _campaign(request, campaign_id)
 
@@ -404,7 +471,8 @@ def list_deliveries(
     request: TenantHttpRequest, campaign_id: UUID, status: str = "", page: int = 1, page_size: int = PAGE_SIZE
 ) -> dict[str, Any]:
     campaign = _campaign(request, campaign_id)
-    qs = Delivery.objects.filter(campaign=campaign, tenant=request.tenant).order_by("pk")
+    qs = Delivery.objects.filter(campaign=campaign, tenant=request.tenant).select_related("campaign__connection")
+    qs = qs.order_by("pk")
     if status:
         if status not in Delivery.Status.values:
             raise ServiceError(f"Unknown status {status!r}.", code="invalid", status=422)
@@ -415,7 +483,8 @@ def list_deliveries(
 @campaigns_router.get("/{uuid:campaign_id}/deliveries/{int:delivery_id}/", response=DeliveryOut)
 def get_delivery(request: TenantHttpRequest, campaign_id: UUID, delivery_id: int) -> Delivery:
     campaign = _campaign(request, campaign_id)
-    return get_for_tenant(Delivery.objects.filter(campaign=campaign), request.tenant, pk=delivery_id)
+    deliveries = Delivery.objects.filter(campaign=campaign).select_related("campaign__connection")
+    return get_for_tenant(deliveries, request.tenant, pk=delivery_id)
 
 
 # --- Deliveries ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from campaigns import services
+from campaigns import reports, services
 from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
 from campaigns.models import Campaign, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
 from sense.errors import ServiceError
@@ -121,7 +121,16 @@ def campaign_detail(request: TenantHttpRequest, campaign_id: UUID) -> HttpRespon
 
 def _detail_page(request: TenantHttpRequest, campaign: Campaign, deliveries: dict[str, Any]) -> HttpResponse:
     """The whole campaign page (its header shows the connection: CAMPAIGN has it joined)."""
-    context = {"nav": "campaigns", "timeline": timeline(campaign), **campaign_context(campaign), **deliveries}
+    billable = reports.billable_by_category(campaign)
+    context = {
+        "nav": "campaigns",
+        "timeline": timeline(campaign),
+        "failures": reports.failures_by_code(campaign),
+        "billable": billable,
+        "cost": reports.cost(campaign, billable),
+        **campaign_context(campaign),
+        **deliveries,
+    }
     return render(request, "campaigns/detail.html", context)
 
 
@@ -148,7 +157,7 @@ def campaign_deliveries(request: TenantHttpRequest, campaign_id: UUID) -> HttpRe
 @login_required
 @tenant_required
 def delivery_modal(request: TenantHttpRequest, delivery_id: int) -> HttpResponse:
-    delivery = get_for_tenant(Delivery.objects.select_related("campaign"), request.tenant, pk=delivery_id)
+    delivery = get_for_tenant(Delivery.objects.select_related("campaign__connection"), request.tenant, pk=delivery_id)
     events = DeliveryEvent.objects.filter(tenant=request.tenant, delivery=delivery).order_by("occurred_at", "id")
     context = {"delivery": delivery, "events": events, "nav": "campaigns"}
     return render_htmx(request, "campaigns/delivery_page.html", "campaigns/delivery_modal.html", context)

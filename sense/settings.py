@@ -9,6 +9,7 @@ stack. A bad value stops start-up with ImproperlyConfigured naming the variable.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -80,6 +81,38 @@ def _url(*schemes: str) -> Callable[[str], str]:
 
 def _str(raw: str) -> str:
     return raw
+
+
+# Meta's pricing categories (`statuses[].pricing.category`), the keys of CLOUD_PRICE_TABLE.
+PRICE_CATEGORIES = (
+    "marketing",
+    "marketing_lite",
+    "utility",
+    "authentication",
+    "authentication_international",
+    "service",
+    "referral_conversion",
+)
+
+
+def _price_table(raw: str) -> dict[str, Any]:
+    """A JSON object: pricing category -> price of one message (a non-negative number), and
+    optionally "currency" (a 3-letter code, shown with the costs)."""
+    try:
+        table = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg}") from None
+    if not isinstance(table, dict):
+        raise ValueError('expected a JSON object such as {"marketing": 0.0625, "utility": 0.008}')
+    for key, value in table.items():
+        if key == "currency":
+            if not (isinstance(value, str) and len(value) == 3 and value.isalpha()):
+                raise ValueError("currency must be a 3-letter code such as USD or BRL")
+        elif key not in PRICE_CATEGORIES:
+            raise ValueError(f"unknown category {key!r} (expected {', '.join(PRICE_CATEGORIES)} or currency)")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"the price of {key} must be a number of at least 0")
+    return table
 
 
 # --- Core ---------------------------------------------------------------------------
@@ -473,6 +506,10 @@ WEBHOOK_RETENTION_DAYS = _read("WEBHOOK_RETENTION_DAYS", _int(1), 30)
 DEFAULT_PHONE_REGION = _read("DEFAULT_PHONE_REGION", _str, "BR").upper()
 # Cloud API connections created without a base URL use Meta's Graph API at this version.
 CLOUD_API_BASE_URL = _read("CLOUD_API_BASE_URL", _url("http", "https"), "https://graph.facebook.com/v21.0")
+# Cloud API price of one message per pricing category, in the tenant's currency, e.g.
+# {"currency": "USD", "marketing": 0.0625, "utility": 0.008}: campaign pages then show an
+# estimated cost before start and a running cost of the billable messages. Empty: no costs.
+CLOUD_PRICE_TABLE: dict[str, Any] = _read("CLOUD_PRICE_TABLE", _price_table, {})
 # Sender actors working on one running campaign at a time (they share the connection's limit).
 CAMPAIGN_SENDERS = _read("CAMPAIGN_SENDERS", _int(1), 4)
 # Deliveries one sender claims per round trip (more: faster unlimited sends; a killed worker

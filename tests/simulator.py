@@ -16,10 +16,13 @@ number); every request, accepted or not, to `sim.requests`. Knobs:
 - `fail_next(status, count=1, body=None, retry_after=None)`: the next COUNT sends answer
   STATUS with the provider's error body (429 may carry Retry-After);
 - `fail_number(number, status, body=None)`: every send to NUMBER fails that way;
+- `fail_next_cloud(code, count=1)` / `fail_number_cloud(number, code)`: the same with a
+  Graph API error of that Cloud error code (title and details as Meta words them);
 - `api_keys` / `access_tokens`: when set, requests with other credentials answer 401;
 - `webhook_hook` (alias `on_send`): a callable run in a background thread with the send
   record after the response is written; `post_webhook(...)`, `evolution_status(...)` and
-  `cloud_status(...)` build and send providers' status webhooks back to Sense.
+  `cloud_status(...)` build and send providers' status webhooks back to Sense (a Cloud
+  status may carry `errors` (`cloud_error_item(code)`), `pricing` and `conversation`).
 
 Usage::
 
@@ -76,6 +79,58 @@ def cloud_error_body(status: int, message: str | None = None, code: int | None =
             "fbtrace_id": secrets.token_hex(8),
         }
     }
+
+
+# Cloud error codes the simulator words like Meta (title, details); others get a generic text.
+CLOUD_ERRORS: dict[int, tuple[str, str]] = {
+    4: ("Too many API calls", "The app has reached its API call rate limit."),
+    80007: ("Rate limit issues", "The WhatsApp Business Account has reached its rate limit."),
+    130429: ("Rate limit hit", "Cloud API message throughput has been reached."),
+    131026: ("Message undeliverable", "Unable to deliver message."),
+    131047: (
+        "Re-engagement message",
+        "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
+    ),
+    131049: (
+        "This message was not delivered to maintain healthy ecosystem engagement.",
+        "In order to maintain a healthy ecosystem engagement, the message failed to be delivered.",
+    ),
+    131050: ("Unable to deliver the message. This recipient has chosen to stop receiving marketing messages.", ""),
+    131051: ("Unsupported message type", "Message type is not currently supported."),
+    131052: ("Media download error", "Unable to download the media sent by the user."),
+    131053: ("Media upload error", "Unable to upload the media used in the message."),
+    131056: ("(Business Account, Consumer Account) pair rate limit hit", "Too many messages sent to this number."),
+    132000: (
+        "Number of parameters does not match the expected number of params",
+        "body: number of localizable_params (2) does not match the expected number of params (3)",
+    ),
+    132001: ("Template name does not exist in the translation", "template name (x) does not exist in en_US"),
+    132012: ("Parameter format does not match format in the created template", "header: Format mismatch"),
+}
+
+
+def cloud_error(code: int, *, status: int = 400, details: str | None = None) -> dict[str, Any]:
+    """A Graph API error body for Cloud error CODE (`{"error": {message, type, code,
+    error_data: {messaging_product, details}, fbtrace_id}}`)."""
+    title, default_details = CLOUD_ERRORS.get(code, (f"Error {code}", ""))
+    body = cloud_error_body(status, f"(#{code}) {title}", code)
+    if details or default_details:
+        body["error"]["error_data"] = {"messaging_product": "whatsapp", "details": details or default_details}
+    return body
+
+
+def cloud_error_item(code: int, *, details: str | None = None) -> dict[str, Any]:
+    """One `statuses[].errors[]` item of a failed Cloud status webhook."""
+    title, default_details = CLOUD_ERRORS.get(code, (f"Error {code}", ""))
+    item: dict[str, Any] = {"code": code, "title": title, "message": title}
+    if details or default_details:
+        item["error_data"] = {"details": details or default_details}
+    return item
+
+
+def cloud_pricing(category: str = "marketing", *, billable: bool = True) -> dict[str, Any]:
+    """A status webhook's `pricing` object (per-message pricing since 2025-07)."""
+    return {"billable": billable, "pricing_model": "PMP", "category": category, "type": "regular"}
 
 
 def _request_record(
@@ -235,6 +290,16 @@ class ProviderSimulator:
             for _ in range(count):
                 self._failures.append((status, body, retry_after))
 
+    def fail_next_cloud(
+        self, code: int, count: int = 1, *, status: int = 400, retry_after: float | None = None
+    ) -> None:
+        """Answer the next COUNT Cloud sends with a Graph API error of CODE."""
+        self.fail_next(status, count=count, body=cloud_error(code, status=status), retry_after=retry_after)
+
+    def fail_number_cloud(self, number: str, code: int, *, status: int = 400) -> None:
+        """Answer every Cloud send to NUMBER with a Graph API error of CODE."""
+        self.fail_number(number, status, body=cloud_error(code, status=status))
+
     def fail_number(self, number: str, status: int, body: Any = None) -> None:
         """Answer every send to NUMBER (digits, with or without +) with STATUS."""
         with self._lock:
@@ -326,9 +391,17 @@ class ProviderSimulator:
 
     @staticmethod
     def cloud_status(
-        record: Record, status: str, *, timestamp: int | None = None, errors: list[dict[str, Any]] | None = None
+        record: Record,
+        status: str,
+        *,
+        timestamp: int | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        pricing: dict[str, Any] | None = None,
+        conversation: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A Cloud API status webhook for RECORD; STATUS is sent, delivered, read or failed."""
+        """A Cloud API status webhook for RECORD; STATUS is sent, delivered, read or failed,
+        with ERRORS (`cloud_error_item(code)`), PRICING (`cloud_pricing(...)`) and
+        CONVERSATION (`{"id", "origin": {"type"}}`) when given."""
         item: dict[str, Any] = {
             "id": record["message_id"],
             "status": status,
@@ -337,6 +410,10 @@ class ProviderSimulator:
         }
         if errors:
             item["errors"] = errors
+        if pricing:
+            item["pricing"] = pricing
+        if conversation:
+            item["conversation"] = conversation
         return {
             "object": "whatsapp_business_account",
             "entry": [
