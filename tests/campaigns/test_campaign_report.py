@@ -209,7 +209,8 @@ def test_a_bad_price_table_stops_start_up_with_a_clear_message(monkeypatch: Any,
 
     monkeypatch.setenv("CLOUD_PRICE_TABLE", raw)
     with pytest.raises(ImproperlyConfigured, match=f"CLOUD_PRICE_TABLE: .*{message}"):
-        sense_settings._read("CLOUD_PRICE_TABLE", sense_settings._price_table, {})
+        empty: dict[str, Any] = {}
+        sense_settings._read("CLOUD_PRICE_TABLE", sense_settings._price_table, empty)
 
 
 def test_a_good_price_table_is_read() -> None:

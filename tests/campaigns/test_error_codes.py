@@ -289,6 +289,7 @@ def test_a_failed_status_webhook_keeps_the_code_title_and_details(
     assert (delivery.status, delivery.error_code) == (Delivery.Status.FAILED, "131049")
     assert "healthy ecosystem engagement" in delivery.error_message
     assert "failed to be delivered" in delivery.error_message  # error_data.details
+    assert delivery.failed_at is not None
     assert delivery.retryable_at() == delivery.failed_at + timedelta(hours=24)
     contact.refresh_from_db()
     assert not contact.opted_out
