@@ -49,8 +49,11 @@ from django.urls import reverse
 from django.utils.crypto import salted_hmac
 
 from campaigns.models import Connection
+from campaigns.providers import cloud_errors
 from campaigns.providers.base import (
     Credential,
+    ErrorAction,
+    ErrorInfo,
     OutgoingMessage,
     ParsedWebhook,
     Provider,
@@ -340,6 +343,14 @@ class SandboxProvider(Provider):
         if self.disabled_reason():
             raise Rejected("sandbox_disabled")
         verify_signature(self.app_secret, body, request.headers.get("X-Hub-Signature-256", ""))
+
+    @classmethod
+    def error_info(cls, code: str) -> ErrorInfo | None:
+        return cloud_errors.lookup(code)  # its webhooks carry the Cloud API's error codes
+
+    @classmethod
+    def codes_with_action(cls, action: ErrorAction) -> frozenset[str]:
+        return cloud_errors.codes_with_action(action)
 
     @classmethod
     def parse_webhook(cls, body: bytes | str, hint: str = "") -> ParsedWebhook:
