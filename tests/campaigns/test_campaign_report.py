@@ -106,6 +106,8 @@ def test_the_delivery_modal_shows_code_title_guidance_and_when_to_retry(alice: A
     assert "<code data-error-code>131047</code>" in html
     assert "Re-engagement message" in html and "use a template" in html
     assert "data-retryable" in html
+    full = page(alice, reverse("campaigns:delivery", args=[delivery.id])).content.decode()  # without htmx
+    assert "<code data-error-code>131047</code>" in full and "use a template" in full
 
 
 def test_another_tenants_campaign_page_and_delivery_are_404(charlie: Any, finished: Campaign) -> None:

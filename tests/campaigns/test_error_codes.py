@@ -129,6 +129,11 @@ def test_the_guidance_of_131047_says_to_use_a_template() -> None:
     assert info is not None and str(info.guidance) == "Outside the 24-hour window: use a template."
 
 
+def test_sandbox_connections_explain_the_cloud_codes_they_send() -> None:
+    info = error_info("sandbox", "131049")
+    assert info is not None and info.action == "wait"
+
+
 def test_unknown_codes_and_other_providers_are_unexplained() -> None:
     assert error_info("cloud", "999999") is None
     assert error_info("cloud", "connect") is None
@@ -307,6 +312,23 @@ def test_131050_in_a_failed_status_webhook_opts_the_contact_out(
     contact.refresh_from_db()
     assert contact.opted_out and contact.opt_out_source == "provider"
     assert ConsentEvent.objects.filter(contact=contact, source="provider", opted_out=True).count() == 1
+
+
+def test_131050_in_an_early_failed_status_opts_the_contact_out_once_the_id_is_known(
+    cloud: Connection, make_contacts: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    [contact] = make_contacts(1)
+    post_cloud(cloud, [status_item("wamid.C", "failed", errors=[cloud_error_item(131050)])])
+    tracking.process_pending()  # no delivery has that id yet: kept as an early event
+    delivery = sent_delivery(cloud, contact, "wamid.C")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tracking.apply_early_events(delivery.pk) == 1
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.error_code) == (Delivery.Status.FAILED, "131050")
+    contact.refresh_from_db()
+    assert contact.opted_out and contact.opt_out_source == "provider"
 
 
 def test_pricing_from_status_webhooks_is_kept_on_the_delivery_in_one_batch(
