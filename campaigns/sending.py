@@ -215,10 +215,13 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
 def _record_template_error(campaign: Campaign, error: ProviderError, *, template: bool) -> bool:
     """Count ERROR in the campaign's run of template errors; True when that paused it (with
     the template's name in the reason and an activity line)."""
+    if not template:
+        Campaign.record_template_error(campaign.pk, template=False, reason="")
+        return False
     limit = Campaign.TEMPLATE_ERROR_LIMIT
     name = campaign.template.name if campaign.template_id and campaign.template else "?"
     reason = f'Paused after {limit} template errors in a row with template "{name}"; the last one: {error}'
-    if not Campaign.record_template_error(campaign.pk, template=template, reason=reason[:1000]):
+    if not Campaign.record_template_error(campaign.pk, template=True, reason=reason[:1000]):
         return False
     log.warning("[CAMPAIGN] %s paused after %d template errors in a row (%s)", campaign.pk, limit, error.code)
     CampaignActivity.record(campaign, CampaignActivity.Kind.PAUSED, reason[:1000], code=error.code, template=name)
