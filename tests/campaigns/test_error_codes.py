@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from campaigns import sending, tracking
+from campaigns import sending, services, tracking
 from campaigns.models import (
     Campaign,
     CampaignActivity,
@@ -25,6 +25,7 @@ from campaigns.models import (
     WebhookEvent,
 )
 from campaigns.providers import error_info
+from tests.helpers import wait_for
 from tests.simulator import ProviderSimulator, cloud_error_item, cloud_pricing
 from tests.webhook_payloads import sign
 
@@ -394,3 +395,42 @@ def test_the_parser_reads_pricing_and_conversation() -> None:
         "regular",
     )
     assert (update.conversation_id, update.conversation_origin) == ("c1", "marketing")
+
+
+# --- End to end ----------------------------------------------------------------------------------
+
+
+def test_end_to_end_failed_status_webhooks_and_pricing_reach_the_deliveries(
+    dramatiq_worker: Any, live_server: Any, sim: ProviderSimulator, cloud: Connection, make_contacts: Any
+) -> None:
+    """The simulator answers each send, then posts its status webhook to the live server as
+    Meta would: 131050 and 131049 failures for two contacts, delivered with pricing for the
+    others; a real worker sends and applies them."""
+    contacts = make_contacts(5)
+    stopped, capped = (c.phone.lstrip("+") for c in contacts[:2])
+    url = f"{live_server.url}/api/webhooks/whatsapp/{cloud.webhook_token}/"
+
+    def hook(record: dict[str, Any]) -> None:
+        if record["number"] in (stopped, capped):
+            code = 131050 if record["number"] == stopped else 131049
+            body = sim.cloud_status(record, "failed", errors=[cloud_error_item(code)])
+        else:
+            body = sim.cloud_status(record, "delivered", pricing=cloud_pricing("marketing"))
+        assert sim.post_webhook(url, body, app_secret=cloud.credential("app_secret")) == 200
+
+    sim.webhook_hook = hook
+    campaign = Campaign.objects.create(tenant=cloud.tenant, connection=cloud, name="E2E", message="Hi")
+    services.campaign_start(campaign=campaign)
+
+    def settled() -> bool:
+        campaign.refresh_from_db()
+        return campaign.stat_failed == 2 and campaign.stat_delivered == 3
+
+    wait_for(settled, timeout=30, what="statuses applied")
+    wait_for(lambda: Contact.objects.get(pk=contacts[0].pk).opted_out, timeout=10, what="opt-out")
+    assert not sim.hook_errors
+    by_code = dict(Delivery.objects.filter(campaign=campaign, status="failed").values_list("error_code", "contact_id"))
+    assert by_code == {"131050": contacts[0].pk, "131049": contacts[1].pk}
+    billable = Delivery.objects.filter(campaign=campaign, billable=True, pricing_category="marketing")
+    assert billable.count() == 3
+    assert ConsentEvent.objects.filter(contact=contacts[0], source="provider").exists()
