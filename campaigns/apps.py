@@ -10,8 +10,16 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         from campaigns import ops as campaign_ops
         from campaigns import retention
+        from campaigns.models import Delivery
+        from campaigns.providers import registry
+        from campaigns.providers.base import ErrorAction
         from sense import ops, realtime
 
         ops.register(campaign_ops.figures)
         ops.register(retention.figures)
         realtime.coalesce_by("campaign.stats", "campaign_id")
+        actions: tuple[ErrorAction, ...] = ("fail", "throttle", "retry", "wait", "opt_out", "template")
+        Delivery.ERROR_ACTIONS = {
+            action: frozenset(code for cls in registry.values() for code in cls.codes_with_action(action))
+            for action in actions
+        }

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from functools import reduce
-from typing import Any
+from typing import Any, ClassVar
 
 import phonenumbers
 from django.conf import settings
@@ -743,11 +743,13 @@ class Delivery(TenantOwned):
 
     RETRY_WAIT = timedelta(hours=24)
 
-    @staticmethod
-    def _codes(action: str) -> set[str]:
-        from campaigns.providers import registry
+    # Error code -> Sense's action on it, over every provider ("opt_out", "wait", ...): filled
+    # from the provider registry when the app is ready (the models never import providers).
+    ERROR_ACTIONS: ClassVar[dict[str, frozenset[str]]] = {}
 
-        return {code for cls in registry.values() for code in cls.codes_with_action(action)}  # type: ignore[arg-type]
+    @classmethod
+    def _codes(cls, action: str) -> frozenset[str]:
+        return cls.ERROR_ACTIONS.get(action, frozenset())
 
     def retryable_at(self) -> datetime | None:
         """When this delivery may be sent again by a retry: its failure time for most

@@ -34,7 +34,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from campaigns import ratelimit, services
+from campaigns import consent, ratelimit
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
 from campaigns.models import Campaign, CampaignActivity, Delivery, PendingStatus
 from campaigns.providers import (
@@ -199,7 +199,7 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
         )
         outcome.failed += 1
         if action == "opt_out":
-            services.contacts_opt_out_by_provider(delivery_ids=[item.id], reason=error.message)
+            consent.contacts_opt_out_by_provider(delivery_ids=[item.id], reason=error.message)
     if _record_template_error(campaign, error, template=action == "template"):
         outcome.stopped = "auto-paused"
         broadcast_stats_on_commit(campaign.pk)

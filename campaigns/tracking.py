@@ -30,7 +30,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from campaigns import services  # services -> retention -> tracking: used at call time only
+from campaigns import consent
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, PendingStatus, WebhookEvent
 from campaigns.providers import StatusUpdate, provider_class, registry
@@ -102,7 +102,7 @@ class Writes:
         for campaign_id in self.campaigns:
             broadcast_stats_on_commit(campaign_id)
         if self.opt_outs:
-            transaction.on_commit(partial(services.contacts_opt_out_by_provider, delivery_ids=sorted(self.opt_outs)))
+            transaction.on_commit(partial(consent.contacts_opt_out_by_provider, delivery_ids=sorted(self.opt_outs)))
         self.moves, self.history, self.early, self.campaigns, self.opt_outs = {}, [], [], set(), set()
 
 
