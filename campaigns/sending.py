@@ -57,6 +57,7 @@ class Claimed:
     text: str
     attempts: int
     errors_before: int = 0  # the campaign's run of provider errors when claimed
+    template_values: dict[str, str] | None = None  # a template campaign's parameters
 
 
 @dataclass
@@ -76,7 +77,7 @@ def claim(campaign_id: Any, n: int) -> list[Claimed]:
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(campaign_id=campaign_id, status=Delivery.Status.PENDING, campaign__status=Campaign.Status.RUNNING)
             .order_by("pk")
-            .values_list("pk", "phone", "text", "attempts", "campaign__consecutive_errors")[:n]
+            .values_list("pk", "phone", "text", "attempts", "campaign__consecutive_errors", "template_values")[:n]
         )
         if not rows:
             return []
@@ -92,8 +93,8 @@ def claim(campaign_id: Any, n: int) -> list[Claimed]:
         # The rows are locked by this transaction and filtered on status: all of them moved.
         assert moved == len(ids), (moved, ids)
     return [
-        Claimed(id=pk, phone=phone, text=text, attempts=attempts + 1, errors_before=errors)
-        for pk, phone, text, attempts, errors in rows
+        Claimed(id=pk, phone=phone, text=text, attempts=attempts + 1, errors_before=errors, template_values=values)
+        for pk, phone, text, attempts, errors, values in rows
     ]
 
 
@@ -195,8 +196,9 @@ class MediaUrl:
     """The campaign's media as the provider fetches it: a presigned URL, refreshed well
     before it expires."""
 
-    def __init__(self, campaign: Campaign) -> None:
-        self.asset = campaign.media
+    def __init__(self, campaign: Campaign, *, header: bool = False) -> None:
+        # HEADER: the template's header media instead of the campaign's attachment.
+        self.asset = campaign.header_media if header else campaign.media
         self._value: Media | None = None
         self._at = 0.0
 
@@ -225,6 +227,7 @@ class _Run:
         self.campaign = campaign
         self.provider: Provider = provider_for(campaign.connection)
         self.media = MediaUrl(campaign)
+        self.header_media = MediaUrl(campaign, header=True)
         self.limiter = ratelimit.limiter()
         self.outcome = Outcome()
         self.slice_seconds = slice_seconds
@@ -311,7 +314,7 @@ class _Run:
                     outcome.stopped = "stopped"
                     break
                 checked_at = time.monotonic()
-            message = OutgoingMessage(phone=item.phone, text=item.text, media=self.media.get())
+            message = self.message(item)
             try:
                 result = self.provider.send(message)
             except ProviderError as error:
@@ -329,17 +332,36 @@ class _Run:
                 self.errors_seen = False
         record_sent(campaign.pk, campaign.tenant_id, sent)
 
+    def message(self, item: Claimed) -> OutgoingMessage:
+        template = self.campaign.template
+        if template is None:
+            return OutgoingMessage(phone=item.phone, text=item.text, media=self.media.get())
+        outgoing = template.outgoing(item.template_values or {}, self.header_media.get())
+        return OutgoingMessage(phone=item.phone, text=item.text, template=outgoing)
+
+
+def _template_refusal(campaign: Campaign) -> str:
+    """Why CAMPAIGN's template may not be sent now ("" when it may)."""
+    template = campaign.template
+    if template is None or template.is_approved:
+        return ""
+    return template.blocked_reason()
+
 
 def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -> Outcome:
     """Send the campaign's pending deliveries for up to SLICE_SECONDS. The outcome's
     `reschedule_in` says when the caller should run this again (None: no need)."""
-    campaign = Campaign.objects.select_related("connection", "media").filter(pk=campaign_id).first()
+    campaign = (
+        Campaign.objects.select_related("connection", "media", "template", "header_media")
+        .filter(pk=campaign_id)
+        .first()
+    )
     if campaign is None or campaign.status != Campaign.Status.RUNNING:
         return Outcome()
     connection = campaign.connection
     refusal = (
         provider_class(connection.provider).disabled_reason() if connection.is_active else "The connection is disabled."
-    )
+    ) or _template_refusal(campaign)
     if refusal:
         with transaction.atomic():
             campaign.pause(refusal)
