@@ -94,6 +94,13 @@ def kick_stalled_campaigns() -> None:
     services.campaigns_kick_stalled()
 
 
+@periodic(settings.CLOUD_TEMPLATE_SYNC_SECONDS)
+def sync_templates() -> None:
+    """Message templates of every Cloud API connection with a WABA id, from Meta. Several
+    workers may run it at once: each sync is one transaction over the connection's rows."""
+    services.templates_sync_all()
+
+
 # --- Contact imports -------------------------------------------------------------------------
 
 

@@ -473,6 +473,8 @@ WEBHOOK_RETENTION_DAYS = _read("WEBHOOK_RETENTION_DAYS", _int(1), 30)
 DEFAULT_PHONE_REGION = _read("DEFAULT_PHONE_REGION", _str, "BR").upper()
 # Cloud API connections created without a base URL use Meta's Graph API at this version.
 CLOUD_API_BASE_URL = _read("CLOUD_API_BASE_URL", _url("http", "https"), "https://graph.facebook.com/v21.0")
+# How often workers sync the message templates of Cloud API connections with a WABA id.
+CLOUD_TEMPLATE_SYNC_SECONDS = _read("CLOUD_TEMPLATE_SYNC_SECONDS", _float, 3600.0)
 # Sender actors working on one running campaign at a time (they share the connection's limit).
 CAMPAIGN_SENDERS = _read("CAMPAIGN_SENDERS", _int(1), 4)
 # Deliveries one sender claims per round trip (more: faster unlimited sends; a killed worker
