@@ -1104,27 +1104,6 @@ class MessageTemplate(TenantOwned):
     def render_header(self, values: dict[str, str]) -> str:
         return self.fill(self.header_text, values, "header.")
 
-    def outgoing(self, values: dict[str, str], header_media: Any = None) -> Any:
-        """The `TemplateMessage` to send with VALUES and HEADER_MEDIA (a providers.Media)."""
-        from campaigns.providers import TemplateButton, TemplateMessage, TemplateParameter
-
-        named = self.parameter_format == self.ParameterFormat.NAMED
-
-        def params(names: list[str], prefix: str = "") -> tuple[TemplateParameter, ...]:
-            return tuple(TemplateParameter(values.get(prefix + n, ""), n if named else "") for n in names)
-
-        return TemplateMessage(
-            name=self.name,
-            language=self.language,
-            header_media=header_media if self.header_media_kind else None,
-            header_parameters=params(self.placeholders(self.header_text), "header."),
-            body_parameters=params(self.placeholders(self.body_text)),
-            buttons=tuple(
-                TemplateButton(index, "url", (TemplateParameter(values.get(key, "")),))
-                for index, key in self.url_buttons()
-            ),
-        )
-
     @property
     def is_approved(self) -> bool:
         return self.status == self.Status.APPROVED

@@ -36,8 +36,18 @@ from django.utils import timezone
 
 from campaigns import ratelimit
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
-from campaigns.models import Campaign, Delivery, PendingStatus
-from campaigns.providers import Media, OutgoingMessage, Provider, ProviderError, provider_class, provider_for
+from campaigns.models import Campaign, Delivery, MessageTemplate, PendingStatus
+from campaigns.providers import (
+    Media,
+    OutgoingMessage,
+    Provider,
+    ProviderError,
+    TemplateButton,
+    TemplateMessage,
+    TemplateParameter,
+    provider_class,
+    provider_for,
+)
 from campaigns.tracking import apply_early_events
 
 log = logging.getLogger("sense.campaigns")
@@ -192,6 +202,29 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
         broadcast_stats_on_commit(campaign.pk)
 
 
+def template_message(
+    template: MessageTemplate, values: dict[str, str], header_media: Media | None = None
+) -> TemplateMessage:
+    """TEMPLATE to send with VALUES (parameter key -> text; see MessageTemplate.parameters)
+    and HEADER_MEDIA for a media header: a NAMED template's parameters carry their names."""
+    named = template.parameter_format == MessageTemplate.ParameterFormat.NAMED
+
+    def params(names: list[str], prefix: str = "") -> tuple[TemplateParameter, ...]:
+        return tuple(TemplateParameter(values.get(prefix + n, ""), n if named else "") for n in names)
+
+    return TemplateMessage(
+        name=template.name,
+        language=template.language,
+        header_media=header_media if template.header_media_kind else None,
+        header_parameters=params(template.placeholders(template.header_text), "header."),
+        body_parameters=params(template.placeholders(template.body_text)),
+        buttons=tuple(
+            TemplateButton(index, "url", (TemplateParameter(values.get(key, "")),))
+            for index, key in template.url_buttons()
+        ),
+    )
+
+
 class MediaUrl:
     """The campaign's media as the provider fetches it: a presigned URL, refreshed well
     before it expires."""
@@ -336,7 +369,7 @@ class _Run:
         template = self.campaign.template
         if template is None:
             return OutgoingMessage(phone=item.phone, text=item.text, media=self.media.get())
-        outgoing = template.outgoing(item.template_values or {}, self.header_media.get())
+        outgoing = template_message(template, item.template_values or {}, self.header_media.get())
         return OutgoingMessage(phone=item.phone, text=item.text, template=outgoing)
 
 

@@ -1001,7 +1001,8 @@ def campaign_pause(*, campaign: Campaign, reason: str = "") -> Campaign:
 
 
 def campaign_resume(*, campaign: Campaign) -> Campaign:
-    template = campaign.template
+    # Read fresh: the status webhook that paused it may have been followed by another.
+    template = MessageTemplate.objects.filter(pk=campaign.template_id).first() if campaign.template_id else None
     if template is not None and not template.is_approved:
         raise ServiceError(
             template.blocked_reason() + " Resume once it is approved again.", code="template_not_approved"

@@ -33,7 +33,9 @@ Cloud API message templates, as the Graph API has them:
   132000, a media header without its media (or of another kind) → 132012. An accepted one
   is recorded with `text` = the body as the contact reads it and `template` = the payload;
 - `template_status(waba_id, template, event, reason)` and `template_quality(...)` build the
-  `message_template_status_update` / `..._quality_update` webhooks.
+  `message_template_status_update` / `..._quality_update` webhooks;
+- `service_window`: when a set of numbers, free-form (non-template) sends to any other number
+  fail as Meta fails them outside the 24-hour window: 400, code 131047.
 
 Usage::
 
@@ -215,6 +217,7 @@ class ProviderSimulator:
         self.templates: dict[str, list[dict[str, Any]]] = {}  # WABA id -> its templates, in Meta's shape
         self.template_page_size = 100
         self.template_requests: list[Record] = []  # every listing request: waba_id, query, status
+        self.service_window: set[str] | None = None  # numbers that wrote in the last 24 h
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -645,6 +648,11 @@ class ProviderSimulator:
         if payload.get("messaging_product") != "whatsapp" or not number:
             self._record({**base, "message_id": None, "status": 400}, accepted=False)
             return 400, cloud_error_body(400, "(#100) Invalid parameter", 100), {}, None
+        if kind != "template" and self.service_window is not None and number not in self.service_window:
+            template_error = (
+                131047,
+                "(#131047) Re-engagement message: more than 24 hours have passed since the recipient last replied",
+            )
         if template_error is not None:
             code, message = template_error
             self._record({**base, "message_id": None, "status": 400, "error_code": code}, accepted=False)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from campaigns import services
+from campaigns import sending, services
 from campaigns.models import Campaign, Connection, MessageTemplate
 from sense.errors import ServiceError
 from tests.campaigns.template_fixtures import ORDER_UPDATE, SPRING_SALE, WABA, WELCOME
@@ -47,7 +47,7 @@ def test_a_positional_template_lists_its_header_body_and_button_parameters(cloud
     values = {"header.1": "A-7", "1": "Ana", "2": "A-7", "button.0": "A-7"}
     assert template.render(values) == "Hi Ana, your order A-7 ships today."
     assert template.render_header(values) == "Order A-7"
-    outgoing = template.outgoing(values)
+    outgoing = sending.template_message(template, values)
     assert [p.value for p in outgoing.body_parameters] == ["Ana", "A-7"]
     assert all(p.name == "" for p in outgoing.body_parameters)
     assert outgoing.buttons[0].index == 0 and outgoing.buttons[0].parameters[0].value == "A-7"
@@ -58,7 +58,7 @@ def test_a_named_template_with_an_image_header(cloud: Connection) -> None:
     assert template.header_format == "IMAGE" and template.header_media_kind == "image"
     assert template.parameters == ["first_name", "discount"]
     assert template.render({"first_name": "Ana", "discount": "20%"}) == "Hello Ana! 20% off everything this week."
-    outgoing = template.outgoing({"first_name": "Ana", "discount": "20%"})
+    outgoing = sending.template_message(template, {"first_name": "Ana", "discount": "20%"})
     assert [(p.name, p.value) for p in outgoing.body_parameters] == [("first_name", "Ana"), ("discount", "20%")]
 
 
@@ -166,7 +166,9 @@ def test_a_graph_error_changes_nothing_and_says_what_to_fix(
     ]
 
 
-def test_a_page_on_another_host_is_not_followed(sim: ProviderSimulator, waba_cloud: Connection) -> None:
+def test_a_page_on_another_host_is_not_followed(
+    sim: ProviderSimulator, waba_cloud: Connection, monkeypatch: Any
+) -> None:
     """The bearer token goes only where the connection's base URL points."""
     sim.template_page_size = 1
     sim.add_template(WABA, "a", components=WELCOME)
@@ -179,7 +181,7 @@ def test_a_page_on_another_host_is_not_followed(sim: ProviderSimulator, waba_clo
             body["paging"]["next"] = body["paging"]["next"].replace("127.0.0.1", "evil.example")
         return status, body
 
-    sim._list_templates = hostile  # type: ignore[method-assign]
+    monkeypatch.setattr(sim, "_list_templates", hostile)
     with pytest.raises(ServiceError):
         services.templates_sync(connection=waba_cloud)
     assert not MessageTemplate.objects.exists()
