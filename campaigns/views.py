@@ -9,6 +9,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.db.models.functions import TruncMinute
@@ -414,8 +415,7 @@ def template_sync(request: TenantHttpRequest, connection_id: UUID) -> HttpRespon
     """The "Sync templates" button (admins, like the API's sync)."""
     connection = get_for_tenant(Connection, request.tenant, pk=connection_id)
     if not request.membership.is_admin:
-        messages.error(request, _("Only tenant admins may sync templates."))
-        return redirect("campaigns:templates")
+        raise PermissionDenied(_("Only tenant admins may sync templates."))
     try:
         result = services.templates_sync(connection=connection)
     except ServiceError as exc:

@@ -63,8 +63,8 @@ def test_the_sync_button_syncs_for_admins_only(
     sim: ProviderSimulator, alice: Any, bob: Any, waba_cloud: Connection
 ) -> None:
     sim.add_template(WABA, "welcome", components=WELCOME)
-    response = login("bob").post(f"/templates/sync/{waba_cloud.pk}/", follow=True)
-    assert "Only tenant admins" in response.content.decode()
+    response = login("bob").post(f"/templates/sync/{waba_cloud.pk}/")
+    assert response.status_code == 403
     assert not MessageTemplate.objects.exists()
 
     response = login("alice").post(f"/templates/sync/{waba_cloud.pk}/", follow=True)
