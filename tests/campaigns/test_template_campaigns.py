@@ -15,6 +15,7 @@ from media.models import Asset
 from sense.errors import ServiceError
 from tests.campaigns.template_fixtures import ORDER_UPDATE, SPRING_SALE, WABA, WELCOME
 from tests.conftest import ApiClient
+from tests.dashboard.conftest import login
 from tests.helpers import wait_for
 from tests.simulator import ProviderSimulator
 from tests.webhook_payloads import dumps, sign
@@ -352,6 +353,7 @@ def _done(campaign: Campaign) -> bool:
 
 
 def test_a_template_paused_by_meta_pauses_its_running_campaign(
+    alice: Any,
     sim: ProviderSimulator,
     acme: Any,
     waba_cloud: Connection,
@@ -390,6 +392,8 @@ def test_a_template_paused_by_meta_pauses_its_running_campaign(
     assert "paused" in activity.message and activity.data["status"] == "PAUSED"
     other.refresh_from_db()
     assert other.status == Campaign.Status.RUNNING  # another template (none) is untouched
+    page = login("alice").get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "Low engagement" in page and "welcome" in page and "PAUSED" in page
     assert sending.dispatch(campaign.pk).sent == 0 and not [r for r in sim.sends if r.get("template")]
     with pytest.raises(ServiceError) as raised:
         services.campaign_resume(campaign=campaign)
