@@ -152,7 +152,12 @@ def contact_erase(*, contact: Contact, user: Any = None, via: str = ContactErasu
                 campaigns.add(campaign_id)
         delivery_ids = list(deliveries.values_list("pk", flat=True))
         anonymized = Delivery.objects.filter(pk__in=delivery_ids).update(
-            contact=None, phone=ERASED_PHONE, text="", error_message="", updated_at=timezone.now()
+            contact=None,
+            phone=ERASED_PHONE,
+            text="",
+            error_message="",
+            template_values=None,  # a template's parameters carry the contact's data too
+            updated_at=timezone.now(),
         )
         # Provider error texts can quote the number.
         DeliveryEvent.objects.filter(delivery_id__in=delivery_ids).exclude(error_message="").update(error_message="")

@@ -7,6 +7,11 @@ and SQLite), exact for names, phones and attribute values that are strings, inte
 booleans, null or missing. What SQL cannot reproduce exactly (Python's `str()` of floats,
 lists and objects) is found by `unrendered_attributes` and rendered by `render_text` for
 those rows only, in the same transaction. `campaigns.services.campaign_prepare` drives it.
+
+A template campaign goes the same way: its text is the template's body with each parameter
+replaced by the Sense text mapped to it (`template_sources`), and each delivery's
+`template_values` (parameter -> rendered text, what the sender puts in the template's
+components) is a JSON object built by the same SQL expressions.
 """
 
 from __future__ import annotations

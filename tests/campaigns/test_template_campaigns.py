@@ -444,3 +444,19 @@ def test_a_sync_that_finds_the_template_disabled_pauses_its_campaign(
     services.templates_sync(connection=waba_cloud)
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.PAUSED and "disabled" in campaign.pause_reason
+
+
+def test_erasing_a_contact_removes_its_template_parameters(
+    sim: ProviderSimulator, acme: Any, waba_cloud: Connection, synced: dict[str, MessageTemplate], make_campaign: Any
+) -> None:
+    ana = Contact.objects.create(tenant=acme, phone="+5511988880001", name="Ana", attributes={"order": "A-17"})
+    campaign = _run(
+        make_campaign(waba_cloud, message="", template=synced["order_update"], template_params=ORDER_PARAMS)
+    )
+    delivery = Delivery.objects.get(campaign=campaign)
+    assert delivery.template_values == {"header.1": "A-17", "1": "Ana", "2": "A-17", "button.0": "A-17"}
+
+    services.contact_erase(contact=ana)
+
+    delivery.refresh_from_db()
+    assert delivery.template_values is None and delivery.text == "" and delivery.phone != ana.phone
