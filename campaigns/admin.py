@@ -208,6 +208,7 @@ class CampaignAdmin(admin.ModelAdmin):
         fields = list(self.readonly_fields)
         if obj is not None and not obj.is_editable:  # only drafts can be edited
             fields += ["tenant", "name", "connection", "message", "media", "tags", "scheduled_at"]
+            fields += ["template", "template_params", "header_media"]
         return fields
 
     def _run(self, request: HttpRequest, queryset: QuerySet[Campaign], service: Any, verb: str) -> None:

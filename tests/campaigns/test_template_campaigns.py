@@ -460,3 +460,26 @@ def test_erasing_a_contact_removes_its_template_parameters(
 
     delivery.refresh_from_db()
     assert delivery.template_values is None and delivery.text == "" and delivery.phone != ana.phone
+
+
+def test_a_scheduled_campaign_whose_template_was_paused_goes_back_to_draft(
+    waba_cloud: Connection, synced: dict[str, MessageTemplate], make_contacts: Any, make_campaign: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    make_contacts(2)
+    campaign = make_campaign(
+        waba_cloud, message="", template=synced["welcome"], scheduled_at=timezone.now() + timedelta(hours=1)
+    )
+    services.campaign_start(campaign=campaign)
+    assert campaign.status == Campaign.Status.SCHEDULED
+    synced["welcome"].apply_change(status="PAUSED")
+
+    assert services.campaigns_start_due(now=timezone.now() + timedelta(hours=2)) == []
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    activity = CampaignActivity.objects.get(campaign=campaign, kind="template")
+    assert activity.message.startswith("Not started:") and "paused" in activity.message
