@@ -828,6 +828,9 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
     if "template_id" in changes:
         campaign.template = _template_for(campaign.tenant, changes["template_id"])
         updates["template_id"] = campaign.template.pk if campaign.template else None
+        if campaign.template is None:  # back to free text: the template's settings go with it
+            changes.setdefault("template_params", {})
+            changes.setdefault("header_media_id", None)
     if "template_params" in changes:
         campaign.template_params = updates["template_params"] = _clean_params(changes["template_params"])
     if "header_media_id" in changes:

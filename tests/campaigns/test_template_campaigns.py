@@ -191,6 +191,13 @@ def test_editing_checks_the_template_too(
     campaign.refresh_from_db()
     assert campaign.template_id == synced["order_update"].pk and campaign.message == ""
 
+    # Back to free text: the template's parameters go with it; a message is needed again.
+    response = api_alice.patch_json(f"/api/campaigns/{campaign.pk}/", {"template_id": None})
+    assert response.status_code == 422 and response.json()["code"] == "invalid_message"
+    response = api_alice.patch_json(f"/api/campaigns/{campaign.pk}/", {"template_id": None, "message": "Hi"})
+    assert response.status_code == 200, response.content
+    assert response.json()["template_id"] is None and response.json()["template_params"] == {}
+
 
 # --- Sending --------------------------------------------------------------------------------------
 
