@@ -5,8 +5,8 @@ in the path plus a signature or JWT). The event row is committed before the answ
 200 means the event is durable; processing happens in the `process_webhook_events` actor,
 or in the sweeper if the broker was unreachable.
 
-Answers: 200 stored (also for events that are not statuses: stored as ignored, so the
-provider does not retry them for days); 400 not JSON or not the provider's shape; 401/403
+Answers: 200 stored (also for events that are neither statuses nor template news: stored
+as ignored, so the provider does not retry them for days); 400 not JSON or not the provider's shape; 401/403
 failed verification (nothing stored, counted in WebhookRejection); 404 unknown token;
 413 body over WEBHOOK_MAX_BODY_BYTES.
 """
