@@ -303,3 +303,55 @@ def test_another_tenants_templates_are_invisible(
     assert api_charlie.post_json(f"/api/connections/{waba_cloud.pk}/templates/sync/").status_code == 404
     assert not sim.template_requests
     assert Campaign.objects.count() == 0
+
+
+def test_the_cloud_provider_parses_template_news_next_to_statuses() -> None:
+    from campaigns.providers import CloudApiProvider
+
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": WABA,
+                "changes": [
+                    {
+                        "field": "message_template_status_update",
+                        "value": {
+                            "event": "REJECTED",
+                            "message_template_id": 594425479261596,
+                            "message_template_name": "spring_sale",
+                            "message_template_language": "pt_BR",
+                            "reason": "INVALID_FORMAT",
+                            "other_info": {"title": "Rejected", "description": "Variables at the start."},
+                        },
+                    },
+                    {
+                        "field": "message_template_quality_update",
+                        "value": {
+                            "previous_quality_score": "GREEN",
+                            "new_quality_score": "YELLOW",
+                            "message_template_id": 1,
+                            "message_template_name": "welcome",
+                            "message_template_language": "en_US",
+                        },
+                    },
+                    {"field": "message_template_status_update", "value": {"event": "APPROVED", "reason": "NONE"}},
+                    {
+                        "field": "messages",
+                        "value": {"statuses": [{"id": "wamid.1", "status": "delivered", "timestamp": "1700000000"}]},
+                    },
+                ],
+            }
+        ],
+    }
+    parsed = CloudApiProvider.parse_webhook(json.dumps(body))
+    assert [s.message_id for s in parsed.statuses] == ["wamid.1"]
+    rejected, quality = parsed.templates  # the one naming no template is skipped
+    assert (rejected.template_id, rejected.name, rejected.language, rejected.status) == (
+        "594425479261596",
+        "spring_sale",
+        "pt_BR",
+        "REJECTED",
+    )
+    assert rejected.reason == "INVALID_FORMAT: Variables at the start."
+    assert quality.quality == "YELLOW" and quality.status == ""
