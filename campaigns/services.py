@@ -607,6 +607,9 @@ def templates_sync(*, connection: Connection) -> TemplateSync:
     now = timezone.now()
     paused: list[Any] = []
     with transaction.atomic():
+        # Two syncs of one connection (the periodic job runs in every worker) take turns here:
+        # the second sees what the first stored instead of inserting it again.
+        Connection.objects.select_for_update().filter(pk=connection.pk).first()
         stored = {
             (t.name, t.language): t for t in MessageTemplate.objects.select_for_update().filter(connection=connection)
         }
@@ -656,9 +659,13 @@ def templates_sync(*, connection: Connection) -> TemplateSync:
     return outcome
 
 
-def templates_sync_all(*, tenant: Tenant | None = None, connection_id: UUID | str | None = None) -> dict[str, Any]:
-    """Sync every active connection that has templates (of TENANT, or only CONNECTION_ID):
-    connection id -> its TemplateSync counts, or {"error", "code"} for one that failed."""
+def templates_sync_all(
+    *, tenant: Tenant | None = None, connection_id: UUID | str | None = None, fresh_for: float = 0.0
+) -> dict[str, Any]:
+    """Sync every active connection that has templates (of TENANT, or only CONNECTION_ID),
+    skipping those synced less than FRESH_FOR seconds ago (the periodic job: another worker
+    just did it): connection id -> its TemplateSync counts, or {"error", "code"} for one
+    that failed."""
     connections = Connection.objects.filter(
         is_active=True, provider__in=[n for n, c in registry.items() if c.supports_templates]
     )
@@ -670,6 +677,13 @@ def templates_sync_all(*, tenant: Tenant | None = None, connection_id: UUID | st
     for connection in connections.order_by("created_at"):
         if connection_id is None and not connection.credential("waba_id"):
             continue  # free text only: nothing to sync
+        if (
+            fresh_for
+            and MessageTemplate.objects.filter(
+                connection=connection, synced_at__gt=timezone.now() - timedelta(seconds=fresh_for)
+            ).exists()
+        ):
+            continue
         try:
             results[str(connection.pk)] = templates_sync(connection=connection).as_dict()
         except ServiceError as exc:

@@ -96,9 +96,10 @@ def kick_stalled_campaigns() -> None:
 
 @periodic(settings.CLOUD_TEMPLATE_SYNC_SECONDS)
 def sync_templates() -> None:
-    """Message templates of every Cloud API connection with a WABA id, from Meta. Several
-    workers may run it at once: each sync is one transaction over the connection's rows."""
-    services.templates_sync_all()
+    """Message templates of every Cloud API connection with a WABA id, from Meta. Every worker
+    runs it: a connection another worker synced in the last half interval is skipped, and two
+    syncs of one connection take turns on its row."""
+    services.templates_sync_all(fresh_for=settings.CLOUD_TEMPLATE_SYNC_SECONDS / 2)
 
 
 # --- Contact imports -------------------------------------------------------------------------

@@ -355,3 +355,18 @@ def test_the_cloud_provider_parses_template_news_next_to_statuses() -> None:
     )
     assert rejected.reason == "INVALID_FORMAT: Variables at the start."
     assert quality.quality == "YELLOW" and quality.status == ""
+
+
+def test_the_periodic_sync_skips_a_connection_another_worker_just_synced(
+    sim: ProviderSimulator, waba_cloud: Connection
+) -> None:
+    from campaigns import tasks
+
+    sim.add_template(WABA, "welcome", components=WELCOME)
+    tasks.sync_templates()
+    assert len(sim.template_requests) == 1
+    tasks.sync_templates()
+    assert len(sim.template_requests) == 1
+    MessageTemplate.objects.update(synced_at=None)
+    tasks.sync_templates()
+    assert len(sim.template_requests) == 2
