@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from campaigns import ratelimit
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
-from campaigns.models import Campaign, Delivery, MessageTemplate, PendingStatus
+from campaigns.models import Campaign, CampaignActivity, Delivery, MessageTemplate, PendingStatus
 from campaigns.providers import (
     Media,
     OutgoingMessage,
@@ -398,6 +398,14 @@ def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -
     if refusal:
         with transaction.atomic():
             campaign.pause(refusal)
+            if campaign.template is not None and refusal == _template_refusal(campaign):
+                CampaignActivity.record(
+                    campaign,
+                    CampaignActivity.Kind.TEMPLATE,
+                    refusal,
+                    template=campaign.template.name,
+                    status=campaign.template.status,
+                )
             broadcast_stats_on_commit(campaign.pk)
         return Outcome()
     run = _Run(campaign, slice_seconds)

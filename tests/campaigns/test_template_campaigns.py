@@ -490,3 +490,25 @@ def test_a_scheduled_campaign_whose_template_was_paused_goes_back_to_draft(
     assert campaign.status == Campaign.Status.DRAFT
     activity = CampaignActivity.objects.get(campaign=campaign, kind="template")
     assert activity.message.startswith("Not started:") and "paused" in activity.message
+
+
+def test_the_sender_pauses_a_campaign_whose_template_stopped_being_approved(
+    sim: ProviderSimulator,
+    waba_cloud: Connection,
+    synced: dict[str, MessageTemplate],
+    make_contacts: Any,
+    make_campaign: Any,
+) -> None:
+    """A status change that paused nothing (it raced the start) still stops the sends."""
+    make_contacts(2)
+    campaign = make_campaign(waba_cloud, message="", template=synced["welcome"])
+    services.campaign_start(campaign=campaign)
+    services.campaign_prepare(campaign_id=campaign.pk)
+    MessageTemplate.objects.filter(pk=synced["welcome"].pk).update(status="DISABLED")
+
+    assert sending.dispatch(campaign.pk).sent == 0
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED and "disabled" in campaign.pause_reason
+    assert CampaignActivity.objects.filter(campaign=campaign, kind="template").exists()
+    assert not sim.sends
