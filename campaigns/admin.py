@@ -18,6 +18,7 @@ from campaigns.models import (
     ContactImport,
     Delivery,
     DeliveryEvent,
+    MessageTemplate,
     WebhookEvent,
     WebhookRejection,
     normalize_phone,
@@ -131,10 +132,41 @@ class ConnectionAdmin(admin.ModelAdmin):
     search_fields = ["name", "base_url"]
     list_select_related = ["tenant"]
     readonly_fields = ["id", "webhook_url", "created_at"]
+    actions = ["sync_templates"]
 
     @admin.display(description=_("webhook path"))
     def webhook_url(self, obj: Connection) -> str:
         return services.connection_webhook_path(obj) if obj.pk else "-"
+
+    @admin.action(description=_("Sync message templates from Meta"))
+    def sync_templates(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for connection in queryset:
+            try:
+                result = services.templates_sync(connection=connection)
+            except ServiceError as exc:
+                self.message_user(request, f"{connection.name}: {exc.message}", level=messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                _("%(name)s: %(synced)d templates listed, %(created)d new, %(updated)d changed, %(deleted)d deleted.")
+                % {"name": connection.name, **result.as_dict()},
+            )
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(admin.ModelAdmin):
+    """What Meta says of each template: read-only, changed by syncs and status webhooks."""
+
+    list_display = ["name", "language", "connection", "tenant", "status", "category", "quality_score", "synced_at"]
+    list_filter = ["status", "category", "tenant"]
+    search_fields = ["name", "meta_id"]
+    list_select_related = ["connection", "tenant"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Campaign)
@@ -157,7 +189,7 @@ class CampaignAdmin(admin.ModelAdmin):
     list_filter = ["status", "tenant"]
     search_fields = ["name"]
     list_select_related = ["tenant"]
-    raw_id_fields = ["connection", "media", "created_by"]
+    raw_id_fields = ["connection", "media", "template", "header_media", "created_by"]
     actions = ["start", "pause", "resume", "cancel", "recalc_stats", "retry_failed"]
     readonly_fields = [
         "status",
@@ -176,6 +208,7 @@ class CampaignAdmin(admin.ModelAdmin):
         fields = list(self.readonly_fields)
         if obj is not None and not obj.is_editable:  # only drafts can be edited
             fields += ["tenant", "name", "connection", "message", "media", "tags", "scheduled_at"]
+            fields += ["template", "template_params", "header_media"]
         return fields
 
     def _run(self, request: HttpRequest, queryset: QuerySet[Campaign], service: Any, verb: str) -> None:

@@ -18,7 +18,16 @@ from ninja.files import UploadedFile
 from ninja.responses import Status
 
 from campaigns import reports, services
-from campaigns.models import Campaign, Connection, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
+from campaigns.models import (
+    Campaign,
+    Connection,
+    Contact,
+    ContactErasure,
+    ContactImport,
+    Delivery,
+    DeliveryEvent,
+    MessageTemplate,
+)
 from campaigns.providers import error_info
 from campaigns.views import contact_import_errors_download
 from sense.errors import ServiceError
@@ -259,6 +268,74 @@ def update_connection(request: TenantHttpRequest, connection_id: UUID, payload: 
     return services.connection_update(connection=connection, **payload.dict(exclude_unset=True))
 
 
+class TemplateSyncOut(Schema):
+    synced: int
+    created: int
+    updated: int
+    deleted: int
+
+
+@connections_router.post(
+    "/{uuid:connection_id}/templates/sync/",
+    response=TemplateSyncOut,
+    summary="Sync the connection's message templates from Meta (admins): new, changed, and no longer listed (DELETED)",
+)
+def sync_connection_templates(request: TenantHttpRequest, connection_id: UUID) -> dict[str, int]:
+    connection = get_for_tenant(Connection, request.tenant, pk=connection_id)
+    _require_admin(request)
+    return services.templates_sync(connection=connection).as_dict()
+
+
+# --- Message templates -------------------------------------------------------------------------
+
+templates_router = Router(tags=["templates"])
+
+
+class TemplateOut(Schema):
+    id: int
+    connection_id: UUID
+    name: str
+    language: str
+    status: str
+    status_reason: str
+    category: str
+    parameter_format: str
+    quality_score: str
+    header_format: str | None
+    header_text: str
+    body_text: str
+    footer_text: str
+    parameters: list[str]
+    buttons: list[dict[str, Any]]
+    synced_at: datetime | None
+
+
+class TemplatePage(Schema):
+    count: int
+    items: list[TemplateOut]
+
+
+@templates_router.get("/", response=TemplatePage, summary="Message templates, by connection and status")
+def list_templates(
+    request: TenantHttpRequest,
+    connection_id: UUID | None = None,
+    status: str = "",
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+) -> dict[str, Any]:
+    qs = MessageTemplate.objects.for_tenant(request.tenant).order_by("name", "language", "pk")
+    if connection_id is not None:
+        qs = qs.filter(connection_id=connection_id)
+    if status:
+        qs = qs.filter(status=status.upper())
+    return paginate(qs, page=page, page_size=page_size)
+
+
+@templates_router.get("/{int:template_id}/", response=TemplateOut)
+def get_template(request: TenantHttpRequest, template_id: int) -> MessageTemplate:
+    return get_for_tenant(MessageTemplate, request.tenant, pk=template_id)
+
+
 # --- Campaigns ---------------------------------------------------------------------------------
 
 campaigns_router = Router(tags=["campaigns"])
@@ -293,6 +370,9 @@ class CampaignOut(Schema):
     preparation: Preparation | None
     message: str
     media_id: UUID | None
+    template_id: int | None
+    template_params: dict[str, str]
+    header_media_id: UUID | None
     tags: list[str]
     pause_reason: str
     created_at: datetime
@@ -355,8 +435,11 @@ class CampaignDetailOut(CampaignOut):
 class CampaignIn(Schema):
     name: str
     connection_id: UUID
-    message: str
+    message: str = ""  # may be empty with a template
     media_id: UUID | None = None
+    template_id: int | None = None
+    template_params: dict[str, str] = {}
+    header_media_id: UUID | None = None
     tags: list[str] = []
     scheduled_at: datetime | None = None
 
@@ -366,6 +449,9 @@ class CampaignPatch(Schema):
     connection_id: UUID | None = None
     message: str | None = None
     media_id: UUID | None = None
+    template_id: int | None = None
+    template_params: dict[str, str] | None = None
+    header_media_id: UUID | None = None
     tags: list[str] | None = None
     scheduled_at: datetime | None = None
 

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from campaigns.models import Connection, clean_tags
+from campaigns.models import Connection, MessageTemplate, clean_tags
 from media.models import Asset
 from sense.models import Tenant
 
@@ -26,7 +26,12 @@ class CampaignForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 6}),
         help_text=_("Placeholders: {{name}}, {{phone}} and {{attribute}} for any contact attribute."),
         max_length=4096,
+        required=False,  # a template campaign has none (campaign_create says when one is missing)
     )
+    # Cloud API connections: an approved message template, its parameters (posted as
+    # "param:<key>" fields, see template_params) and its header's media.
+    template = forms.ModelChoiceField(label=_("Template"), queryset=MessageTemplate.objects.none(), required=False)
+    header_asset = forms.ModelChoiceField(label=_("Header media"), queryset=Asset.objects.none(), required=False)
     # Not "media": that name is Form.media (the form's own CSS and JS).
     asset = forms.ModelChoiceField(label=_("Media"), queryset=Asset.objects.none(), required=False)
     tags = forms.CharField(
@@ -47,6 +52,14 @@ class CampaignForm(forms.Form):
         self.fields["asset"].queryset = Asset.objects.for_tenant(tenant).filter(  # type: ignore[attr-defined]
             status=Asset.Status.READY
         )
+        self.fields["header_asset"].queryset = self.fields["asset"].queryset  # type: ignore[attr-defined]
+        self.fields["template"].queryset = MessageTemplate.objects.for_tenant(tenant).filter(  # type: ignore[attr-defined]
+            status=MessageTemplate.Status.APPROVED
+        )
+
+    def template_params(self) -> dict[str, str]:
+        """The parameter mappings posted as "param:<key>" fields."""
+        return {k.removeprefix("param:"): v for k, v in self.data.items() if k.startswith("param:") and v.strip()}
 
     def clean_tags(self) -> list[str]:
         return parse_tags(self.cleaned_data.get("tags") or "")

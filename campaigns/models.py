@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import operator
+import re
 import secrets
 import string
 import unicodedata
@@ -667,6 +668,9 @@ class Delivery(TenantOwned):
     # Cloud API pricing from its status webhooks.
     billable = models.BooleanField(null=True, blank=True)
     pricing_category = models.CharField(max_length=32, blank=True, db_default="")
+    # A template campaign's parameters for this contact (parameter key -> text), rendered
+    # with the text by the audience snapshot: what is sent is what `text` shows.
+    template_values = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -1028,6 +1032,9 @@ class ContactErasure(TenantOwned):
         return f"{self.erased_at:%Y-%m-%d %H:%M} by {self.erased_by_name or '-'}"
 
 
+TEMPLATE_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+
+
 class MessageTemplate(TenantOwned):
     """A WhatsApp Cloud API message template of a connection's WhatsApp Business Account, as
     Meta last described it (synced, or changed by a status webhook)."""
@@ -1075,6 +1082,147 @@ class MessageTemplate(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.language})"
+
+    # --- Reading Meta's components ----------------------------------------------------------
+    # components: [{"type": "HEADER", "format": "TEXT"|"IMAGE"|..., "text"}, {"type": "BODY",
+    # "text"}, {"type": "FOOTER", "text"}, {"type": "BUTTONS", "buttons": [{"type": "URL",
+    # "text", "url"}, ...]}] with {{1}} (POSITIONAL) or {{first_name}} (NAMED) placeholders
+    # (developers.facebook.com/docs/whatsapp/business-management-api/message-templates/components).
+
+    # Statuses that stop a campaign using the template (paused on the way, refused at start).
+    BLOCKING = frozenset({"PAUSED", "DISABLED", "REJECTED", "DELETED", "ARCHIVED", "PENDING_DELETION"})
+    MEDIA_HEADERS = {"IMAGE": "image", "VIDEO": "video", "DOCUMENT": "document"}  # -> Asset.file_type
+
+    def _component(self, kind: str) -> dict[str, Any]:
+        for component in self.components or []:
+            if isinstance(component, dict) and str(component.get("type") or "").upper() == kind:
+                return component
+        return {}
+
+    @property
+    def header_format(self) -> str | None:
+        """TEXT, IMAGE, VIDEO, DOCUMENT (or LOCATION...), None without a header."""
+        header = self._component("HEADER")
+        return str(header.get("format") or "TEXT").upper() if header else None
+
+    @property
+    def header_media_kind(self) -> str | None:
+        """The media file type the header takes (image, video, document), or None."""
+        return self.MEDIA_HEADERS.get(self.header_format or "")
+
+    @property
+    def header_text(self) -> str:
+        header = self._component("HEADER")
+        return str(header.get("text") or "") if self.header_format == "TEXT" else ""
+
+    @property
+    def body_text(self) -> str:
+        return str(self._component("BODY").get("text") or "")
+
+    @property
+    def footer_text(self) -> str:
+        return str(self._component("FOOTER").get("text") or "")
+
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        """The buttons: [{"index", "type" (URL, QUICK_REPLY, PHONE_NUMBER, ...), "text", and
+        "url" or "phone_number" when they have one}]."""
+        found = self._component("BUTTONS").get("buttons")
+        out = []
+        for index, button in enumerate(found if isinstance(found, list) else []):
+            if not isinstance(button, dict):
+                continue
+            item = {
+                "index": index,
+                "type": str(button.get("type") or "").upper(),
+                "text": str(button.get("text") or ""),
+            }
+            for key in ("url", "phone_number"):
+                if button.get(key):
+                    item[key] = str(button[key])
+            out.append(item)
+        return out
+
+    @staticmethod
+    def placeholders(text: str) -> list[str]:
+        """The placeholder names of TEXT ("1", "first_name"), in order, each once."""
+        return list(dict.fromkeys(TEMPLATE_PLACEHOLDER.findall(text)))
+
+    def url_buttons(self) -> list[tuple[int, str]]:
+        """(index, parameter key) of each URL button whose URL has a variable part."""
+        out = []
+        for button in self.buttons:
+            if button["type"] == "URL" and self.placeholders(button.get("url", "")):
+                out.append((button["index"], f"button.{button['index']}"))
+        return out
+
+    @property
+    def parameters(self) -> list[str]:
+        """Every parameter a send must fill: the body's ("1", "2"... or names), the text
+        header's as "header.<name or n>", variable URL buttons' as "button.<index>"."""
+        header = [f"header.{name}" for name in self.placeholders(self.header_text)]
+        return [*header, *self.placeholders(self.body_text), *(key for _, key in self.url_buttons())]
+
+    @staticmethod
+    def fill(text: str, values: dict[str, str], prefix: str = "") -> str:
+        """TEXT with each {{x}} replaced by VALUES[PREFIX + x] (left as is when missing)."""
+
+        def value(match: re.Match[str]) -> str:
+            return values.get(prefix + match.group(1), match.group(0))
+
+        return TEMPLATE_PLACEHOLDER.sub(value, text)
+
+    def render(self, values: dict[str, str]) -> str:
+        """The body with VALUES (parameter key -> text) filled in: what the contact reads."""
+        return self.fill(self.body_text, values)
+
+    def render_header(self, values: dict[str, str]) -> str:
+        return self.fill(self.header_text, values, "header.")
+
+    @property
+    def is_approved(self) -> bool:
+        return self.status == self.Status.APPROVED
+
+    def blocked_reason(self) -> str:
+        """Why campaigns may not send this template, for a person."""
+        reason = f'The template "{self.name}" ({self.language}) is {self.status.lower().replace("_", " ")}'
+        return f"{reason}: {self.status_reason}" if self.status_reason else f"{reason}."
+
+    def apply_change(self, *, status: str = "", reason: str = "", quality: str = "") -> bool:
+        """Record Meta's news (a new STATUS with its REASON, or a QUALITY score); True when
+        the status changed. Saved at once."""
+        fields: dict[str, Any] = {}
+        changed = bool(status) and status != self.status
+        if status:
+            fields.update(status=status, status_reason=reason if status != self.Status.APPROVED else "")
+        if quality:
+            fields["quality_score"] = quality
+        if fields:
+            fields["updated_at"] = timezone.now()
+            MessageTemplate.objects.filter(pk=self.pk).update(**fields)
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return changed
+
+    def pause_campaigns(self) -> list[Any]:
+        """Pause the preparing or running campaigns that send this template, when its status
+        blocks sending, each with the reason in its pause and its activity. Returns their ids
+        (the caller broadcasts)."""
+        if self.status not in self.BLOCKING:
+            return []
+        reason = self.blocked_reason()
+        paused = []
+        live = [Campaign.Status.PREPARING, Campaign.Status.RUNNING]
+        for campaign in Campaign.objects.filter(template=self, status__in=live):
+            try:
+                campaign.pause(reason[:1000])
+            except InvalidTransition:
+                continue  # paused or cancelled meanwhile
+            CampaignActivity.record(
+                campaign, CampaignActivity.Kind.TEMPLATE, reason, template=self.name, status=self.status
+            )
+            paused.append(campaign.pk)
+        return paused
 
 
 class InboundMessage(TenantOwned):

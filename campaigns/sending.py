@@ -36,12 +36,15 @@ from django.utils import timezone
 
 from campaigns import consent, ratelimit
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
-from campaigns.models import Campaign, CampaignActivity, Delivery, PendingStatus
+from campaigns.models import Campaign, CampaignActivity, Delivery, MessageTemplate, PendingStatus
 from campaigns.providers import (
     Media,
     OutgoingMessage,
     Provider,
     ProviderError,
+    TemplateButton,
+    TemplateMessage,
+    TemplateParameter,
     error_info,
     provider_class,
     provider_for,
@@ -65,6 +68,7 @@ class Claimed:
     text: str
     attempts: int
     errors_before: int = 0  # the campaign's run of provider errors when claimed
+    template_values: dict[str, str] | None = None  # a template campaign's parameters
 
 
 @dataclass
@@ -84,7 +88,7 @@ def claim(campaign_id: Any, n: int) -> list[Claimed]:
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(campaign_id=campaign_id, status=Delivery.Status.PENDING, campaign__status=Campaign.Status.RUNNING)
             .order_by("pk")
-            .values_list("pk", "phone", "text", "attempts", "campaign__consecutive_errors")[:n]
+            .values_list("pk", "phone", "text", "attempts", "campaign__consecutive_errors", "template_values")[:n]
         )
         if not rows:
             return []
@@ -100,8 +104,8 @@ def claim(campaign_id: Any, n: int) -> list[Claimed]:
         # The rows are locked by this transaction and filtered on status: all of them moved.
         assert moved == len(ids), (moved, ids)
     return [
-        Claimed(id=pk, phone=phone, text=text, attempts=attempts + 1, errors_before=errors)
-        for pk, phone, text, attempts, errors in rows
+        Claimed(id=pk, phone=phone, text=text, attempts=attempts + 1, errors_before=errors, template_values=values)
+        for pk, phone, text, attempts, errors, values in rows
     ]
 
 
@@ -228,12 +232,36 @@ def _record_template_error(campaign: Campaign, error: ProviderError, *, template
     return True
 
 
+def template_message(
+    template: MessageTemplate, values: dict[str, str], header_media: Media | None = None
+) -> TemplateMessage:
+    """TEMPLATE to send with VALUES (parameter key -> text; see MessageTemplate.parameters)
+    and HEADER_MEDIA for a media header: a NAMED template's parameters carry their names."""
+    named = template.parameter_format == MessageTemplate.ParameterFormat.NAMED
+
+    def params(names: list[str], prefix: str = "") -> tuple[TemplateParameter, ...]:
+        return tuple(TemplateParameter(values.get(prefix + n, ""), n if named else "") for n in names)
+
+    return TemplateMessage(
+        name=template.name,
+        language=template.language,
+        header_media=header_media if template.header_media_kind else None,
+        header_parameters=params(template.placeholders(template.header_text), "header."),
+        body_parameters=params(template.placeholders(template.body_text)),
+        buttons=tuple(
+            TemplateButton(index, "url", (TemplateParameter(values.get(key, "")),))
+            for index, key in template.url_buttons()
+        ),
+    )
+
+
 class MediaUrl:
     """The campaign's media as the provider fetches it: a presigned URL, refreshed well
     before it expires."""
 
-    def __init__(self, campaign: Campaign) -> None:
-        self.asset = campaign.media
+    def __init__(self, campaign: Campaign, *, header: bool = False) -> None:
+        # HEADER: the template's header media instead of the campaign's attachment.
+        self.asset = campaign.header_media if header else campaign.media
         self._value: Media | None = None
         self._at = 0.0
 
@@ -262,6 +290,7 @@ class _Run:
         self.campaign = campaign
         self.provider: Provider = provider_for(campaign.connection)
         self.media = MediaUrl(campaign)
+        self.header_media = MediaUrl(campaign, header=True)
         self.limiter = ratelimit.limiter()
         self.outcome = Outcome()
         self.slice_seconds = slice_seconds
@@ -348,7 +377,7 @@ class _Run:
                     outcome.stopped = "stopped"
                     break
                 checked_at = time.monotonic()
-            message = OutgoingMessage(phone=item.phone, text=item.text, media=self.media.get())
+            message = self.message(item)
             try:
                 result = self.provider.send(message)
             except ProviderError as error:
@@ -366,20 +395,47 @@ class _Run:
                 self.errors_seen = False
         record_sent(campaign.pk, campaign.tenant_id, sent)
 
+    def message(self, item: Claimed) -> OutgoingMessage:
+        template = self.campaign.template
+        if template is None:
+            return OutgoingMessage(phone=item.phone, text=item.text, media=self.media.get())
+        outgoing = template_message(template, item.template_values or {}, self.header_media.get())
+        return OutgoingMessage(phone=item.phone, text=item.text, template=outgoing)
+
+
+def _template_refusal(campaign: Campaign) -> str:
+    """Why CAMPAIGN's template may not be sent now ("" when it may)."""
+    template = campaign.template
+    if template is None or template.is_approved:
+        return ""
+    return template.blocked_reason()
+
 
 def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -> Outcome:
     """Send the campaign's pending deliveries for up to SLICE_SECONDS. The outcome's
     `reschedule_in` says when the caller should run this again (None: no need)."""
-    campaign = Campaign.objects.select_related("connection", "media").filter(pk=campaign_id).first()
+    campaign = (
+        Campaign.objects.select_related("connection", "media", "template", "header_media")
+        .filter(pk=campaign_id)
+        .first()
+    )
     if campaign is None or campaign.status != Campaign.Status.RUNNING:
         return Outcome()
     connection = campaign.connection
     refusal = (
         provider_class(connection.provider).disabled_reason() if connection.is_active else "The connection is disabled."
-    )
+    ) or _template_refusal(campaign)
     if refusal:
         with transaction.atomic():
             campaign.pause(refusal)
+            if campaign.template is not None and refusal == _template_refusal(campaign):
+                CampaignActivity.record(
+                    campaign,
+                    CampaignActivity.Kind.TEMPLATE,
+                    refusal,
+                    template=campaign.template.name,
+                    status=campaign.template.status,
+                )
             broadcast_stats_on_commit(campaign.pk)
         return Outcome()
     run = _Run(campaign, slice_seconds)

@@ -40,6 +40,7 @@ from campaigns.csv_import import ImportResult, import_contacts
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import (
     Campaign,
+    CampaignActivity,
     Connection,
     Contact,
     ContactErasure,
@@ -49,10 +50,11 @@ from campaigns.models import (
     DeliveryEvent,
     InvalidTransition,
     LostClaim,
+    MessageTemplate,
     clean_tags,
     normalize_phone,
 )
-from campaigns.providers import Provider, provider_class, registry
+from campaigns.providers import Provider, ProviderError, RemoteTemplate, provider_class, provider_for, registry
 from campaigns.snapshot import render_text
 from media import objects
 from media.models import Asset
@@ -151,7 +153,12 @@ def contact_erase(*, contact: Contact, user: Any = None, via: str = ContactErasu
                 campaigns.add(campaign_id)
         delivery_ids = list(deliveries.values_list("pk", flat=True))
         anonymized = Delivery.objects.filter(pk__in=delivery_ids).update(
-            contact=None, phone=ERASED_PHONE, text="", error_message="", updated_at=timezone.now()
+            contact=None,
+            phone=ERASED_PHONE,
+            text="",
+            error_message="",
+            template_values=None,  # a template's parameters carry the contact's data too
+            updated_at=timezone.now(),
         )
         # Provider error texts can quote the number.
         DeliveryEvent.objects.filter(delivery_id__in=delivery_ids).exclude(error_message="").update(error_message="")
@@ -476,6 +483,144 @@ def connection_webhook_path(connection: Connection) -> str:
     return reverse(_provider(connection.provider).webhook_url_name, args=[connection.webhook_token])
 
 
+# --- Message templates ----------------------------------------------------------------------
+
+# Meta's Graph error codes when listing templates, and what they mean for the person.
+GRAPH_ERRORS = {
+    "190": ("template_sync_bad_token", "Meta refused the access token (190): give the connection a valid one."),
+    "100": (
+        "template_sync_bad_waba",
+        "Meta does not know this WhatsApp Business Account id, or the token cannot read it (100).",
+    ),
+    "200": ("template_sync_forbidden", "The token lacks the whatsapp_business_management permission (200)."),
+    "10": ("template_sync_forbidden", "The token lacks the whatsapp_business_management permission (10)."),
+    "not_configured": ("waba_id_missing", "The connection has no WhatsApp Business Account id (waba_id): add it."),
+}
+
+
+@dataclass
+class TemplateSync:
+    synced: int = 0  # templates Meta listed
+    created: int = 0
+    updated: int = 0  # listed ones whose stored description changed
+    deleted: int = 0  # stored ones Meta no longer lists, now DELETED
+
+    def as_dict(self) -> dict[str, int]:
+        return {"synced": self.synced, "created": self.created, "updated": self.updated, "deleted": self.deleted}
+
+
+def templates_sync(*, connection: Connection) -> TemplateSync:
+    """Bring CONNECTION's message templates in line with what its provider lists: insert new
+    ones, update changed ones, mark ones no longer listed DELETED (kept: campaigns may name
+    them), all in one transaction, after the whole listing was read. Campaigns whose
+    template became unsendable are paused. A provider error (Meta's 190 bad token, 100 bad
+    account id, no waba_id) raises ServiceError and changes nothing."""
+    cls = _provider(connection.provider)
+    if not cls.supports_templates:
+        raise ServiceError(
+            f"{connection.get_provider_display()} connections have no message templates.", code="templates_unsupported"
+        )
+    try:
+        remote = provider_for(connection).list_templates()
+    except ProviderError as exc:
+        log.warning("[CAMPAIGN] template sync of connection %s failed: %s", connection.pk, exc.code)
+        if exc.transient:
+            raise Unavailable(
+                f"Meta could not be reached or is busy: {exc.message}", code="template_sync_unavailable"
+            ) from None
+        code, message = GRAPH_ERRORS.get(exc.code, ("template_sync_failed", f"Meta refused the listing: {exc}"))
+        raise ServiceError(message, code=code) from None
+    listed: dict[tuple[str, str], RemoteTemplate] = {}
+    for item in remote:
+        listed[(item.name, item.language)] = item
+    outcome = TemplateSync(synced=len(listed))
+    now = timezone.now()
+    paused: list[Any] = []
+    with transaction.atomic():
+        # Two syncs of one connection (the periodic job runs in every worker) take turns here:
+        # the second sees what the first stored instead of inserting it again.
+        Connection.objects.select_for_update().filter(pk=connection.pk).first()
+        stored = {
+            (t.name, t.language): t for t in MessageTemplate.objects.select_for_update().filter(connection=connection)
+        }
+        for key, item in listed.items():
+            fields = {
+                "meta_id": item.template_id,
+                "status": item.status,
+                "category": item.category,
+                "parameter_format": item.parameter_format
+                if item.parameter_format in MessageTemplate.ParameterFormat.values
+                else MessageTemplate.ParameterFormat.POSITIONAL,
+                "components": item.components,
+                "quality_score": item.quality_score,
+                "status_reason": item.reason,
+            }
+            template = stored.get(key)
+            if template is None:
+                MessageTemplate.objects.create(
+                    tenant_id=connection.tenant_id,
+                    connection=connection,
+                    name=item.name,
+                    language=item.language,
+                    synced_at=now,
+                    **fields,
+                )
+                outcome.created += 1
+                continue
+            changed = {k: v for k, v in fields.items() if getattr(template, k) != v}
+            for name, value in changed.items():
+                setattr(template, name, value)
+            template.synced_at = now
+            template.save(update_fields=[*changed, "synced_at", "updated_at"])
+            if changed:
+                outcome.updated += 1
+                if "status" in changed:
+                    paused += template.pause_campaigns()
+        for key, template in stored.items():
+            if key in listed or template.status == MessageTemplate.Status.DELETED:
+                continue
+            template.apply_change(status=MessageTemplate.Status.DELETED, reason="Meta no longer lists it.")
+            MessageTemplate.objects.filter(pk=template.pk).update(synced_at=now)
+            outcome.deleted += 1
+            paused += template.pause_campaigns()
+        for campaign_id in paused:
+            broadcast_stats_on_commit(campaign_id)
+    log.info("[CAMPAIGN] templates of connection %s synced: %s", connection.pk, outcome.as_dict())
+    return outcome
+
+
+def templates_sync_all(
+    *, tenant: Tenant | None = None, connection_id: UUID | str | None = None, fresh_for: float = 0.0
+) -> dict[str, Any]:
+    """Sync every active connection that has templates (of TENANT, or only CONNECTION_ID),
+    skipping those synced less than FRESH_FOR seconds ago (the periodic job: another worker
+    just did it): connection id -> its TemplateSync counts, or {"error", "code"} for one
+    that failed."""
+    connections = Connection.objects.filter(
+        is_active=True, provider__in=[n for n, c in registry.items() if c.supports_templates]
+    )
+    if tenant is not None:
+        connections = connections.filter(tenant=tenant)
+    if connection_id is not None:
+        connections = connections.filter(pk=connection_id)
+    results: dict[str, Any] = {}
+    for connection in connections.order_by("created_at"):
+        if connection_id is None and not connection.credential("waba_id"):
+            continue  # free text only: nothing to sync
+        if (
+            fresh_for
+            and MessageTemplate.objects.filter(
+                connection=connection, synced_at__gt=timezone.now() - timedelta(seconds=fresh_for)
+            ).exists()
+        ):
+            continue
+        try:
+            results[str(connection.pk)] = templates_sync(connection=connection).as_dict()
+        except ServiceError as exc:
+            results[str(connection.pk)] = {"error": exc.message, "code": exc.code}
+    return results
+
+
 # --- Campaigns ----------------------------------------------------------------------------
 
 
@@ -502,6 +647,74 @@ def _media_for(tenant: Tenant, media_id: UUID | str | None) -> Asset | None:
     return asset
 
 
+def _template_for(tenant: Tenant, template_id: int | None) -> MessageTemplate | None:
+    if template_id is None:
+        return None
+    template = MessageTemplate.objects.filter(tenant=tenant, pk=template_id).select_related("connection").first()
+    if template is None:
+        raise ServiceError("No such message template.", code="template_not_found")
+    return template
+
+
+def _clean_params(params: dict[str, Any] | None) -> dict[str, str]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ServiceError("template_params must be an object.", code="template_param_invalid")
+    return {str(k).strip(): "" if v is None else str(v) for k, v in params.items()}
+
+
+def campaign_template_check(*, campaign: Campaign) -> None:
+    """Refuse (ServiceError 400 with a precise code) a campaign whose template cannot be sent
+    as set up: another connection's template (`template_wrong_connection`), one not APPROVED
+    (`template_not_approved`), a parameter without a mapping (`template_param_unmapped`) or
+    a mapping of no parameter (`template_param_unknown`), a media header without its asset
+    (`header_media_missing`) or with one of another kind (`header_media_wrong_kind`), header
+    media without a media header (`header_media_unexpected`), or an attachment besides the
+    template (`template_with_media`). Nothing to check without a template, except header media."""
+    template = campaign.template
+    if template is None:
+        if campaign.header_media_id is not None or campaign.template_params:
+            raise ServiceError("Header media and template parameters need a template.", code="template_missing")
+        return
+    if template.connection_id != campaign.connection_id:
+        raise ServiceError(
+            f'The template "{template.name}" belongs to another connection than the campaign\'s.',
+            code="template_wrong_connection",
+        )
+    if not template.is_approved:
+        raise ServiceError(
+            template.blocked_reason() + " Only approved templates can be sent.", code="template_not_approved"
+        )
+    if campaign.media_id is not None:
+        raise ServiceError(
+            "A template campaign sends no attachment: use the header media when the template has one.",
+            code="template_with_media",
+        )
+    wanted = template.parameters
+    params = campaign.template_params or {}
+    unknown = [key for key in params if key not in wanted]
+    if unknown:
+        raise ServiceError(
+            f"Unknown template parameter(s): {', '.join(unknown)}; the template has: {', '.join(wanted) or 'none'}.",
+            code="template_param_unknown",
+        )
+    unmapped = [key for key in wanted if not params.get(key, "").strip()]
+    if unmapped:
+        raise ServiceError(f"Map every template parameter: {', '.join(unmapped)}.", code="template_param_unmapped")
+    kind = template.header_media_kind
+    asset = campaign.header_media
+    if kind is None:
+        if asset is not None:
+            raise ServiceError("The template's header takes no media.", code="header_media_unexpected")
+    elif asset is None:
+        raise ServiceError(f"The template's header needs a {kind}: choose one.", code="header_media_missing")
+    elif asset.file_type != kind:
+        raise ServiceError(
+            f"The template's header needs a {kind}, not a {asset.file_type}.", code="header_media_wrong_kind"
+        )
+
+
 def _user(user: AbstractBaseUser | AnonymousUser | None) -> Any:
     return user if user is not None and user.is_authenticated else None
 
@@ -518,15 +731,20 @@ def campaign_create(
     tags: list[str] | None = None,
     scheduled_at: datetime | None = None,
     user: AbstractBaseUser | AnonymousUser | None = None,
+    template_id: int | None = None,
+    template_params: dict[str, str] | None = None,
+    header_media_id: UUID | str | None = None,
 ) -> Campaign:
     """A new draft campaign on a connection (CONNECTION or CONNECTION_ID) of TENANT, with an
-    optional ready media asset (MEDIA or MEDIA_ID)."""
-    if not message.strip():
+    optional ready media asset (MEDIA or MEDIA_ID), or a Cloud API message template
+    (TEMPLATE_ID, its TEMPLATE_PARAMS and HEADER_MEDIA_ID; see campaign_template_check)."""
+    template = _template_for(tenant, template_id)
+    if template is None and not message.strip():
         raise ServiceError("The message is empty.", code="invalid_message", status=422)
     connection_ref = connection.pk if connection is not None else connection_id
     if connection_ref is None:
         raise ServiceError("A connection is required.", code="invalid_connection", status=422)
-    campaign = Campaign.objects.create(
+    campaign = Campaign(
         tenant=tenant,
         name=name.strip() or "Untitled campaign",
         connection=_connection_for(tenant, connection_ref),
@@ -535,22 +753,39 @@ def campaign_create(
         tags=clean_tags(tags or []),
         scheduled_at=scheduled_at,
         created_by=_user(user),
+        template=template,
+        template_params=_clean_params(template_params),
+        header_media=_media_for(tenant, header_media_id),
     )
+    campaign_template_check(campaign=campaign)
+    campaign.save(force_insert=True)
     log.info("[CAMPAIGN] %s created (tenant %s)", campaign.pk, tenant.slug)
     return campaign
 
 
 def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
-    """Edit a draft: NAME, CONNECTION_ID, MESSAGE, MEDIA_ID, TAGS, SCHEDULED_AT."""
+    """Edit a draft: NAME, CONNECTION_ID, MESSAGE, MEDIA_ID, TAGS, SCHEDULED_AT, and
+    TEMPLATE_ID (None: none), TEMPLATE_PARAMS, HEADER_MEDIA_ID."""
     if not campaign.is_editable:
         raise Conflict("Only draft campaigns can be edited.", code="not_editable")
     updates: dict[str, Any] = {}
+    if "template_id" in changes:
+        campaign.template = _template_for(campaign.tenant, changes["template_id"])
+        updates["template_id"] = campaign.template.pk if campaign.template else None
+        if campaign.template is None:  # back to free text: the template's settings go with it
+            changes.setdefault("template_params", {})
+            changes.setdefault("header_media_id", None)
+    if "template_params" in changes:
+        campaign.template_params = updates["template_params"] = _clean_params(changes["template_params"])
+    if "header_media_id" in changes:
+        campaign.header_media = _media_for(campaign.tenant, changes["header_media_id"])
+        updates["header_media_id"] = campaign.header_media.pk if campaign.header_media else None
     if "name" in changes:
         campaign.name = updates["name"] = (changes["name"] or "").strip() or campaign.name
     if "message" in changes:
-        if not (changes["message"] or "").strip():
+        if not (changes["message"] or "").strip() and campaign.template is None:
             raise ServiceError("The message is empty.", code="invalid_message", status=422)
-        campaign.message = updates["message"] = changes["message"]
+        campaign.message = updates["message"] = changes["message"] or ""
     if "connection_id" in changes:
         campaign.connection = _connection_for(campaign.tenant, changes["connection_id"])
         updates["connection_id"] = campaign.connection.pk
@@ -561,6 +796,9 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
         campaign.tags = updates["tags"] = clean_tags(changes["tags"] or [])
     if "scheduled_at" in changes:
         campaign.scheduled_at = updates["scheduled_at"] = changes["scheduled_at"]
+    if campaign.template is None and not campaign.message.strip():
+        raise ServiceError("The message is empty.", code="invalid_message", status=422)
+    campaign_template_check(campaign=campaign)
     # Conditional on still being a draft: a start that wins the race is not edited behind its back.
     edited = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.DRAFT).update(
         updated_at=timezone.now(), **updates
@@ -677,6 +915,7 @@ def campaign_start(*, campaign: Campaign) -> Campaign:
     (running once a worker has taken its audience snapshot)."""
     if campaign.status != Campaign.Status.DRAFT:
         raise_invalid("start", campaign)
+    campaign_template_check(campaign=campaign)
     if not campaign.connection.is_active:
         raise Conflict("The campaign's connection is disabled.", code="connection_inactive")
     reason = _provider(campaign.connection.provider).disabled_reason()
@@ -714,6 +953,12 @@ def campaign_pause(*, campaign: Campaign, reason: str = "") -> Campaign:
 
 
 def campaign_resume(*, campaign: Campaign) -> Campaign:
+    # Read fresh: the status webhook that paused it may have been followed by another.
+    template = MessageTemplate.objects.filter(pk=campaign.template_id).first() if campaign.template_id else None
+    if template is not None and not template.is_approved:
+        raise ServiceError(
+            template.blocked_reason() + " Resume once it is approved again.", code="template_not_approved"
+        )
     with transaction.atomic():
         campaign.resume()
         if campaign.status == Campaign.Status.RUNNING:
@@ -784,7 +1029,19 @@ def campaigns_start_due(*, now: datetime | None = None) -> list[UUID]:
     now = now or timezone.now()
     started = []
     due = Campaign.objects.filter(status=Campaign.Status.SCHEDULED, scheduled_at__lte=now).order_by("scheduled_at")
-    for campaign in due.select_related("tenant")[:50]:
+    for campaign in due.select_related("tenant", "template", "connection")[:50]:
+        try:
+            campaign_template_check(campaign=campaign)
+        except ServiceError as exc:
+            # The template stopped being sendable while it waited: back to draft, and why.
+            with transaction.atomic():
+                try:
+                    campaign.unschedule()
+                except InvalidTransition:
+                    continue
+                CampaignActivity.record(campaign, CampaignActivity.Kind.TEMPLATE, f"Not started: {exc.message}")
+                broadcast_stats_on_commit(campaign.pk)
+            continue
         try:
             _begin(campaign)
         except Conflict:

@@ -7,6 +7,11 @@ and SQLite), exact for names, phones and attribute values that are strings, inte
 booleans, null or missing. What SQL cannot reproduce exactly (Python's `str()` of floats,
 lists and objects) is found by `unrendered_attributes` and rendered by `render_text` for
 those rows only, in the same transaction. `campaigns.services.campaign_prepare` drives it.
+
+A template campaign goes the same way: its text is the template's body with each parameter
+replaced by the Sense text mapped to it (`template_sources`), and each delivery's
+`template_values` (parameter -> rendered text, what the sender puts in the template's
+components) is a JSON object built by the same SQL expressions.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from django.db.models import (
     UUIDField,
     Value,
 )
+from django.db.models.functions import JSONObject
 from django.utils import timezone
 
-from campaigns.models import Campaign, Contact, ContactQuerySet, Delivery
+from campaigns.models import TEMPLATE_PLACEHOLDER, Campaign, Contact, ContactQuerySet, Delivery, MessageTemplate
 
 PLACEHOLDER = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
 CONTACT_FIELDS = ("name", "phone")
@@ -48,6 +54,25 @@ def render_text(template: str, *, name: str, phone: str, attributes: dict[str, A
         return "" if found is None else str(found)
 
     return PLACEHOLDER.sub(value, template)
+
+
+def template_sources(template: MessageTemplate, params: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A template campaign's text and parameters as Sense messages: the body with each of its
+    parameters replaced by the text PARAMS maps it to (so `render_text` of it is the body the
+    contact reads), and each parameter key -> its mapped text."""
+
+    def mapped(match: re.Match[str]) -> str:
+        return params.get(match.group(1), "")
+
+    sources = {key: params.get(key, "") for key in template.parameters}
+    return TEMPLATE_PLACEHOLDER.sub(mapped, template.body_text), sources
+
+
+def render_template_values(
+    sources: dict[str, str], *, name: str, phone: str, attributes: dict[str, Any]
+) -> dict[str, str]:
+    """Each parameter of SOURCES rendered for one contact (see render_text)."""
+    return {key: render_text(text, name=name, phone=phone, attributes=attributes) for key, text in sources.items()}
 
 
 def attribute_keys(template: str) -> list[str]:
@@ -181,12 +206,15 @@ def insert_deliveries(campaign: Campaign, *, after: int, upto: int) -> int:
     Run it inside the transaction that counts them."""
     contacts = audience(campaign).filter(pk__gt=after, pk__lte=upto)
     now = timezone.now()
+    message, sources = campaign.message, None
+    if campaign.template is not None:
+        message, sources = template_sources(campaign.template, campaign.template_params or {})
     values: dict[str, Expression | F] = {  # delivery field -> its value for each contact row
         "tenant": F("tenant_id"),
         "campaign": Value(campaign.pk, output_field=UUIDField()),
         "contact": F("pk"),
         "phone": F("phone"),
-        "text": message_sql(campaign.message),
+        "text": message_sql(message),
         "status": Value(Delivery.Status.PENDING, output_field=TextField()),
         "attempts": Value(0),
         "error_code": Value("", output_field=TextField()),
@@ -194,6 +222,9 @@ def insert_deliveries(campaign: Campaign, *, after: int, upto: int) -> int:
         "created_at": Value(now, output_field=DateTimeField()),
         "updated_at": Value(now, output_field=DateTimeField()),
     }
+    if sources is not None:
+        # {"1": <rendered>, "header.1": ...} built by the database, like the text.
+        values["template_values"] = JSONObject(**{key: message_sql(text) for key, text in sources.items()})
     aliases = {f"snapshot_{name}": expression for name, expression in values.items()}
     select = contacts.annotate(**aliases).values(*aliases)
     connection = connections[select.db]
@@ -206,9 +237,13 @@ def insert_deliveries(campaign: Campaign, *, after: int, upto: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         created = cursor.rowcount
-    keys = attribute_keys(campaign.message)
+    keys = attribute_keys(" ".join([message, *(sources or {}).values()]))
     if keys and created:
-        _render_in_python(campaign, contacts.filter(UnrenderedAttributes(keys)))
+        unrendered = contacts.filter(UnrenderedAttributes(keys))
+        if sources is None:
+            _render_in_python(campaign, unrendered)
+        else:
+            _render_in_python(campaign, unrendered, message=message, sources=sources)
     return created
 
 
@@ -218,15 +253,25 @@ def _column(name: str) -> str:
     return field.column
 
 
-def _render_in_python(campaign: Campaign, contacts: ContactQuerySet) -> None:
-    """Give the deliveries of CONTACTS (of this chunk) the text `render_text` makes."""
-    texts = {
-        pk: render_text(campaign.message, name=name, phone=phone, attributes=attributes or {})
+def _render_in_python(
+    campaign: Campaign, contacts: ContactQuerySet, *, message: str | None = None, sources: dict[str, str] | None = None
+) -> None:
+    """Give the deliveries of CONTACTS (of this chunk) the text (and template parameters)
+    `render_text` makes."""
+    rows = {
+        pk: (name, phone, attributes or {})
         for pk, name, phone, attributes in contacts.values_list("pk", "name", "phone", "attributes")
     }
-    if not texts:
+    if not rows:
         return
-    deliveries = list(Delivery.objects.filter(campaign=campaign, contact_id__in=list(texts)).only("pk", "contact_id"))
+    deliveries = list(Delivery.objects.filter(campaign=campaign, contact_id__in=list(rows)).only("pk", "contact_id"))
     for delivery in deliveries:
-        delivery.text = texts[delivery.contact_id]  # type: ignore[index]
-    Delivery.objects.bulk_update(deliveries, ["text"], batch_size=500)
+        name, phone, attributes = rows[delivery.contact_id]  # type: ignore[index]
+        delivery.text = render_text(
+            campaign.message if message is None else message, name=name, phone=phone, attributes=attributes
+        )
+        if sources is not None:
+            delivery.template_values = render_template_values(sources, name=name, phone=phone, attributes=attributes)
+    Delivery.objects.bulk_update(
+        deliveries, ["text", "template_values"] if sources is not None else ["text"], batch_size=500
+    )

@@ -94,6 +94,14 @@ def kick_stalled_campaigns() -> None:
     services.campaigns_kick_stalled()
 
 
+@periodic(settings.CLOUD_TEMPLATE_SYNC_SECONDS)
+def sync_templates() -> None:
+    """Message templates of every Cloud API connection with a WABA id, from Meta. Every worker
+    runs it: a connection another worker synced in the last half interval is skipped, and two
+    syncs of one connection take turns on its row."""
+    services.templates_sync_all(fresh_for=settings.CLOUD_TEMPLATE_SYNC_SECONDS / 2)
+
+
 # --- Contact imports -------------------------------------------------------------------------
 
 

@@ -32,8 +32,8 @@ from django.utils import timezone
 
 from campaigns import consent
 from campaigns.live import broadcast_stats_on_commit
-from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, PendingStatus, WebhookEvent
-from campaigns.providers import StatusUpdate, provider_class, registry
+from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, MessageTemplate, PendingStatus, WebhookEvent
+from campaigns.providers import StatusUpdate, TemplateUpdate, provider_class, registry
 
 log = logging.getLogger("sense.webhooks")
 
@@ -233,9 +233,11 @@ def _claim(events: QuerySet[WebhookEvent]) -> int:
 def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
     """Apply EVENTS, claimed by the caller in its transaction: every delivery they name
     locked in one statement, every change written once at the end."""
-    parsed = [
-        (event, provider_class(event.provider).parse_webhook(event.body, event.event_type).statuses) for event in events
-    ]
+    webhooks = [(event, provider_class(event.provider).parse_webhook(event.body, event.event_type)) for event in events]
+    for event, webhook in webhooks:
+        if webhook.templates:
+            apply_template_updates(event.connection_id, webhook.templates)
+    parsed = [(event, webhook.statuses) for event, webhook in webhooks]
     writes = Writes(lock_deliveries((event.tenant_id, u.message_id) for event, updates in parsed for u in updates))
     for event, updates in parsed:
         apply_updates(
@@ -247,6 +249,26 @@ def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
             writes=writes,
         )
     writes.flush()
+
+
+def apply_template_updates(connection_id: UUID, updates: Sequence[TemplateUpdate]) -> None:
+    """Apply a provider's template status and quality news to CONNECTION_ID's templates (by
+    the provider's id, else name and language; unknown ones are skipped: the next sync
+    brings them), pausing the campaigns of a template that stops being sendable, inside the
+    caller's transaction."""
+    for update in updates:
+        templates = MessageTemplate.objects.select_for_update().filter(connection_id=connection_id)
+        found = templates.filter(meta_id=update.template_id).first() if update.template_id else None
+        if found is None and update.name:
+            found = templates.filter(name=update.name, language=update.language).first()
+        if found is None:
+            log.info("[WEBHOOK] template news for an unknown template %s of connection %s", update.name, connection_id)
+            continue
+        if found.apply_change(status=update.status, reason=update.reason, quality=update.quality):
+            log.info("[WEBHOOK] template %s of connection %s is now %s", found.name, connection_id, found.status)
+            for campaign_id in found.pause_campaigns():
+                log.warning("[CAMPAIGN] %s paused: its template %s is %s", campaign_id, found.name, found.status)
+                broadcast_stats_on_commit(campaign_id)
 
 
 def process_event(event_id: int) -> Outcome:

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.db.models.functions import TruncMinute
@@ -21,7 +22,19 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from campaigns import reports, services
 from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
-from campaigns.models import Campaign, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
+from campaigns.models import (
+    Campaign,
+    Connection,
+    Contact,
+    ContactErasure,
+    ContactImport,
+    Delivery,
+    DeliveryEvent,
+    MessageTemplate,
+)
+from campaigns.providers import provider_class
+from campaigns.snapshot import render_template_values, template_sources
+from media.models import Asset
 from sense.errors import ServiceError
 from sense.pagesupport import render_htmx, tenant_required
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -267,6 +280,9 @@ def campaign_create(request: TenantHttpRequest) -> HttpResponse:
                 media=data["asset"],
                 tags=data["tags"],
                 scheduled_at=data["scheduled_at"],
+                template_id=data["template"].pk if data["template"] else None,
+                template_params=form.template_params(),
+                header_media_id=data["header_asset"].pk if data["header_asset"] else None,
             )
         except ServiceError as exc:
             form.add_error(None, exc.message)
@@ -274,7 +290,86 @@ def campaign_create(request: TenantHttpRequest) -> HttpResponse:
             messages.success(request, _("Campaign created."))
             return redirect("campaigns:detail", campaign_id=campaign.id)
     sample = Contact.objects.for_tenant(request.tenant).first()
-    return render(request, "campaigns/form.html", {"nav": "campaigns", "form": form, "sample": sample})
+    context = {"nav": "campaigns", "form": form, "sample": sample, **_template_section(request, form.data)}
+    return render(request, "campaigns/form.html", context)
+
+
+def _attribute_keys(tenant: Any, limit: int = 500) -> list[str]:
+    """Attribute keys of the tenant's contacts (from up to LIMIT of them), for the mapping fields."""
+    keys: set[str] = set()
+    for attributes in Contact.objects.for_tenant(tenant).order_by("-pk").values_list("attributes", flat=True)[:limit]:
+        if isinstance(attributes, dict):
+            keys.update(attributes)
+    return sorted(keys)
+
+
+def _template_section(request: TenantHttpRequest, data: Any) -> dict[str, Any]:
+    """What the composer's template section shows for the connection and template DATA name:
+    whether the connection takes templates, its approved ones, the chosen one's parameters
+    (with the values typed so far) and the media for its header."""
+    connection = Connection.objects.for_tenant(request.tenant).filter(pk=_uuid(data.get("connection"))).first()
+    if connection is None or not provider_class(connection.provider).supports_templates:
+        return {"template_connection": None}
+    templates = MessageTemplate.objects.for_tenant(request.tenant).filter(
+        connection=connection, status=MessageTemplate.Status.APPROVED
+    )
+    chosen = templates.filter(pk=_int(data.get("template"))).first()
+    params = [(key, data.get(f"param:{key}", "")) for key in (chosen.parameters if chosen else [])]
+    media = None
+    if chosen is not None and chosen.header_media_kind:
+        media = Asset.objects.for_tenant(request.tenant).filter(
+            status=Asset.Status.READY, file_type=chosen.header_media_kind
+        )
+    return {
+        "template_connection": connection,
+        "templates": templates,
+        "chosen": chosen,
+        "params": params,
+        "header_assets": media,
+        "header_asset": str(data.get("header_asset") or ""),
+        "placeholders": ["{{name}}", "{{phone}}", *(f"{{{{{k}}}}}" for k in _attribute_keys(request.tenant))],
+    }
+
+
+def _uuid(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@require_GET
+@login_required
+@tenant_required
+def campaign_template_fields(request: TenantHttpRequest) -> HttpResponse:
+    """The composer's template section for the chosen connection and template (htmx)."""
+    return render(request, "campaigns/form.html#template-section", _template_section(request, request.GET))
+
+
+def _template_preview(request: TenantHttpRequest, data: Any, sample: Contact) -> dict[str, Any] | None:
+    section = _template_section(request, data)
+    template = section.get("chosen")
+    if template is None:
+        return None
+    mapping = dict(section["params"])
+    _, sources = template_sources(template, mapping)
+    values = render_template_values(sources, name=sample.name, phone=sample.phone, attributes=sample.attributes or {})
+    asset = None
+    if template.header_media_kind:
+        asset = Asset.objects.for_tenant(request.tenant).filter(pk=_uuid(data.get("header_asset"))).first()
+    return {
+        "template": template,
+        "header": template.render_header(values),
+        "body": template.render(values),
+        "header_asset": asset,
+    }
 
 
 @require_http_methods(["GET", "POST"])
@@ -288,7 +383,59 @@ def campaign_preview(request: TenantHttpRequest) -> HttpResponse:
     if sample is None:
         sample = Contact(tenant=request.tenant, name="Maria Silva", phone="+5511999999999", attributes={})
     text = services.render_message(data.get("message", ""), sample)
-    return render(request, "campaigns/form.html#preview", {"preview": text, "sample": sample})
+    context = {"preview": text, "sample": sample, "template_preview": _template_preview(request, data, sample)}
+    return render(request, "campaigns/form.html#preview", context)
+
+
+# --- Message templates ----------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+@tenant_required
+def template_list(request: TenantHttpRequest) -> HttpResponse:
+    """Each connection that has templates, with its templates as Meta last described them."""
+    connections = [
+        c
+        for c in Connection.objects.for_tenant(request.tenant).order_by("name")
+        if provider_class(c.provider).supports_templates
+    ]
+    templates = MessageTemplate.objects.for_tenant(request.tenant).order_by("name", "language")
+    status = request.GET.get("status", "").upper()
+    if status:
+        templates = templates.filter(status=status)
+    by_connection: dict[Any, list[MessageTemplate]] = {}
+    for template in templates:
+        by_connection.setdefault(template.connection_id, []).append(template)
+    context = {
+        "nav": "templates",
+        "sections": [(c, by_connection.get(c.pk, [])) for c in connections],
+        "status": status,
+        "statuses": MessageTemplate.Status.choices,
+        "can_sync": request.membership.is_admin,
+    }
+    return render(request, "campaigns/templates.html", context)
+
+
+@require_POST
+@login_required
+@tenant_required
+def template_sync(request: TenantHttpRequest, connection_id: UUID) -> HttpResponse:
+    """The "Sync templates" button (admins, like the API's sync)."""
+    connection = get_for_tenant(Connection, request.tenant, pk=connection_id)
+    if not request.membership.is_admin:
+        raise PermissionDenied(_("Only tenant admins may sync templates."))
+    try:
+        result = services.templates_sync(connection=connection)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            _("%(synced)d templates listed by Meta: %(created)d new, %(updated)d changed, %(deleted)d deleted.")
+            % result.as_dict(),
+        )
+    return redirect("campaigns:templates")
 
 
 @require_GET

@@ -510,6 +510,8 @@ CLOUD_API_BASE_URL = _read("CLOUD_API_BASE_URL", _url("http", "https"), "https:/
 # {"currency": "USD", "marketing": 0.0625, "utility": 0.008}: campaign pages then show an
 # estimated cost before start and a running cost of the billable messages. Empty: no costs.
 CLOUD_PRICE_TABLE: dict[str, Any] = _read("CLOUD_PRICE_TABLE", _price_table, {})
+# How often workers sync the message templates of Cloud API connections with a WABA id.
+CLOUD_TEMPLATE_SYNC_SECONDS = _read("CLOUD_TEMPLATE_SYNC_SECONDS", _float, 3600.0)
 # Sender actors working on one running campaign at a time (they share the connection's limit).
 CAMPAIGN_SENDERS = _read("CAMPAIGN_SENDERS", _int(1), 4)
 # Deliveries one sender claims per round trip (more: faster unlimited sends; a killed worker

@@ -24,6 +24,22 @@ number); every request, accepted or not, to `sim.requests`. Knobs:
   `cloud_status(...)` build and send providers' status webhooks back to Sense (a Cloud
   status may carry `errors` (`cloud_error_item(code)`), `pricing` and `conversation`).
 
+Cloud API message templates, as the Graph API has them:
+
+- `add_template(waba_id, name, language, components, ...)` stores one (Meta's shape);
+  `GET /{waba_id}/message_templates?limit=N` lists them in pages of at most
+  `template_page_size` with `paging.next` (cursor `after`); an unknown WABA answers 400
+  code 100, a token not in `access_tokens` 401 code 190;
+- a `type: "template"` send is checked as Meta checks it: unknown name or language → 132001,
+  a paused or disabled template → 132015 / 132016, the wrong number of body or header
+  parameters → 132000, a NAMED template's parameters without their `parameter_name` →
+  132000, a media header without its media (or of another kind) → 132012. An accepted one
+  is recorded with `text` = the body as the contact reads it and `template` = the payload;
+- `template_status(waba_id, template, event, reason)` and `template_quality(...)` build the
+  `message_template_status_update` / `..._quality_update` webhooks;
+- `service_window`: when a set of numbers, free-form (non-template) sends to any other number
+  fail as Meta fails them outside the 24-hour window: 400, code 131047.
+
 Usage::
 
     with ProviderSimulator(latency=0.0) as sim:
@@ -43,6 +59,7 @@ import re
 import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +68,8 @@ import httpx
 
 EVOLUTION_SEND = re.compile(r"^/message/(sendText|sendMedia)/([^/?]+)$")
 CLOUD_SEND = re.compile(r"^(?:/v\d+(?:\.\d+)?)?/([^/?]+)/messages$")
+CLOUD_TEMPLATES = re.compile(r"^(?:/v\d+(?:\.\d+)?)?/([^/?]+)/message_templates$")
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
 Record = dict[str, Any]
 
@@ -181,8 +200,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") in ("", "/health"):
+        path, _, query = self.path.partition("?")
+        if path.rstrip("/") in ("", "/health"):
             self._reply(200, {"status": 200, "message": "Provider simulator"})
+        elif match := CLOUD_TEMPLATES.match(path):
+            sim = self.server.sim
+            host = self.headers.get("Host") or f"{sim.host}:{sim.port}"
+            status, body = sim._list_templates(match.group(1), path, urllib.parse.parse_qs(query), self.headers, host)
+            self._reply(status, body)
         else:
             self._reply(404, {"error": "not found"})
 
@@ -244,6 +269,10 @@ class ProviderSimulator:
         self._number_failures: dict[str, tuple[int, Any]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self.templates: dict[str, list[dict[str, Any]]] = {}  # WABA id -> its templates, in Meta's shape
+        self.template_page_size = 100
+        self.template_requests: list[Record] = []  # every listing request: waba_id, query, status
+        self.service_window: set[str] | None = None  # numbers that wrote in the last 24 h
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -312,6 +341,47 @@ class ProviderSimulator:
             self.webhooks.clear()
             self._failures.clear()
             self._number_failures.clear()
+
+    def add_template(
+        self,
+        waba_id: str,
+        name: str,
+        language: str = "en_US",
+        components: list[dict[str, Any]] | None = None,
+        *,
+        status: str = "APPROVED",
+        category: str = "MARKETING",
+        parameter_format: str = "POSITIONAL",
+        quality: str = "GREEN",
+    ) -> dict[str, Any]:
+        """Store a template of WABA_ID (replacing one of the same name and language)."""
+        template = {
+            "id": str(900000000000 + next(self._ids)),
+            "name": name,
+            "language": language,
+            "status": status,
+            "category": category,
+            "parameter_format": parameter_format,
+            "components": components or [{"type": "BODY", "text": f"{name} body"}],
+            "quality_score": {"score": quality},
+        }
+        with self._lock:
+            found = self.templates.setdefault(waba_id, [])
+            found[:] = [t for t in found if (t["name"], t["language"]) != (name, language)]
+            found.append(template)
+        return template
+
+    def remove_template(self, waba_id: str, name: str) -> None:
+        with self._lock:
+            self.templates[waba_id] = [t for t in self.templates.get(waba_id, []) if t["name"] != name]
+
+    def _find_template(self, name: str, language: str) -> dict[str, Any] | None:
+        with self._lock:
+            for templates in self.templates.values():
+                for template in templates:
+                    if template["name"] == name and template["language"] == language:
+                        return template
+        return None
 
     # -- what happened -----------------------------------------------------------------
 
@@ -436,7 +506,145 @@ class ProviderSimulator:
             ],
         }
 
+    @staticmethod
+    def template_status(waba_id: str, template: dict[str, Any], event: str, reason: str = "NONE") -> dict[str, Any]:
+        """A `message_template_status_update` webhook: TEMPLATE (as add_template returned it)
+        is now EVENT (APPROVED, PAUSED, DISABLED, REJECTED, ...)."""
+        value = {
+            "event": event,
+            "message_template_id": int(template["id"]),
+            "message_template_name": template["name"],
+            "message_template_language": template["language"],
+            "reason": reason,
+        }
+        return {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": waba_id,
+                    "time": int(time.time()),
+                    "changes": [{"field": "message_template_status_update", "value": value}],
+                }
+            ],
+        }
+
+    @staticmethod
+    def template_quality(waba_id: str, template: dict[str, Any], score: str) -> dict[str, Any]:
+        value = {
+            "previous_quality_score": "GREEN",
+            "new_quality_score": score,
+            "message_template_id": int(template["id"]),
+            "message_template_name": template["name"],
+            "message_template_language": template["language"],
+        }
+        return {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": waba_id,
+                    "time": int(time.time()),
+                    "changes": [{"field": "message_template_quality_update", "value": value}],
+                }
+            ],
+        }
+
     # -- protocol --------------------------------------------------------------------------
+
+    def _token_ok(self, headers: Any) -> bool:
+        auth = headers.get("Authorization") or ""
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        return self.access_tokens is None or token in self.access_tokens
+
+    def _list_templates(
+        self, waba_id: str, path: str, query: dict[str, list[str]], headers: Any, host: str
+    ) -> tuple[int, Any]:
+        record: Record = {"waba_id": waba_id, "query": {k: v[0] for k, v in query.items()}}
+        if not self._token_ok(headers):
+            status, body = 401, cloud_error_body(401)
+        elif waba_id not in self.templates:
+            message = (
+                f"Unsupported get request. Object with ID '{waba_id}' does not exist, cannot be loaded due to "
+                "missing permissions, or does not support this operation."
+            )
+            status, body = 400, cloud_error_body(400, message, 100)
+        else:
+            limit = min(int((query.get("limit") or ["25"])[0]), self.template_page_size)
+            start = int((query.get("after") or ["0"])[0])
+            with self._lock:
+                items = list(self.templates[waba_id])
+            page = items[start : start + limit]
+            paging: dict[str, Any] = {"cursors": {"before": str(start), "after": str(start + len(page))}}
+            if start + limit < len(items):
+                paging["next"] = f"http://{host}{path}?limit={limit}&after={start + limit}"
+            status, body = 200, {"data": page, "paging": paging}
+        with self._lock:
+            self.template_requests.append({**record, "status": status})
+        return status, body
+
+    def _check_template(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any] | None, tuple[int, str] | None]:
+        """(the body as the contact reads it, header media, or the Graph error (code, message))."""
+        spec = payload.get("template") or {}
+        name = str(spec.get("name") or "")
+        language = str((spec.get("language") or {}).get("code") or "")
+        template = self._find_template(name, language)
+        if template is None:
+            return "", None, (132001, f"(#132001) Template name does not exist in the translation: {name} ({language})")
+        if template["status"] == "PAUSED":
+            return "", None, (132015, "(#132015) Template is Paused")
+        if template["status"] == "DISABLED":
+            return "", None, (132016, "(#132016) Template is Disabled")
+        if template["status"] != "APPROVED":
+            return "", None, (132001, f"(#132001) Template name does not exist in the translation: {name}")
+        sent = {str(c.get("type") or "").lower(): c for c in spec.get("components") or [] if c.get("type") != "button"}
+        parts = {str(c.get("type") or "").upper(): c for c in template["components"]}
+        named = template.get("parameter_format") == "NAMED"
+        texts: dict[str, str] = {}
+        media = None
+        for kind in ("HEADER", "BODY"):
+            component = parts.get(kind)
+            given = (sent.get(kind.lower()) or {}).get("parameters") or []
+            if kind == "HEADER" and component and component.get("format", "TEXT") != "TEXT":
+                wanted = str(component["format"]).lower()
+                part = given[0] if given else {}
+                if part.get("type") != wanted or not (part.get(wanted) or {}).get("link"):
+                    return (
+                        "",
+                        None,
+                        (
+                            132012,
+                            "(#132012) Parameter format does not match format in the created template: "
+                            f"header needs {wanted}",
+                        ),
+                    )
+                media = {"type": wanted, **part[wanted]}
+                continue
+            names = list(dict.fromkeys(PLACEHOLDER.findall(str((component or {}).get("text") or ""))))
+            if len(given) != len(names):
+                return (
+                    "",
+                    None,
+                    (
+                        132000,
+                        "(#132000) Number of parameters does not match the expected number of params "
+                        f"({kind.lower()}: {len(names)} expected, {len(given)} given)",
+                    ),
+                )
+            for index, (param_name, part) in enumerate(zip(names, given, strict=True)):
+                if named and part.get("parameter_name") != param_name:
+                    return (
+                        "",
+                        None,
+                        (132000, f"(#132000) Number of parameters does not match: missing parameter_name {param_name}"),
+                    )
+                texts[f"{kind}.{param_name if named else index + 1}"] = str(part.get("text") or "")
+        body = str((parts.get("BODY") or {}).get("text") or "")
+        counter = itertools.count(1)
+
+        def fill(match: re.Match[str]) -> str:
+            key = match.group(1) if named else str(next(counter))
+            return texts.get(f"BODY.{key}", "")
+
+        return PLACEHOLDER.sub(fill, body), media, None
 
     def _failure(self, number: str) -> tuple[int, Any, float | None] | None:
         with self._lock:
@@ -500,21 +708,32 @@ class ProviderSimulator:
         number = str(payload.get("to") or "").lstrip("+")
         kind = str(payload.get("type") or "text")
         media = None
+        template_error = None
         if kind == "text":
             text = str((payload.get("text") or {}).get("body") or "")
+        elif kind == "template":
+            text, media, template_error = self._check_template(payload)
         else:
             part = payload.get(kind) or {}
             text = str(part.get("caption") or "")
             media = {"type": kind, "link": part.get("link"), "filename": part.get("filename")}
         base = _request_record("cloud", number, text, media, phone_number_id=phone_number_id, at=at, headers=headers)
-        auth = headers.get("Authorization") or ""
-        token = auth[7:] if auth.lower().startswith("bearer ") else ""
-        if self.access_tokens is not None and token not in self.access_tokens:
+        base["template"] = payload.get("template") if kind == "template" else None
+        if not self._token_ok(headers):
             self._record({**base, "message_id": None, "status": 401}, accepted=False)
             return 401, cloud_error_body(401), {}, None
         if payload.get("messaging_product") != "whatsapp" or not number:
             self._record({**base, "message_id": None, "status": 400}, accepted=False)
             return 400, cloud_error_body(400, "(#100) Invalid parameter", 100), {}, None
+        if kind != "template" and self.service_window is not None and number not in self.service_window:
+            template_error = (
+                131047,
+                "(#131047) Re-engagement message: more than 24 hours have passed since the recipient last replied",
+            )
+        if template_error is not None:
+            code, message = template_error
+            self._record({**base, "message_id": None, "status": 400, "error_code": code}, accepted=False)
+            return 400, cloud_error_body(400, message, code), {}, None
         failure = self._failure(number)
         if failure is not None:
             status, body, retry_after = failure

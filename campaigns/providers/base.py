@@ -67,10 +67,42 @@ class Media:
 
 
 @dataclass(frozen=True)
+class TemplateParameter:
+    """One filled-in parameter of a template send: NAME is the template's own (a NAMED
+    template's `first_name`; "" for a positional one, which goes by order)."""
+
+    value: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class TemplateButton:
+    """A button with a variable part (a URL button's `{{1}}`), by its index in the template."""
+
+    index: int
+    sub_type: str  # url
+    parameters: tuple[TemplateParameter, ...]
+
+
+@dataclass(frozen=True)
+class TemplateMessage:
+    """An approved message template to send: by NAME and LANGUAGE, with its header (a media
+    or text parameters), body parameters and button parameters, in the template's order."""
+
+    name: str
+    language: str
+    header_media: Media | None = None
+    header_parameters: tuple[TemplateParameter, ...] = ()
+    body_parameters: tuple[TemplateParameter, ...] = ()
+    buttons: tuple[TemplateButton, ...] = ()
+
+
+@dataclass(frozen=True)
 class OutgoingMessage:
     phone: str  # E.164, with the +
-    text: str
+    text: str  # what the contact reads (a template's body with its parameters filled in)
     media: Media | None = None
+    template: TemplateMessage | None = None  # sent instead of TEXT and MEDIA when set
 
     @property
     def number(self) -> str:
@@ -157,14 +189,45 @@ class StatusUpdate:
     conversation_origin: str = ""
 
 
+@dataclass(frozen=True)
+class TemplateUpdate:
+    """A provider's news about one message template: its new STATUS (Meta's name, upper
+    case) and REASON, or its new QUALITY score ("" when the event does not say). Templates
+    are found by the provider's id, else by name and language."""
+
+    template_id: str
+    name: str = ""
+    language: str = ""
+    status: str = ""
+    reason: str = ""
+    quality: str = ""
+
+
 @dataclass
 class ParsedWebhook:
-    """What a webhook call carries: its event type, Evolution's instance name (or "") and
-    the status updates in it (empty for messages, contacts, presence... which are ignored)."""
+    """What a webhook call carries: its event type, Evolution's instance name (or ""), the
+    status updates in it and the template status or quality changes (both empty for
+    messages, contacts, presence... which are ignored)."""
 
     event_type: str
     instance: str = ""
     statuses: list[StatusUpdate] = field(default_factory=list)
+    templates: list[TemplateUpdate] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RemoteTemplate:
+    """One message template as the provider lists it (Meta's fields, kept as given)."""
+
+    template_id: str
+    name: str
+    language: str
+    status: str
+    category: str
+    parameter_format: str
+    components: list[dict[str, Any]]
+    quality_score: str = ""
+    reason: str = ""
 
 
 # --- The interface ---------------------------------------------------------------------------
@@ -218,8 +281,17 @@ class Provider:
     def allowed_credentials(cls) -> tuple[str, ...]:
         return tuple(c.name for c in cls.credentials)
 
+    # Whether the provider has message templates (list_templates, OutgoingMessage.template).
+    supports_templates: ClassVar[bool] = False
+
     def send(self, message: OutgoingMessage) -> SendResult:
         raise NotImplementedError
+
+    def list_templates(self) -> list[RemoteTemplate]:
+        """Every message template of the account, all pages. Raises ProviderError (code:
+        the provider's, e.g. Meta's 190 bad token, 100 unknown account; `not_configured`
+        when the connection lacks what listing needs)."""
+        raise ProviderError("permanent", "This provider has no message templates.", code="not_supported")
 
     def verify(self, request: HttpRequest, body: bytes) -> None:
         """Check the caller of a webhook POST (signature, JWT). Raises Rejected."""
@@ -281,6 +353,16 @@ def post(url: str, *, headers: dict[str, str], body: dict[str, Any]) -> httpx.Re
         raise ProviderError("ambiguous", f"no answer in time ({exc.__class__.__name__})", code="timeout") from None
     except httpx.TransportError as exc:
         raise ProviderError("ambiguous", f"connection lost ({exc.__class__.__name__})", code="transport") from None
+
+
+def get(url: str, *, headers: dict[str, str], params: dict[str, Any] | None = None) -> httpx.Response:
+    """GET, turning transport failures into transient ProviderErrors (a read changes nothing)."""
+    try:
+        return shared_client().get(url, params=params, headers=headers)
+    except httpx.TransportError as exc:
+        raise ProviderError(
+            "transient", f"could not reach the provider ({exc.__class__.__name__})", code="connect"
+        ) from None
 
 
 def response_json(response: httpx.Response) -> Any:

@@ -6,7 +6,15 @@
   [{"field": "messages", "value": {"statuses": [...]}}]}]}`
   (developers.facebook.com/docs/whatsapp/cloud-api/webhooks/components), signed with
   `X-Hub-Signature-256` (HMAC-SHA256 of the raw body with the app secret); the callback
-  URL is checked first with a GET handshake carrying our verify token.
+  URL is checked first with a GET handshake carrying our verify token. Template news comes
+  in changes with `field: "message_template_status_update"` (`event`, `message_template_id`,
+  `message_template_name`, `message_template_language`, `reason`) and
+  `"message_template_quality_update"` (`new_quality_score`)
+  (developers.facebook.com/docs/graph-api/webhooks/reference/whatsapp-business-account).
+- Templates: `GET {base_url}/{waba_id}/message_templates` pages through the account's
+  templates (`paging.next`); a template send is `type: "template"` with `template: {name,
+  language: {code}, components: [header, body, button parameters]}`
+  (developers.facebook.com/docs/whatsapp/cloud-api/guides/send-message-templates).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -31,9 +40,14 @@ from campaigns.providers.base import (
     Provider,
     ProviderError,
     Rejected,
+    RemoteTemplate,
     SendResult,
     StatusUpdate,
+    TemplateMessage,
+    TemplateParameter,
+    TemplateUpdate,
     classify,
+    get,
     load_json,
     parse_retry_after,
     post,
@@ -132,6 +146,32 @@ def _status(item: Any) -> StatusUpdate | None:
     )
 
 
+TEMPLATE_FIELDS = ("message_template_status_update", "message_template_quality_update")
+
+
+def _template_update(field: str, value: dict[str, Any]) -> TemplateUpdate | None:
+    """A template status or quality change; None when it names no template."""
+    template_id = str(value.get("message_template_id") or "")
+    name = str(value.get("message_template_name") or "")
+    if not template_id and not name:
+        return None
+    common = {
+        "template_id": template_id[:64],
+        "name": name[:512],
+        "language": str(value.get("message_template_language") or "")[:16],
+    }
+    if field == "message_template_status_update":
+        status = str(value.get("event") or "").upper()[:32]
+        reason = value.get("reason")
+        other: dict[str, Any] = value["other_info"] if isinstance(value.get("other_info"), dict) else {}
+        text = "" if reason in (None, "NONE") else str(reason)
+        if other.get("description"):
+            text = f"{text}: {other['description']}" if text else str(other["description"])
+        return TemplateUpdate(status=status, reason=text[:1000], **common) if status else None
+    quality = str(value.get("new_quality_score") or "").upper()[:16]
+    return TemplateUpdate(quality=quality, **common) if quality else None
+
+
 def parse_notification(payload: Any) -> ParsedWebhook:
     """Read a Cloud API notification: every status of every change of every entry.
     Raises PayloadError."""
@@ -141,6 +181,7 @@ def parse_notification(payload: Any) -> ParsedWebhook:
     if not isinstance(entries, list):
         raise PayloadError("entry must be a list")
     statuses: list[StatusUpdate] = []
+    templates: list[TemplateUpdate] = []
     fields: list[str] = []
     for entry in entries:
         changes = entry.get("changes") if isinstance(entry, dict) else None
@@ -150,6 +191,11 @@ def parse_notification(payload: Any) -> ParsedWebhook:
             if not isinstance(change, dict) or not isinstance(change.get("value", {}), dict):
                 raise PayloadError("each change must be an object with an object value")
             fields.append(str(change.get("field") or ""))
+            if change.get("field") in TEMPLATE_FIELDS:
+                template = _template_update(str(change["field"]), change.get("value") or {})
+                if template is not None:
+                    templates.append(template)
+                continue
             items = change.get("value", {}).get("statuses") or []
             if not isinstance(items, list):
                 raise PayloadError("statuses must be a list")
@@ -158,7 +204,69 @@ def parse_notification(payload: Any) -> ParsedWebhook:
                 if update is not None:
                     statuses.append(update)
     event_type = "statuses" if statuses else next((f for f in fields if f), "unknown")
-    return ParsedWebhook(event_type=event_type[:64], statuses=statuses)
+    return ParsedWebhook(event_type=event_type[:64], statuses=statuses, templates=templates)
+
+
+def _parameter(parameter: TemplateParameter) -> dict[str, Any]:
+    part: dict[str, Any] = {"type": "text", "text": parameter.value}
+    if parameter.name:  # a NAMED template's parameters carry their names; positional go by order
+        part["parameter_name"] = parameter.name
+    return part
+
+
+def template_components(template: TemplateMessage) -> list[dict[str, Any]]:
+    """The `components` of a template send: header, body and button parameters."""
+    components: list[dict[str, Any]] = []
+    if template.header_media is not None:
+        kind = template.header_media.file_type
+        media: dict[str, Any] = {"link": template.header_media.url}
+        if kind == "document":
+            media["filename"] = template.header_media.file_name
+        components.append({"type": "header", "parameters": [{"type": kind, kind: media}]})
+    elif template.header_parameters:
+        components.append({"type": "header", "parameters": [_parameter(p) for p in template.header_parameters]})
+    if template.body_parameters:
+        components.append({"type": "body", "parameters": [_parameter(p) for p in template.body_parameters]})
+    for button in template.buttons:
+        components.append(
+            {
+                "type": "button",
+                "sub_type": button.sub_type,
+                "index": str(button.index),
+                "parameters": [{"type": "text", "text": p.value} for p in button.parameters],
+            }
+        )
+    return components
+
+
+def _remote_template(item: Any) -> RemoteTemplate | None:
+    if not isinstance(item, dict) or not item.get("name") or not item.get("language"):
+        return None
+    components = item.get("components")
+    return RemoteTemplate(
+        template_id=str(item.get("id") or "")[:64],
+        name=str(item["name"])[:512],
+        language=str(item["language"])[:16],
+        status=str(item.get("status") or "PENDING").upper()[:32],
+        category=str(item.get("category") or "").upper()[:32],
+        parameter_format=str(item.get("parameter_format") or "POSITIONAL").upper()[:16],
+        components=[c for c in components if isinstance(c, dict)] if isinstance(components, list) else [],
+        quality_score=str((item.get("quality_score") or {}).get("score") or "")[:16]
+        if isinstance(item.get("quality_score"), dict)
+        else "",
+        reason=str(item.get("rejected_reason") or "") if item.get("rejected_reason") not in (None, "NONE") else "",
+    )
+
+
+def _graph_error(response: Any, data: Any) -> ProviderError:
+    """A Graph API error answer as a ProviderError with Meta's code and message."""
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or response.status_code)
+        text = error_text(error)[:2000] or f"HTTP {response.status_code}"
+    else:
+        code, text = str(response.status_code), f"HTTP {response.status_code}"
+    return classify(response, code, text)
 
 
 class CloudApiProvider(Provider):
@@ -168,20 +276,33 @@ class CloudApiProvider(Provider):
         Credential("access_token", "Cloud API access token"),
         Credential("app_secret", "Cloud API app secret (webhook signatures)"),
         Credential("verify_token", "Cloud API webhook verify token"),
+        # Needed for message templates only: free text goes by the phone number id.
+        Credential("waba_id", "WhatsApp Business Account id (for message templates)", required=False),
     )
+    supports_templates = True
+    # Pages of the template listing followed at most (100 templates each).
+    MAX_TEMPLATE_PAGES = 100
     webhook_url_name = "webhook-whatsapp"
     webhook_methods = ("GET", "POST")
     # Throttling and outage codes Meta may send with a 400 (error-codes page): retry later.
     TRANSIENT_CODES = THROTTLE_CODES
 
     def __init__(
-        self, *, base_url: str, phone_number_id: str, access_token: str, app_secret: str = "", verify_token: str = ""
+        self,
+        *,
+        base_url: str,
+        phone_number_id: str,
+        access_token: str,
+        app_secret: str = "",
+        verify_token: str = "",
+        waba_id: str = "",
     ) -> None:
         self.base_url = (base_url or settings.CLOUD_API_BASE_URL).rstrip("/")
         self.phone_number_id = phone_number_id
         self.access_token = access_token
         self.app_secret = app_secret
         self.verify_token = verify_token
+        self.waba_id = waba_id
 
     @classmethod
     def from_connection(cls, connection: Connection) -> CloudApiProvider:
@@ -191,6 +312,7 @@ class CloudApiProvider(Provider):
             access_token=connection.credential("access_token"),
             app_secret=connection.credential("app_secret"),
             verify_token=connection.credential("verify_token"),
+            waba_id=connection.credential("waba_id"),
         )
 
     @classmethod
@@ -199,7 +321,17 @@ class CloudApiProvider(Provider):
 
     def send(self, message: OutgoingMessage) -> SendResult:
         body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": message.number}
-        if message.media is None:
+        if message.template is not None:
+            template = message.template
+            spec: dict[str, Any] = {
+                "name": template.name,
+                "language": {"code": template.language, "policy": "deterministic"},
+            }
+            components = template_components(template)
+            if components:
+                spec["components"] = components
+            body.update(type="template", template=spec)
+        elif message.media is None:
             body.update(type="text", text={"body": message.text, "preview_url": False})
         else:
             kind = message.media.file_type
@@ -218,17 +350,15 @@ class CloudApiProvider(Provider):
             except (TypeError, KeyError, IndexError):
                 raise ProviderError("ambiguous", "accepted without a message id", code="no_id") from None
             return SendResult(message_id=str(message_id), status_code=response.status_code)
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict):
-            code = str(error.get("code") or response.status_code)
-            text = error_text(error)[:2000] or f"HTTP {response.status_code}"
-        else:
-            code, text = str(response.status_code), f"HTTP {response.status_code}"
-        failure = classify(response, code, text)
-        if code in self.TRANSIENT_CODES and not failure.transient:
+        failure = _graph_error(response, data)
+        if failure.code in self.TRANSIENT_CODES and not failure.transient:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             failure = ProviderError(
-                "transient", text, code=code, status_code=response.status_code, retry_after=retry_after
+                "transient",
+                failure.message,
+                code=failure.code,
+                status_code=response.status_code,
+                retry_after=retry_after,
             )
         raise failure
 
@@ -239,6 +369,34 @@ class CloudApiProvider(Provider):
     @classmethod
     def codes_with_action(cls, action: ErrorAction) -> frozenset[str]:
         return codes_with_action(action)
+
+    def list_templates(self) -> list[RemoteTemplate]:
+        if not self.waba_id:
+            raise ProviderError(
+                "permanent", "The connection has no WhatsApp Business Account id (waba_id).", code="not_configured"
+            )
+        headers = {"Authorization": f"Bearer {self.access_token}"}
+        url: str | None = f"{self.base_url}/{self.waba_id}/message_templates"
+        params: dict[str, Any] | None = {"limit": 100}
+        origin = urlsplit(self.base_url)[:2]
+        templates: list[RemoteTemplate] = []
+        for _ in range(self.MAX_TEMPLATE_PAGES):
+            if url is None:
+                return templates
+            response = get(url, headers=headers, params=params)
+            data = response_json(response)
+            if response.status_code != 200 or not isinstance(data, dict):
+                raise _graph_error(response, data)
+            items = data.get("data")
+            if not isinstance(items, list):
+                raise ProviderError("permanent", "The template listing has no data.", code="bad_answer")
+            templates += [t for t in map(_remote_template, items) if t is not None]
+            paging: dict[str, Any] = data["paging"] if isinstance(data.get("paging"), dict) else {}
+            url, params = paging.get("next") or None, None
+            # The bearer token goes only to the host it was given for.
+            if url is not None and urlsplit(str(url))[:2] != origin:
+                raise ProviderError("permanent", "The next page is on another host.", code="bad_answer")
+        raise ProviderError("permanent", "The template listing does not end.", code="bad_answer")
 
     def verify(self, request: HttpRequest, body: bytes) -> None:
         verify_signature(self.app_secret, body, request.headers.get("X-Hub-Signature-256", ""))

@@ -63,8 +63,13 @@ def run(campaign: Campaign, *, rounds: int = 40) -> Campaign:
     return campaign
 
 
-def template_for(connection: Connection, name: str = "spring_sale", category: str = "MARKETING") -> MessageTemplate:
+def template_for(
+    sim: ProviderSimulator, connection: Connection, name: str = "spring_sale", category: str = "MARKETING"
+) -> MessageTemplate:
+    """An approved template with a bare body, known to Sense and to the simulated Graph API."""
+    remote = sim.add_template("waba-1", name, "pt_BR", category=category)
     return MessageTemplate.objects.create(
+        components=remote["components"],
         tenant=connection.tenant,
         connection=connection,
         meta_id="1234",
@@ -228,7 +233,7 @@ def test_five_template_errors_in_a_row_pause_the_campaign_with_the_templates_nam
 ) -> None:
     contacts = make_contacts(8)
     sim.fail_next_cloud(132000, count=5)
-    campaign = run(running(cloud, contacts, template=template_for(cloud, "spring_sale")))
+    campaign = run(running(cloud, contacts, template=template_for(sim, cloud, "spring_sale")))
 
     assert campaign.status == Campaign.Status.PAUSED
     assert "5 template errors in a row" in campaign.pause_reason
@@ -248,7 +253,7 @@ def test_a_success_in_between_resets_the_run_of_template_errors(
     contacts = make_contacts(9)
     for contact in contacts[:4] + contacts[5:]:
         sim.fail_number_cloud(contact.phone, 132012)
-    campaign = run(running(cloud, contacts, template=template_for(cloud)))
+    campaign = run(running(cloud, contacts, template=template_for(sim, cloud)))
 
     assert campaign.status == Campaign.Status.FINISHED
     assert (campaign.stat_failed, campaign.stat_sent) == (8, 1)
@@ -261,7 +266,7 @@ def test_another_error_in_between_ends_the_run_of_template_errors(
     contacts = make_contacts(9)
     for i, contact in enumerate(contacts):
         sim.fail_number_cloud(contact.phone, 131026 if i == 4 else 132000)
-    campaign = run(running(cloud, contacts, template=template_for(cloud)))
+    campaign = run(running(cloud, contacts, template=template_for(sim, cloud)))
 
     assert campaign.status == Campaign.Status.FINISHED and campaign.stat_failed == 9
 

@@ -39,12 +39,14 @@ from campaigns.models import (
     ContactImportError,
     Delivery,
     DeliveryEvent,
+    MessageTemplate,
     WebhookEvent,
 )
 from media.models import Asset
 from sense.api import api
 from sense.models import Membership, Tenant
 from tests.media.conftest import _fresh_media_metrics  # noqa: F401 - autouse: no metrics flushed at exit
+from tests.simulator import ProviderSimulator
 
 PAGE, API, MEDIA = "page", "api", "media"  # browser session only; ninja API; media views (token or session)
 HX = {"HX-Request": "true"}
@@ -53,7 +55,8 @@ HX = {"HX-Request": "true"}
 @dataclass(frozen=True)
 class Req:
     """One request. PATH may name {campaign}, {delivery}, {contact}, {connection}, {asset},
-    {contact_import}, {globex_campaign}, {globex_connection}, {acme}, {initech} or {token}; SETUP is the status the
+    {contact_import}, {cloud_connection}, {template}, {globex_campaign}, {globex_connection},
+    {acme}, {initech} or {token}; SETUP is the status the
     campaign is put in first, so that the request would succeed for its owner."""
 
     method: str
@@ -125,9 +128,13 @@ class World:
     contact_import: ContactImport
     globex_connection: Connection
     globex_campaign: Campaign
+    cloud_connection: Connection  # acme's Cloud API number, on a simulator that lists its templates
+    template: MessageTemplate
 
     def ids(self) -> dict[str, Any]:
         return {
+            "cloud_connection": self.cloud_connection.pk,
+            "template": self.template.pk,
             "campaign": self.campaign.pk,
             "delivery": self.delivery.pk,
             "contact": self.contact.pk,
@@ -149,8 +156,32 @@ class World:
 
 
 @pytest.fixture
-def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, monkeypatch: Any) -> World:
+def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, monkeypatch: Any, request: Any) -> World:
     monkeypatch.setattr(services, "_enqueue_senders", lambda campaign_id: None)
+    sim = ProviderSimulator().start()
+    request.addfinalizer(sim.stop)
+    sim.add_template("acme-waba", "acme_secret_template", components=[{"type": "BODY", "text": "Oi {{1}}"}])
+    cloud_connection = Connection.objects.create(
+        tenant=acme,
+        name="Acme secret cloud number",
+        provider=Connection.Provider.CLOUD,
+        base_url=sim.base_url,
+        credentials={
+            "phone_number_id": "1",
+            "access_token": "t",
+            "app_secret": "s",
+            "verify_token": "v",
+            "waba_id": "acme-waba",
+        },
+    )
+    template = MessageTemplate.objects.create(
+        tenant=acme,
+        connection=cloud_connection,
+        name="acme_secret_template",
+        language="en_US",
+        status="APPROVED",
+        components=[{"type": "BODY", "text": "Oi {{1}}"}],
+    )
     initech = Tenant.objects.create(slug="initech", name="Initech")
     Membership.objects.create(user=alice, tenant=initech, role=Membership.Role.OPERATOR)
     connection = Connection.objects.create(
@@ -233,6 +264,8 @@ def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, m
         contact_import=contact_import,
         globex_connection=globex_connection,
         globex_campaign=globex_campaign,
+        cloud_connection=cloud_connection,
+        template=template,
     )
 
 
@@ -246,6 +279,7 @@ TENANT_MODELS = (
     DeliveryEvent,
     Asset,
     WebhookEvent,
+    MessageTemplate,
 )
 
 
@@ -288,6 +322,8 @@ SAMPLE_IDS = {
     "globex_connection": "00000000-0000-4000-8000-000000000004",
     "asset": "00000000-0000-4000-8000-000000000005",
     "contact_import": "00000000-0000-4000-8000-000000000008",
+    "cloud_connection": "00000000-0000-4000-8000-000000000009",
+    "template": 1,
     "initech": "00000000-0000-4000-8000-000000000006",
     "acme": "00000000-0000-4000-8000-000000000007",
     "delivery": 1,
@@ -350,6 +386,7 @@ def _openapi_operations() -> set[tuple[str, str]]:
         "import_id": SAMPLE_IDS["contact_import"],
         "delivery_id": 1,
         "contact_id": 1,
+        "template_id": 1,
         "token": "abc",
     }
     operations = set()

@@ -105,6 +105,8 @@ CSRF_FORMS = [
     Form("post", "/api/campaigns/{campaign}/cancel/", encoding="json", setup="running"),
     Form("post", "/api/campaigns/{campaign}/unschedule/", encoding="json", setup="scheduled"),
     Form("delete", "/api/media/{asset}/", encoding="json"),
+    Form("post", "/api/connections/{cloud_connection}/templates/sync/", encoding="json"),
+    Form("post", "/templates/sync/{cloud_connection}/"),
     Form("post", "/api/ops/worker-ping/", encoding="json", changes=False),
 ]
 # Page URLs that take a POST (not 405) but are no form: they do the same for every method.

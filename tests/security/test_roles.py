@@ -81,6 +81,13 @@ OPERATIONS = [
     Op(Req("patch", "/api/connections/{connection}/", API, {"rate_per_minute": 100_000}), ADMIN),
     Op(Req("get", "/api/connections/", API), MEMBER),
     Op(Req("get", "/api/connections/{connection}/", API), MEMBER),
+    # Message templates: members read them; admins sync them (the connection's token at work)
+    Op(Req("post", "/api/connections/{cloud_connection}/templates/sync/", API), ADMIN),
+    Op(Req("post", "/templates/sync/{cloud_connection}/", PAGE), ADMIN),
+    Op(Req("get", "/api/templates/", API), MEMBER),
+    Op(Req("get", "/api/templates/{template}/", API), MEMBER),
+    Op(Req("get", "/templates/", PAGE), MEMBER),
+    Op(Req("get", "/campaigns/template-fields/?connection={cloud_connection}", PAGE), MEMBER),
     # Contacts
     Op(Req("get", "/api/contacts/", API), MEMBER),
     Op(Req("post", "/api/contacts/", API, {"phone": NEW_PHONE, "name": "New"}), MEMBER),

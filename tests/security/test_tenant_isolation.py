@@ -83,6 +83,9 @@ OBJECT_URLS = [
     Req("get", "/api/contacts/imports/{contact_import}/errors/", API),
     Req("get", "/api/media/{asset}/", API),
     Req("delete", "/api/media/{asset}/", API),
+    Req("get", "/api/templates/{template}/", API),
+    Req("post", "/api/connections/{cloud_connection}/templates/sync/", API),
+    Req("post", "/templates/sync/{cloud_connection}/", PAGE),
     # Media URLs outside the ninja API
     Req("get", "/api/media/{asset}/file/", MEDIA),
     Req("get", "/api/media/{asset}/thumbnail/", MEDIA),
@@ -111,6 +114,11 @@ REFERENCES = [
         "invalid_connection",
     ),
     Ref(Req("patch", "/api/campaigns/{globex_campaign}/", API, {"media_id": "{asset}"}), 422, "invalid_media"),
+    Ref(Req("post", "/api/campaigns/", API, {**OWN_API, "template_id": "{template}"}), 400, "template_not_found"),
+    Ref(
+        Req("patch", "/api/campaigns/{globex_campaign}/", API, {"template_id": "{template}"}), 400, "template_not_found"
+    ),
+    Ref(Req("post", "/campaigns/new/", PAGE, {**OWN_FORM, "template": "{template}"}), 200),
     # The form's choices are the tenant's own: another tenant's id is a form error, not a campaign.
     Ref(Req("post", "/campaigns/new/", PAGE, {**DRAFT, "connection": "{connection}"}), 200),
     Ref(Req("post", "/campaigns/new/", PAGE, {**OWN_FORM, "asset": "{asset}"}), 200),
@@ -144,6 +152,12 @@ LISTINGS = [
     Listing(Req("get", "/api/contacts/?q=secret", API), "Acme secret contact"),
     Listing(Req("get", "/api/connections/", API), "Acme secret number"),
     Listing(Req("get", "/api/media/", API), "acme-secret.png"),
+    Listing(Req("get", "/api/templates/", API), "acme_secret_template"),
+    Listing(Req("get", "/templates/", PAGE), "acme_secret_template"),
+    Listing(
+        Req("get", "/campaigns/template-fields/?connection={cloud_connection}", PAGE, headers=HX),
+        "acme_secret_template",
+    ),
 ]
 
 # URLs that need a login but name no object (creating one in the caller's own tenant, or
