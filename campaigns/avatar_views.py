@@ -9,14 +9,17 @@ a redirect. Accepts a browser session or `Authorization: Bearer <token>`, like m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.html import escape
 from django.views.decorators.http import require_GET
 
 from campaigns import services
 from campaigns.models import Contact
+from campaigns.views import initials
 from media import proxy
 from media.file_views import PROXY_CSP
 from sense import tenancy
@@ -27,8 +30,8 @@ log = logging.getLogger("sense.campaigns")
 
 @require_GET
 def contact_avatar(request: HttpRequest, contact_id: int) -> HttpResponse:
-    """The picture's bytes (200, X-Cache), or 404 `no_avatar` when the contact has none (the
-    page shows its initials), 401 without credentials, 404 for another tenant's contact."""
+    """The picture's bytes (200, X-Cache), or the contact's initials as an SVG when it has none
+    (`X-Avatar: initials`); 401 without credentials, 404 for another tenant's contact."""
     membership = tenancy.authenticate(request)
     if membership is None:
         return json_error(
@@ -40,15 +43,15 @@ def contact_avatar(request: HttpRequest, contact_id: int) -> HttpResponse:
         return json_error("Not found.", code="not_found", status=404)
     url = services.contact_avatar_refresh(contact=contact)
     if not url:
-        return _none()
+        return _initials(contact)
     try:
         fetched, hit = proxy.serve(url)
     except proxy.ProxyError as exc:
         log.info("[AVATAR] contact %s: picture not proxied (%s)", contact.pk, exc.code)
-        return _none()
+        return _initials(contact)
     if fetched.status == 404:  # WhatsApp's picture URLs expire: ask the gateway again next time
         services.contact_avatar_forget(contact=contact)
-        return _none()
+        return _initials(contact)
     response = HttpResponse(fetched.body, content_type=fetched.content_type)
     response["Cache-Control"] = f"private, max-age={min(fetched.ttl, settings.PROFILE_PICTURE_TTL)}"
     response["X-Cache"] = "HIT" if hit else "MISS"
@@ -57,7 +60,21 @@ def contact_avatar(request: HttpRequest, contact_id: int) -> HttpResponse:
     return response
 
 
-def _none() -> HttpResponse:
-    response = json_error("This contact has no profile picture.", code="no_avatar", status=404)
+COLOURS = ("#128c7e", "#075e54", "#3b82f6", "#8b5cf6", "#b7791f", "#c0392b", "#1e8e3e", "#667085")
+
+
+def _initials(contact: Contact) -> HttpResponse:
+    """A round placeholder with CONTACT's initials (our own SVG: nothing of the gateway's)."""
+    colour = COLOURS[int(hashlib.sha256(str(contact.pk).encode()).hexdigest(), 16) % len(COLOURS)]
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">'
+        f'<circle cx="32" cy="32" r="32" fill="{colour}"/>'
+        '<text x="32" y="32" dy=".35em" text-anchor="middle" font-family="system-ui, sans-serif" '
+        f'font-size="26" font-weight="600" fill="#fff">{escape(initials(contact))}</text></svg>'
+    )
+    response = HttpResponse(svg, content_type="image/svg+xml")
     response["Cache-Control"] = "private, max-age=300"
+    response["X-Avatar"] = "initials"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = PROXY_CSP
     return response
