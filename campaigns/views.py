@@ -450,12 +450,14 @@ def contact_detail(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
 @login_required
 @tenant_required
 def contact_messages(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
-    """A page of the conversation (htmx: the lines and the link to the next page)."""
+    """A page of the conversation. htmx: page 1 is the whole list (the page fetches it again
+    after its socket reconnected), later pages their lines and the link to the next one."""
     contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
     if not request.htmx:
         return _contact_page(request, contact)
     context = {"contact": contact, **_conversation(request, contact)}
-    return render(request, "campaigns/contact_detail.html#conversation_page", context)
+    fragment = "#conversation" if context["conversation"]["page"] == 1 else "#conversation_page"
+    return render(request, "campaigns/contact_detail.html" + fragment, context)
 
 
 @require_GET

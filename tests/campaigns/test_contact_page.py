@@ -229,3 +229,14 @@ def test_the_page_needs_a_login(acme: Tenant) -> None:
     ana = _ana(acme)
     response = Client().get(f"/contacts/{ana.pk}/")
     assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_the_first_page_refreshes_the_whole_list(alice: User, acme: Tenant, evolution: Connection) -> None:
+    """What live.js fetches again after the socket reconnected: replies missed meanwhile appear."""
+    ana = _ana(acme)
+    inbound(ana, evolution, "Enquanto a página estava desconectada")
+
+    body = login("alice").get(f"/contacts/{ana.pk}/messages/", headers=HX).content.decode()
+
+    assert body.strip().startswith('<ol class="conversation"') and "data-live-refresh" in body
+    assert "Enquanto a página estava desconectada" in body
