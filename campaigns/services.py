@@ -1142,20 +1142,23 @@ def contact_avatar_forget(*, contact: Contact) -> None:
 
 
 def consent_settings_save(*, tenant: Tenant, user: Any = None, **values: Any) -> ConsentSettings:
-    """Store TENANT's keywords and confirmation texts (keywords trimmed, without repeats)."""
-    current = ConsentSettings.for_tenant(tenant)
+    """Store TENANT's keywords and confirmation texts (keywords trimmed, without repeats).
+    Raises ServiceError `keyword_overlap` when a keyword would both opt out and in."""
     for field in ("opt_out_keywords", "opt_in_keywords"):
         if field in values:
             values[field] = clean_tags(values[field] or [])
-    for field, value in values.items():
-        setattr(current, field, value)
-    overlap = {normalize_keyword(k) for k in current.opt_out_keywords} & {
-        normalize_keyword(k) for k in current.opt_in_keywords
-    }
-    if overlap:
-        raise ServiceError(
-            f"A keyword cannot both opt out and re-subscribe: {', '.join(sorted(overlap))}.", code="keyword_overlap"
-        )
-    current.save()
+    with transaction.atomic():
+        current, _ = ConsentSettings.objects.select_for_update().get_or_create(tenant=tenant)
+        for field, value in values.items():
+            setattr(current, field, value)
+        overlap = {normalize_keyword(k) for k in current.opt_out_keywords} & {
+            normalize_keyword(k) for k in current.opt_in_keywords
+        }
+        if overlap:
+            raise ServiceError(
+                f"A keyword cannot both opt out and re-subscribe: {', '.join(sorted(overlap))}.",
+                code="keyword_overlap",
+            )
+        current.save()
     log.info("[CONSENT] keyword settings of tenant %s changed by user %s", tenant.pk, getattr(user, "pk", None))
     return current

@@ -5,6 +5,7 @@
 (function () {
   "use strict";
   var seen = {};
+  var refreshing = {};
 
   document.addEventListener("sense:inbound.message", function (event) {
     var frame = event.detail || {};
@@ -21,11 +22,17 @@
       });
     }
     if (frame.campaign_id) {
-      document.querySelectorAll('[data-replies-campaign="' + frame.campaign_id + '"]').forEach(function (panel) {
-        if (panel.dataset.liveRefresh) {
-          window.htmx.ajax("GET", panel.dataset.liveRefresh, { target: panel, swap: "outerHTML" });
-        }
-      });
+      // A burst of replies refreshes the panel once per half second, not once per reply.
+      if (refreshing[frame.campaign_id]) return;
+      refreshing[frame.campaign_id] = true;
+      setTimeout(function () {
+        delete refreshing[frame.campaign_id];
+        document.querySelectorAll('[data-replies-campaign="' + frame.campaign_id + '"]').forEach(function (panel) {
+          if (panel.dataset.liveRefresh) {
+            window.htmx.ajax("GET", panel.dataset.liveRefresh, { target: panel, swap: "outerHTML" });
+          }
+        });
+      }, 500);
     }
   });
 })();

@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.db import connection as db
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from campaigns import services
 from campaigns.models import Campaign, Connection, ConsentEvent, Contact, Delivery, InboundMessage
@@ -95,8 +97,11 @@ def test_a_long_conversation_is_paged(alice: User, acme: Tenant, evolution: Conn
     )
     client = login("alice")
 
-    first = client.get(f"/contacts/{ana.pk}/").content.decode()
+    with CaptureQueriesContext(db) as queries:
+        first = client.get(f"/contacts/{ana.pk}/").content.decode()
     second = client.get(f"/contacts/{ana.pk}/messages/?page=2", headers=HX).content.decode()
+
+    assert len(queries) <= 20, [q["sql"][:80] for q in queries.captured_queries]  # not one per message
 
     assert "line 1999" in first and "line 1970" in first and "line 1969" not in first
     assert f'hx-get="/contacts/{ana.pk}/messages/?page=2"' in first
