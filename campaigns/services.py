@@ -1136,6 +1136,31 @@ def contact_avatar_refresh(*, contact: Contact, force: bool = False) -> str:
     return url
 
 
+def contact_avatar_due(contact: Contact) -> bool:
+    """Whether CONTACT's gateway should be asked for its picture (never asked, or longer ago
+    than PROFILE_PICTURE_TTL)."""
+    checked = contact.avatar_checked_at
+    return checked is None or timezone.now() - checked >= timedelta(seconds=settings.PROFILE_PICTURE_TTL)
+
+
+def contact_avatars_refresh_later(*, contacts: Iterable[Contact]) -> list[int]:
+    """Ask, in a worker once the transaction commits, for the pictures of those CONTACTS
+    (shown on a page) that are due. Returns their ids (nothing is sent when none is)."""
+    from campaigns.tasks import refresh_contact_avatars
+
+    due = [c.pk for c in contacts if contact_avatar_due(c)]
+    if due:
+        transaction.on_commit(lambda: refresh_contact_avatars.send(due))
+    return due
+
+
+def contact_avatars_refresh(*, contact_ids: Iterable[int]) -> None:
+    """`contact_avatar_refresh` for each of CONTACT_IDS still due (a page asked for them)."""
+    for contact in Contact.objects.filter(pk__in=list(contact_ids)):
+        if contact_avatar_due(contact):
+            contact_avatar_refresh(contact=contact)
+
+
 def contact_avatar_forget(*, contact: Contact) -> None:
     """The stored picture URL stopped working (WhatsApp's CDN URLs expire): ask again next time."""
     Contact.objects.filter(pk=contact.pk).update(avatar_source_url="", avatar_checked_at=None)

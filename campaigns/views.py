@@ -187,7 +187,12 @@ def contact_list(request: TenantHttpRequest) -> HttpResponse:
         contacts = contacts.filter(query)
     if tag:
         contacts = contacts.with_any_tag([tag])
-    context = {"nav": "contacts", "page": _page(request, contacts, 50), "q": q, "tag": tag}
+    page = _page(request, contacts, 50)
+    for contact in page:
+        contact.initials = initials(contact)  # type: ignore[attr-defined]
+    # Pictures are asked for lazily, in a worker, for the contacts shown; the next view shows them.
+    services.contact_avatars_refresh_later(contacts=page)
+    context = {"nav": "contacts", "page": page, "q": q, "tag": tag}
     return render_htmx(request, "campaigns/contacts.html", "#table", context)
 
 

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from campaigns import services
+from campaigns import services, tasks
 from campaigns.models import Connection, Contact
 from campaigns.providers import CloudApiProvider, EvolutionProvider, ProviderError
 from media import proxy
 from sense.models import Tenant
 from tests.campaigns.conversation import inbound
 from tests.conftest import ApiClient
+from tests.dashboard.conftest import login
 from tests.media.files import jpeg
 from tests.simulator import ProviderSimulator
 
@@ -166,3 +167,31 @@ def test_the_avatar_needs_credentials_and_the_tenant(
     refused = api_charlie.get_json(f"/contacts/{ana.pk}/avatar/")
     assert refused.status_code == 404 and refused.json()["code"] == "not_found"
     assert sim.picture_requests == []
+
+
+def test_the_contacts_list_asks_for_the_pictures_in_a_worker(
+    alice: Any,
+    acme: Tenant,
+    sim: ProviderSimulator,
+    evolution: Connection,
+    monkeypatch: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    ana = _ana(acme, sim)
+    known = Contact.objects.create(tenant=acme, phone="+5511999990002", name="Bia", avatar_checked_at=timezone.now())
+    sent: list[list[int]] = []
+    monkeypatch.setattr(tasks.refresh_contact_avatars, "send", sent.append)
+    client = login("alice")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        before = client.get("/contacts/").content.decode()
+
+    assert sent == [[ana.pk]]  # Bia was asked a moment ago
+    assert f'src="/contacts/{ana.pk}/avatar/"' not in before and ">AS<" in before  # not known yet: initials
+    tasks.refresh_contact_avatars.fn(sent[0])  # what the worker runs
+    assert sim.picture_requests == ["5511999990001"]
+    with django_capture_on_commit_callbacks(execute=True):
+        after = client.get("/contacts/").content.decode()
+    assert f'src="/contacts/{ana.pk}/avatar/"' in after and f"/contacts/{known.pk}/avatar/" not in after
+    assert sim.base_url not in after
+    assert sent == [[ana.pk]]  # nothing due any more
