@@ -41,6 +41,7 @@ class Message:
     media: Asset | None
     media_status: str = ""
     error: str = ""
+    status_label: str = ""
 
     @property
     def key(self) -> str:
@@ -88,6 +89,7 @@ def from_delivery(delivery: Delivery) -> Message:
         campaign_name=campaign.name,
         media=media,
         error=delivery.error_message,
+        status_label=str(delivery.get_status_display()),
     )
 
 

@@ -18,7 +18,11 @@
         var empty = list.querySelector("[data-empty]");
         if (empty) empty.remove();
         var item = document.getElementById("msg-inbound-" + frame.id);
-        if (item) item.classList.add("fresh");
+        if (!item) return;
+        item.classList.add("fresh");
+        document.querySelectorAll("[data-conversation-count]").forEach(function (el) {
+          el.textContent = String((parseInt(el.textContent, 10) || 0) + 1);
+        });
       });
     }
     if (frame.campaign_id) {

@@ -84,5 +84,6 @@ def test_a_reply_arrives_live_and_the_avatar_comes_through_the_proxy(
     expect(fresh).to_contain_text("Chegou agora, ao vivo")
     expect(items).to_have_count(3)
     expect(items.first).to_have_id(f"msg-inbound-{message.pk}")  # newest first
+    expect(page.locator("[data-conversation-count]")).to_have_text("3")
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
     screenshot(page, "contact-live")
