@@ -30,6 +30,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -129,11 +130,16 @@ def contact_update(
             "This contact opted out: a plain edit cannot opt it back in. Opt it in with a reason "
             f'(POST /api/contacts/{contact.pk}/opt-in/ with {{"reason": ...}}, or the contact\'s page).'
         )
-    if opted_out:
+    if changes:
+        contact = _contact_save(contact, changes)
+    if opted_out:  # after the edit, which may still be refused (a duplicate phone)
         contact_consent_change(contact=contact, opted_out=True, source=source, user=user)
         contact.refresh_from_db()
-    if not changes:
-        return contact
+    return contact
+
+
+def _contact_save(contact: Contact, changes: dict[str, Any]) -> Contact:
+    """CONTACT with CHANGES (fields other than the opt-out) normalized and saved."""
     if "phone" in changes:
         try:
             changes["phone"] = normalize_phone(changes["phone"])
@@ -1101,9 +1107,12 @@ def contact_avatar_connection(contact: Contact) -> Connection | None:
         .values_list("connection_id", flat=True)
         .first()
     ) or (
-        Delivery.objects.filter(contact=contact, campaign__connection__in=usable)
+        # The connection a delivery went out on (campaigns may rotate), else its campaign's.
+        Delivery.objects.filter(contact=contact)
+        .annotate(via=Coalesce("connection_id", "campaign__connection_id"))
+        .filter(via__in=usable.values("pk"))
         .order_by("-id")
-        .values_list("campaign__connection_id", flat=True)
+        .values_list("via", flat=True)
         .first()
     )
     if recent is not None:

@@ -12,11 +12,11 @@ import pytest
 from django.utils import timezone
 
 from campaigns import services, tasks
-from campaigns.models import Connection, Contact
+from campaigns.models import Campaign, Connection, Contact
 from campaigns.providers import CloudApiProvider, EvolutionProvider, ProviderError
 from media import proxy
 from sense.models import Tenant
-from tests.campaigns.conversation import inbound
+from tests.campaigns.conversation import delivery, inbound
 from tests.conftest import ApiClient
 from tests.dashboard.conftest import login
 from tests.media.files import jpeg
@@ -195,3 +195,17 @@ def test_the_contacts_list_asks_for_the_pictures_in_a_worker(
     assert f'src="/contacts/{ana.pk}/avatar/"' in after and f"/contacts/{known.pk}/avatar/" not in after
     assert sim.base_url not in after
     assert sent == [[ana.pk]]  # nothing due any more
+
+
+def test_a_rotated_delivery_names_the_connection_it_went_out_on(acme: Tenant, sim: ProviderSimulator) -> None:
+    main, rotated = (
+        Connection.objects.create(
+            tenant=acme, name=name, provider="evolution", base_url=sim.base_url, credentials={"instance": name}
+        )
+        for name in ("main", "rotated")
+    )
+    ana = _ana(acme, sim)
+    campaign = Campaign.objects.create(tenant=acme, name="Rotating", connection=main, message="Oi")
+    delivery(campaign, ana, connection=rotated)
+
+    assert services.contact_avatar_connection(ana) == rotated

@@ -225,3 +225,13 @@ def test_recent_inbound_messages_filter_by_campaign_and_text(
     assert api_charlie.get_json("/api/inbound/").json() == {"count": 0, "items": []}
     refused = api_charlie.get_json(f"/api/inbound/?campaign_id={campaign.pk}")
     assert refused.status_code == 404 and refused.json()["code"] == "not_found"
+
+
+def test_a_refused_edit_does_not_opt_out(api_alice: ApiClient, acme: Tenant) -> None:
+    Contact.objects.create(tenant=acme, phone="+5511999990002")
+    ana = Contact.objects.create(tenant=acme, phone="+5511999990001")
+
+    response = api_alice.patch_json(f"/api/contacts/{ana.pk}/", {"opted_out": True, "phone": "+5511999990002"})
+
+    assert response.status_code == 409 and response.json()["code"] == "duplicate_phone"
+    assert not Contact.objects.get(pk=ana.pk).opted_out and not ConsentEvent.objects.exists()
