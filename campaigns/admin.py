@@ -13,11 +13,14 @@ from campaigns import services
 from campaigns.models import (
     Campaign,
     Connection,
+    ConsentEvent,
+    ConsentSettings,
     Contact,
     ContactErasure,
     ContactImport,
     Delivery,
     DeliveryEvent,
+    InboundMessage,
     MessageTemplate,
     WebhookEvent,
     WebhookRejection,
@@ -36,7 +39,8 @@ class ContactAdmin(admin.ModelAdmin):
     list_filter = ["opted_out", "tenant"]
     search_fields = ["phone", "name"]
     list_select_related = ["tenant"]
-    readonly_fields = ["created_at", "updated_at"]
+    # Consent changes only through the actions (contact_consent_change records each one).
+    readonly_fields = ["opted_out", "opted_out_at", "opt_out_source", "created_at", "updated_at"]
     actions = ["opt_out", "opt_in"]
 
     def save_model(self, request: HttpRequest, obj: Contact, form: Any, change: bool) -> None:
@@ -59,11 +63,20 @@ class ContactAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Opt out (never send to them)"))
     def opt_out(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
-        self.message_user(request, _("%(n)d contact(s) opted out.") % {"n": queryset.update(opted_out=True)})
+        changed = sum(
+            services.contact_opt_out(contact=c, source=ConsentEvent.Source.OPERATOR, user=request.user)
+            for c in queryset.select_related("tenant")
+        )
+        self.message_user(request, _("%(n)d contact(s) opted out.") % {"n": changed})
 
     @admin.action(description=_("Opt back in"))
     def opt_in(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
-        self.message_user(request, _("%(n)d contact(s) opted in.") % {"n": queryset.update(opted_out=False)})
+        reason = f"Opted back in from the Django admin by {request.user.get_username()}"
+        changed = sum(
+            services.contact_opt_in(contact=c, source=ConsentEvent.Source.OPERATOR, user=request.user, reason=reason)
+            for c in queryset.select_related("tenant")
+        )
+        self.message_user(request, _("%(n)d contact(s) opted in.") % {"n": changed})
 
 
 def _secret(name: str) -> forms.CharField:
@@ -351,6 +364,60 @@ class ContactImportAdmin(admin.ModelAdmin):
     list_select_related = ["tenant"]
     exclude = ["errors"]
     readonly_fields = [f.name for f in ContactImport._meta.fields if f.name != "errors"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ConsentSettings)
+class ConsentSettingsAdmin(admin.ModelAdmin):
+    """A tenant's opt-out and re-subscribe keywords and confirmation texts."""
+
+    list_display = ["tenant", "opt_out_keywords", "opt_in_keywords", "updated_at"]
+    list_filter = ["tenant"]
+    list_select_related = ["tenant"]
+    readonly_fields = ["updated_at"]
+
+
+@admin.register(ConsentEvent)
+class ConsentEventAdmin(admin.ModelAdmin):
+    """The consent record (LGPD): read-only, changes only through contact_consent_change."""
+
+    list_display = ["at", "contact", "opted_out", "source", "user", "reason", "tenant"]
+    list_filter = ["opted_out", "source", "tenant"]
+    search_fields = ["contact__phone", "reason"]
+    list_select_related = ["contact", "user", "tenant"]
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in ConsentEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(admin.ModelAdmin):
+    """Messages contacts sent, as the ingest workers stored them: read-only."""
+
+    list_display = ["received_at", "phone", "type", "short_text", "campaign", "connection", "tenant"]
+    list_filter = ["type", "media_status", "tenant"]
+    search_fields = ["phone", "text", "provider_message_id"]
+    list_select_related = ["campaign", "connection", "tenant"]
+    raw_id_fields = ["contact", "delivery", "campaign", "webhook_event", "media"]
+    date_hierarchy = "received_at"
+    readonly_fields = [f.name for f in InboundMessage._meta.fields]
+
+    @admin.display(description=_("text"))
+    def short_text(self, obj: InboundMessage) -> str:
+        return obj.text[:80]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -17,19 +17,21 @@ from ninja import File, Router, Schema
 from ninja.files import UploadedFile
 from ninja.responses import Status
 
-from campaigns import reports, services
+from campaigns import conversations, reports, services
 from campaigns.models import (
     Campaign,
     Connection,
+    ConsentEvent,
     Contact,
     ContactErasure,
     ContactImport,
     Delivery,
     DeliveryEvent,
+    InboundMessage,
     MessageTemplate,
 )
 from campaigns.providers import error_info
-from campaigns.views import contact_import_errors_download
+from campaigns.views import contact_avatar_url, contact_import_errors_download
 from sense.errors import ServiceError
 from sense.pagination import PAGE_SIZE, paginate
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -52,8 +54,17 @@ class ContactOut(Schema):
     attributes: dict[str, Any]
     tags: list[str]
     opted_out: bool
+    opted_out_at: datetime | None
+    opt_out_source: str
+    avatar_url: str | None
     created_at: datetime
     updated_at: datetime
+
+    @staticmethod
+    def resolve_avatar_url(obj: Contact) -> str | None:
+        """Sense's URL of the profile picture (never the gateway's), or None when the
+        gateway said it has none."""
+        return contact_avatar_url(obj)
 
 
 class ContactIn(Schema):
@@ -109,7 +120,7 @@ def list_contacts(
 
 @contacts_router.post("/", response={201: ContactOut}, summary="Add a contact (phone normalized to E.164)")
 def create_contact(request: TenantHttpRequest, payload: ContactIn) -> Status[Contact]:
-    return Status(201, services.contact_create(tenant=request.tenant, **payload.dict()))
+    return Status(201, services.contact_create(tenant=request.tenant, user=request.user, **payload.dict()))
 
 
 class ImportQueued(Schema):
@@ -184,7 +195,91 @@ def get_contact(request: TenantHttpRequest, contact_id: int) -> Contact:
 @contacts_router.patch("/{int:contact_id}/", response=ContactOut, summary="Change a contact (e.g. opt it out)")
 def update_contact(request: TenantHttpRequest, contact_id: int, payload: ContactPatch) -> Contact:
     contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
-    return services.contact_update(contact=contact, **payload.dict(exclude_unset=True))
+    return services.contact_update(contact=contact, user=request.user, **payload.dict(exclude_unset=True))
+
+
+class MediaOut(Schema):
+    id: UUID
+    file_url: str
+    thumbnail_url: str | None
+
+
+class MessageOut(Schema):
+    kind: str
+    id: int
+    at: datetime
+    type: str
+    text: str
+    status: str
+    campaign_id: UUID | None
+    media: MediaOut | None
+
+
+class MessagePage(Schema):
+    count: int
+    items: list[MessageOut]
+
+
+@contacts_router.get(
+    "/{int:contact_id}/messages/",
+    response=MessagePage,
+    summary="A contact's conversation, newest first: what was sent to it (`delivery`) and what it sent (`inbound`)",
+)
+def contact_messages(
+    request: TenantHttpRequest, contact_id: int, page: int = 1, page_size: int = PAGE_SIZE
+) -> dict[str, Any]:
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    found = conversations.conversation(contact, page=page, page_size=page_size)
+    return {"count": found["count"], "items": [m.as_dict() for m in found["items"]]}
+
+
+class ConsentEventOut(Schema):
+    opted_out: bool
+    source: str
+    reason: str
+    user: str | None
+    inbound_id: int | None
+    at: datetime
+
+    @staticmethod
+    def resolve_user(obj: ConsentEvent) -> str | None:
+        return obj.user.get_username() if obj.user is not None else None
+
+
+@contacts_router.get(
+    "/{int:contact_id}/consent/", response=list[ConsentEventOut], summary="A contact's consent history, newest first"
+)
+def contact_consent(request: TenantHttpRequest, contact_id: int) -> QuerySet[ConsentEvent]:
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    return ConsentEvent.objects.filter(contact=contact, tenant=request.tenant).select_related("user")
+
+
+class ConsentIn(Schema):
+    reason: str = ""
+
+
+@contacts_router.post(
+    "/{int:contact_id}/opt-in/",
+    response=ContactOut,
+    summary="Opt a contact back in (a reason is required: 400 `reason_required` without one)",
+)
+def contact_opt_in(request: TenantHttpRequest, contact_id: int, payload: ConsentIn) -> Contact:
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    services.contact_opt_in(contact=contact, source=ConsentEvent.Source.API, user=request.user, reason=payload.reason)
+    contact.refresh_from_db()
+    return contact
+
+
+@contacts_router.post(
+    "/{int:contact_id}/opt-out/",
+    response=ContactOut,
+    summary="Opt a contact out: its pending deliveries are cancelled and it gets no further messages",
+)
+def contact_opt_out(request: TenantHttpRequest, contact_id: int, payload: ConsentIn) -> Contact:
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    services.contact_opt_out(contact=contact, source=ConsentEvent.Source.API, user=request.user, reason=payload.reason)
+    contact.refresh_from_db()
+    return contact
 
 
 @contacts_router.delete(
@@ -465,6 +560,7 @@ class DeliveryOut(Schema):
     delivered_at: datetime | None
     read_at: datetime | None
     failed_at: datetime | None
+    replied_at: datetime | None
     error: str | None
     error_code: str
     error_title: str | None
@@ -610,3 +706,55 @@ def delivery_events(request: TenantHttpRequest, delivery_id: int) -> list[dict[s
         }
         for e in events
     ]
+
+
+# --- Inbound messages --------------------------------------------------------------------------
+
+inbound_router = Router(tags=["inbound"])
+
+
+class InboundOut(Schema):
+    id: int
+    contact_id: int | None
+    campaign_id: UUID | None
+    delivery_id: int | None
+    connection_id: UUID
+    type: str
+    text: str
+    phone: str
+    profile_name: str
+    media: MediaOut | None
+    media_status: str
+    received_at: datetime
+
+    @staticmethod
+    def resolve_media(obj: InboundMessage) -> dict[str, Any] | None:
+        asset = obj.media
+        if asset is None:
+            return None
+        return {"id": asset.id, "file_url": asset.file_url(), "thumbnail_url": asset.thumbnail_url()}
+
+
+class InboundPage(Schema):
+    count: int
+    items: list[InboundOut]
+
+
+@inbound_router.get("/", response=InboundPage, summary="Messages contacts sent, newest first (by campaign, text)")
+def list_inbound(
+    request: TenantHttpRequest,
+    campaign_id: UUID | None = None,
+    contact_id: int | None = None,
+    q: str = "",
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+) -> dict[str, Any]:
+    """A campaign or contact of another tenant is a 404."""
+    qs = InboundMessage.objects.filter(tenant=request.tenant).select_related("media").order_by("-received_at", "-id")
+    if campaign_id is not None:
+        qs = qs.filter(campaign=get_for_tenant(Campaign, request.tenant, pk=campaign_id))
+    if contact_id is not None:
+        qs = qs.filter(contact=get_for_tenant(Contact, request.tenant, pk=contact_id))
+    if q.strip():
+        qs = qs.filter(text__icontains=q.strip())
+    return paginate(qs, page=page, page_size=page_size)

@@ -67,3 +67,77 @@ class CampaignForm(forms.Form):
 
 class ContactImportForm(forms.Form):
     file = forms.FileField(label=_("CSV file"), help_text=_("UTF-8 or Latin-1, comma or semicolon; a phone column."))
+
+
+class ConsentActionForm(forms.Form):
+    """An operator's consent change on the contact page. Opting back in needs a reason."""
+
+    action = forms.ChoiceField(choices=[("opt_out", _("Opt out")), ("opt_in", _("Opt back in"))])
+    reason = forms.CharField(
+        label=_("Reason"),
+        required=False,
+        max_length=1000,
+        widget=forms.TextInput(attrs={"placeholder": _("Why (required to opt back in)")}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        data["reason"] = (data.get("reason") or "").strip()
+        if data.get("action") == "opt_in" and not data["reason"]:
+            self.add_error("reason", _("Say why this contact may receive messages again (a reason is required)."))
+        return data
+
+
+def _keywords(raw: str) -> list[str]:
+    """Keywords typed one per line or separated by commas."""
+    return clean_tags(raw.replace("\n", ",").split(","))
+
+
+class ConsentSettingsForm(forms.Form):
+    opt_out_keywords = forms.CharField(
+        label=_("Opt-out keywords"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_(
+            "One per line or comma-separated. A message that is exactly one of them (any case, accents "
+            "or punctuation around it) opts its sender out."
+        ),
+    )
+    opt_in_keywords = forms.CharField(
+        label=_("Re-subscribe keywords"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("A message that is exactly one of them opts its sender back in."),
+    )
+    opt_out_reply = forms.CharField(
+        label=_("Opt-out confirmation"),
+        required=False,
+        max_length=4096,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Sent once to whoever opts out by keyword (empty: none is sent)."),
+    )
+    opt_in_reply = forms.CharField(
+        label=_("Re-subscribe confirmation"),
+        required=False,
+        max_length=4096,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Sent once to whoever re-subscribes by keyword (empty: none is sent)."),
+    )
+
+    @staticmethod
+    def initial_for(current: Any) -> dict[str, Any]:
+        return {
+            "opt_out_keywords": "\n".join(current.opt_out_keywords),
+            "opt_in_keywords": "\n".join(current.opt_in_keywords),
+            "opt_out_reply": current.opt_out_reply,
+            "opt_in_reply": current.opt_in_reply,
+        }
+
+    def clean_opt_out_keywords(self) -> list[str]:
+        keywords = _keywords(self.cleaned_data.get("opt_out_keywords") or "")
+        if not keywords:  # WhatsApp's Business Policy: people must always be able to opt out
+            raise forms.ValidationError(_("Give at least one opt-out keyword."))
+        return keywords
+
+    def clean_opt_in_keywords(self) -> list[str]:
+        return _keywords(self.cleaned_data.get("opt_in_keywords") or "")

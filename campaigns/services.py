@@ -30,6 +30,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -42,16 +43,20 @@ from campaigns.models import (
     Campaign,
     CampaignActivity,
     Connection,
+    ConsentEvent,
+    ConsentSettings,
     Contact,
     ContactErasure,
     ContactImport,
     ContactImportError,
     Delivery,
     DeliveryEvent,
+    InboundMessage,
     InvalidTransition,
     LostClaim,
     MessageTemplate,
     clean_tags,
+    normalize_keyword,
     normalize_phone,
 )
 from campaigns.providers import Provider, ProviderError, RemoteTemplate, provider_class, provider_for, registry
@@ -79,27 +84,66 @@ def contact_create(
     attributes: dict[str, Any] | None = None,
     tags: list[str] | None = None,
     opted_out: bool = False,
+    source: str = ConsentEvent.Source.API,
+    user: Any = None,
 ) -> Contact:
+    """A new contact; created opted out, its ConsentEvent (SOURCE, USER) records it."""
     try:
         e164 = normalize_phone(phone)
     except ValueError as exc:
         raise ServiceError(f"{exc}: {phone!r}", code="invalid_phone") from None
+    now = timezone.now()
     try:
         with transaction.atomic():
-            return Contact.objects.create(
+            contact = Contact.objects.create(
                 tenant=tenant,
                 phone=e164,
                 name=name.strip(),
                 attributes=attributes or {},
                 tags=clean_tags(tags or []),
                 opted_out=opted_out,
+                opted_out_at=now if opted_out else None,
+                opt_out_source=source if opted_out else "",
             )
+            if opted_out:
+                ConsentEvent.objects.create(
+                    tenant=tenant, contact=contact, opted_out=True, source=source, user=_user(user), at=now
+                )
+            return contact
     except IntegrityError:
         raise Conflict(f"A contact with phone {e164} already exists.", code="duplicate_phone") from None
 
 
-def contact_update(*, contact: Contact, **changes: Any) -> Contact:
-    """Change NAME, ATTRIBUTES, TAGS, OPTED_OUT or PHONE (keys absent are left alone)."""
+class OptInNeedsReason(Conflict):
+    """Clearing an opt-out by a plain edit: it must go through an opt-in with a reason."""
+
+    code = "opt_in_requires_reason"
+
+
+def contact_update(
+    *, contact: Contact, source: str = ConsentEvent.Source.API, user: Any = None, **changes: Any
+) -> Contact:
+    """Change NAME, ATTRIBUTES, TAGS, OPTED_OUT or PHONE (keys absent are left alone).
+
+    OPTED_OUT true opts the contact out through `contact_consent_change` (SOURCE, USER: the
+    change is recorded); false on an opted-out contact is refused (OptInNeedsReason, 409):
+    an opt-out is cleared only by `contact_opt_in`, which takes a reason."""
+    opted_out = changes.pop("opted_out", None)
+    if opted_out is False and contact.opted_out:
+        raise OptInNeedsReason(
+            "This contact opted out: a plain edit cannot opt it back in. Opt it in with a reason "
+            f'(POST /api/contacts/{contact.pk}/opt-in/ with {{"reason": ...}}, or the contact\'s page).'
+        )
+    if changes:
+        contact = _contact_save(contact, changes)
+    if opted_out:  # after the edit, which may still be refused (a duplicate phone)
+        contact_consent_change(contact=contact, opted_out=True, source=source, user=user)
+        contact.refresh_from_db()
+    return contact
+
+
+def _contact_save(contact: Contact, changes: dict[str, Any]) -> Contact:
+    """CONTACT with CHANGES (fields other than the opt-out) normalized and saved."""
     if "phone" in changes:
         try:
             changes["phone"] = normalize_phone(changes["phone"])
@@ -1201,3 +1245,142 @@ def campaign_recalc_stats(*, campaign_ids: Iterable[UUID], fix: bool = True, bat
     if fix and drifts:
         log.warning("[CAMPAIGN] recalculated drifted counters of %d campaign(s)", len(drifts))
     return drifts
+
+
+# --- Operator consent actions and profile pictures --------------------------------------------
+
+
+class ReasonRequired(ServiceError):
+    """Opting a contact back in without saying why."""
+
+    code = "reason_required"
+
+
+def contact_opt_out(*, contact: Contact, source: str, user: Any = None, reason: str = "") -> bool:
+    """An operator (or API client: SOURCE) opts CONTACT out; see contact_consent_change.
+    Returns False when it already was opted out."""
+    changed = contact_consent_change(contact=contact, opted_out=True, source=source, user=user, reason=reason.strip())
+    if changed:
+        log.info("[CONSENT] contact %s opted out by user %s (%s)", contact.pk, getattr(user, "pk", None), source)
+    return changed
+
+
+def contact_opt_in(*, contact: Contact, source: str, user: Any = None, reason: str) -> bool:
+    """Opt CONTACT back in: only with a REASON (LGPD: the record says why consent came back),
+    which the ConsentEvent keeps and the log names. Raises ReasonRequired without one.
+    Returns False when it was not opted out."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ReasonRequired("Say why this contact may receive messages again (a reason is required).")
+    changed = contact_consent_change(contact=contact, opted_out=False, source=source, user=user, reason=reason)
+    if changed:
+        log.info(
+            "[CONSENT] contact %s opted back in by user %s (%s): %s",
+            contact.pk,
+            getattr(user, "pk", None),
+            source,
+            reason[:200],
+        )
+    return changed
+
+
+def contact_avatar_connection(contact: Contact) -> Connection | None:
+    """The connection to ask for CONTACT's profile picture: the one it last wrote to or was
+    sent from, else any active one of its tenant whose gateway has profile pictures."""
+    able = [name for name, cls in registry.items() if cls.supports_profile_pictures]
+    usable = Connection.objects.filter(tenant_id=contact.tenant_id, is_active=True, provider__in=able)
+    recent = (
+        InboundMessage.objects.filter(contact=contact, connection__in=usable)
+        .order_by("-received_at")
+        .values_list("connection_id", flat=True)
+        .first()
+    ) or (
+        # The connection a delivery went out on (campaigns may rotate), else its campaign's.
+        Delivery.objects.filter(contact=contact)
+        .annotate(via=Coalesce("connection_id", "campaign__connection_id"))
+        .filter(via__in=usable.values("pk"))
+        .order_by("-id")
+        .values_list("via", flat=True)
+        .first()
+    )
+    if recent is not None:
+        return usable.filter(pk=recent).first()
+    return usable.order_by("created_at").first()
+
+
+def contact_avatar_refresh(*, contact: Contact, force: bool = False) -> str:
+    """CONTACT's profile picture URL (the gateway's, "" when it has none), asked of its
+    gateway when last asked more than PROFILE_PICTURE_TTL ago (or FORCE). Concurrent
+    callers ask once: the first claims the check with a conditional UPDATE, the others get
+    what is known. A gateway that fails leaves "" until the next check."""
+    now = timezone.now()
+    stale = Q(avatar_checked_at__isnull=True) | Q(
+        avatar_checked_at__lt=now - timedelta(seconds=settings.PROFILE_PICTURE_TTL)
+    )
+    claim = Contact.objects.filter(pk=contact.pk) if force else Contact.objects.filter(stale, pk=contact.pk)
+    if not claim.update(avatar_checked_at=now):
+        contact.refresh_from_db(fields=["avatar_source_url", "avatar_checked_at"])
+        return contact.avatar_source_url
+    url = ""
+    connection = contact_avatar_connection(contact)
+    if connection is not None:
+        try:
+            url = provider_for(connection).profile_picture_url(contact.phone) or ""
+        except (ProviderError, ValueError) as exc:
+            log.info("[AVATAR] contact %s: %s did not answer (%s)", contact.pk, connection.pk, exc.__class__.__name__)
+    Contact.objects.filter(pk=contact.pk).update(avatar_source_url=url)
+    contact.avatar_source_url, contact.avatar_checked_at = url, now
+    return url
+
+
+def contact_avatar_due(contact: Contact) -> bool:
+    """Whether CONTACT's gateway should be asked for its picture (never asked, or longer ago
+    than PROFILE_PICTURE_TTL)."""
+    checked = contact.avatar_checked_at
+    return checked is None or timezone.now() - checked >= timedelta(seconds=settings.PROFILE_PICTURE_TTL)
+
+
+def contact_avatars_refresh_later(*, contacts: Iterable[Contact]) -> list[int]:
+    """Ask, in a worker once the transaction commits, for the pictures of those CONTACTS
+    (shown on a page) that are due. Returns their ids (nothing is sent when none is)."""
+    from campaigns.tasks import refresh_contact_avatars
+
+    due = [c.pk for c in contacts if contact_avatar_due(c)]
+    if due:
+        transaction.on_commit(lambda: refresh_contact_avatars.send(due))
+    return due
+
+
+def contact_avatars_refresh(*, contact_ids: Iterable[int]) -> None:
+    """`contact_avatar_refresh` for each of CONTACT_IDS still due (a page asked for them)."""
+    for contact in Contact.objects.filter(pk__in=list(contact_ids)):
+        if contact_avatar_due(contact):
+            contact_avatar_refresh(contact=contact)
+
+
+def contact_avatar_forget(*, contact: Contact) -> None:
+    """The stored picture URL stopped working (WhatsApp's CDN URLs expire): ask again next time."""
+    Contact.objects.filter(pk=contact.pk).update(avatar_source_url="", avatar_checked_at=None)
+
+
+def consent_settings_save(*, tenant: Tenant, user: Any = None, **values: Any) -> ConsentSettings:
+    """Store TENANT's keywords and confirmation texts (keywords trimmed, without repeats).
+    Raises ServiceError `keyword_overlap` when a keyword would both opt out and in."""
+    for field in ("opt_out_keywords", "opt_in_keywords"):
+        if field in values:
+            values[field] = clean_tags(values[field] or [])
+    with transaction.atomic():
+        current, _ = ConsentSettings.objects.select_for_update().get_or_create(tenant=tenant)
+        for field, value in values.items():
+            setattr(current, field, value)
+        overlap = {normalize_keyword(k) for k in current.opt_out_keywords} & {
+            normalize_keyword(k) for k in current.opt_in_keywords
+        }
+        if overlap:
+            raise ServiceError(
+                f"A keyword cannot both opt out and re-subscribe: {', '.join(sorted(overlap))}.",
+                code="keyword_overlap",
+            )
+        current.save()
+    log.info("[CONSENT] keyword settings of tenant %s changed by user %s", tenant.pk, getattr(user, "pk", None))
+    return current

@@ -102,6 +102,16 @@ def sync_templates() -> None:
     services.templates_sync_all(fresh_for=settings.CLOUD_TEMPLATE_SYNC_SECONDS / 2)
 
 
+# --- Contacts' profile pictures ---------------------------------------------------------------
+
+
+@dramatiq.actor(queue_name="contacts", max_retries=1, min_backoff=5_000, time_limit=120_000)
+def refresh_contact_avatars(contact_ids: list[int]) -> None:
+    """Ask the gateways for the profile pictures of contacts a page showed (each at most
+    once per PROFILE_PICTURE_TTL, whoever asks: the check is claimed per contact)."""
+    services.contact_avatars_refresh(contact_ids=contact_ids)
+
+
 # --- Contact imports -------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ The JSON API's routers are in campaigns/api.py."""
 
 from django.urls import path, re_path
 
-from campaigns import views, webhook_views
+from campaigns import avatar_views, views, webhook_views
 
 app_name = "campaigns"
 
@@ -18,12 +18,23 @@ urlpatterns = [
     path("campaigns/<uuid:campaign_id>/stats/", views.campaign_stats, name="stats"),
     path("campaigns/<uuid:campaign_id>/actions/", views.campaign_actions_fragment, name="actions"),
     path("campaigns/<uuid:campaign_id>/deliveries/", views.campaign_deliveries, name="deliveries"),
+    path("campaigns/<uuid:campaign_id>/replies/", views.campaign_replies, name="replies"),
     path("campaigns/<uuid:campaign_id>/<str:action>/", views.campaign_action, name="action"),
     path("deliveries/<int:delivery_id>/", views.delivery_modal, name="delivery"),
     path("templates/", views.template_list, name="templates"),
     path("templates/sync/<uuid:connection_id>/", views.template_sync, name="template_sync"),
     path("contacts/", views.contact_list, name="contacts"),
     path("contacts/import/", views.contact_import, name="contacts_import"),
+    path("contacts/settings/consent/", views.consent_settings, name="consent_settings"),
+    path("contacts/<int:contact_id>/", views.contact_detail, name="contact"),
+    path("contacts/<int:contact_id>/messages/", views.contact_messages, name="contact_messages"),
+    path(
+        "contacts/<int:contact_id>/inbound/<int:message_id>/",
+        views.contact_inbound_message,
+        name="contact_inbound_message",
+    ),
+    path("contacts/<int:contact_id>/consent/", views.contact_consent, name="contact_consent"),
+    path("contacts/<int:contact_id>/avatar/", avatar_views.contact_avatar, name="contact_avatar"),
     path("contacts/<int:contact_id>/erase/", views.contact_erase, name="contact_erase"),
     path("contacts/imports/<uuid:import_id>/", views.contact_import_detail, name="contact_import"),
     path("contacts/imports/<uuid:import_id>/errors/", views.contact_import_errors, name="contact_import_errors"),

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -20,16 +21,19 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from campaigns import reports, services
-from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
+from campaigns import conversations, reports, services
+from campaigns.forms import CampaignForm, ConsentActionForm, ConsentSettingsForm, ContactImportForm, parse_tags
 from campaigns.models import (
     Campaign,
     Connection,
+    ConsentEvent,
+    ConsentSettings,
     Contact,
     ContactErasure,
     ContactImport,
     Delivery,
     DeliveryEvent,
+    InboundMessage,
     MessageTemplate,
 )
 from campaigns.providers import provider_class
@@ -138,6 +142,7 @@ def _detail_page(request: TenantHttpRequest, campaign: Campaign, deliveries: dic
     context = {
         "nav": "campaigns",
         "timeline": timeline(campaign),
+        "replies": replies(request, campaign),
         "failures": reports.failures_by_code(campaign),
         "billable": billable,
         "cost": reports.cost(campaign, billable),
@@ -191,7 +196,12 @@ def contact_list(request: TenantHttpRequest) -> HttpResponse:
         contacts = contacts.filter(query)
     if tag:
         contacts = contacts.with_any_tag([tag])
-    context = {"nav": "contacts", "page": _page(request, contacts, 50), "q": q, "tag": tag}
+    page = _page(request, contacts, 50)
+    for contact in page:
+        contact.initials = initials(contact)  # type: ignore[attr-defined]
+    # Pictures are asked for lazily, in a worker, for the contacts shown; the next view shows them.
+    services.contact_avatars_refresh_later(contacts=page)
+    context = {"nav": "contacts", "page": page, "q": q, "tag": tag}
     return render_htmx(request, "campaigns/contacts.html", "#table", context)
 
 
@@ -518,3 +528,189 @@ def contact_erase(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
     deliveries = Delivery.objects.filter(contact=contact).count()
     context = {"nav": "contacts", "contact": contact, "deliveries": deliveries}
     return render(request, "campaigns/contact_erase.html", context)
+
+
+# --- The contact page: profile, consent and the conversation ----------------------------------
+
+CONVERSATION_PAGE = 30
+CONSENT_HISTORY = 50
+
+
+def contact_avatar_url(contact: Contact) -> str | None:
+    """Sense's URL of CONTACT's profile picture (`/contacts/<id>/avatar/`, which asks the
+    gateway lazily and serves the picture through the media proxy), or None when its
+    gateway said, less than PROFILE_PICTURE_TTL ago, that it has none."""
+    checked = contact.avatar_checked_at
+    fresh = checked is not None and timezone.now() - checked < timedelta(seconds=settings.PROFILE_PICTURE_TTL)
+    if fresh and not contact.avatar_source_url:
+        return None
+    return reverse("campaigns:contact_avatar", args=[contact.pk])
+
+
+def initials(contact: Contact) -> str:
+    """Up to two letters for the avatar placeholder: of the name, else the phone's last digits."""
+    words = [w for w in contact.name.split() if w[:1].isalnum()]
+    if words:
+        return "".join(w[0] for w in (words[:1] + words[1:][-1:])).upper()
+    return contact.phone[-2:]
+
+
+def _conversation(request: TenantHttpRequest, contact: Contact) -> dict[str, Any]:
+    try:
+        page = int(request.GET.get("page", "1"))
+    except ValueError:
+        page = 1
+    found = conversations.conversation(contact, page=page, page_size=CONVERSATION_PAGE)
+    return {"conversation": found, "messages_list": found["items"]}
+
+
+def _consent_context(contact: Contact, form: ConsentActionForm | None = None) -> dict[str, Any]:
+    events = ConsentEvent.objects.filter(contact=contact, tenant_id=contact.tenant_id).select_related("user")
+    return {
+        "contact": contact,
+        "consent_events": events[:CONSENT_HISTORY],
+        "consent_form": form or ConsentActionForm(),
+    }
+
+
+def _contact_page(
+    request: TenantHttpRequest, contact: Contact, form: ConsentActionForm | None = None, *, status: int = 200
+) -> HttpResponse:
+    context = {
+        "nav": "contacts",
+        "avatar_url": contact_avatar_url(contact),
+        "initials": initials(contact),
+        **_consent_context(contact, form),
+        **_conversation(request, contact),
+    }
+    return render(request, "campaigns/contact_detail.html", context, status=status)
+
+
+@require_GET
+@login_required
+@tenant_required
+def contact_detail(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    return _contact_page(request, contact)
+
+
+@require_GET
+@login_required
+@tenant_required
+def contact_messages(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
+    """A page of the conversation. htmx: page 1 is the whole list (the page fetches it again
+    after its socket reconnected), later pages their lines and the link to the next one."""
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    if not request.htmx:
+        return _contact_page(request, contact)
+    context = {"contact": contact, **_conversation(request, contact)}
+    fragment = "#conversation" if context["conversation"]["page"] == 1 else "#conversation_page"
+    return render(request, "campaigns/contact_detail.html" + fragment, context)
+
+
+@require_GET
+@login_required
+@tenant_required
+def contact_inbound_message(request: TenantHttpRequest, contact_id: int, message_id: int) -> HttpResponse:
+    """One received message as a conversation line: the page fetches it when the socket
+    says it arrived (`inbound.message` frames)."""
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    message = conversations.inbound_message(contact, message_id)
+    if message is None:
+        raise Http404
+    if not request.htmx:
+        return redirect("campaigns:contact", contact_id=contact.pk)
+    return render(request, "campaigns/contact_detail.html#message", {"contact": contact, "m": message})
+
+
+@require_POST
+@login_required
+@tenant_required
+def contact_consent(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
+    """An operator opts the contact out, or back in with a reason (a form error without one)."""
+    contact = get_for_tenant(Contact, request.tenant, pk=contact_id)
+    form = ConsentActionForm(request.POST)
+    if form.is_valid():
+        action, reason = form.cleaned_data["action"], form.cleaned_data["reason"]
+        try:
+            if action == "opt_out":
+                changed = services.contact_opt_out(
+                    contact=contact, source=ConsentEvent.Source.OPERATOR, user=request.user, reason=reason
+                )
+                done = _("The contact is opted out: it will get no more messages.")
+            else:
+                changed = services.contact_opt_in(
+                    contact=contact, source=ConsentEvent.Source.OPERATOR, user=request.user, reason=reason
+                )
+                done = _("The contact is opted back in.")
+        except ServiceError as exc:
+            form.add_error("reason", exc.message)
+        else:
+            contact.refresh_from_db()
+            if changed:
+                messages.success(request, done)
+            if request.htmx:
+                return render(request, "campaigns/contact_detail.html#consent", _consent_context(contact))
+            return redirect("campaigns:contact", contact_id=contact.pk)
+    if request.htmx:
+        return render(request, "campaigns/contact_detail.html#consent", _consent_context(contact, form))
+    return _contact_page(request, contact, form)
+
+
+# --- Campaign replies ---------------------------------------------------------------------------
+
+REPLIES_PAGE = 20
+
+
+def replies(request: TenantHttpRequest, campaign: Campaign) -> Any:
+    """The page of CAMPAIGN's received replies the request asks for (`?replies_page=`), newest first."""
+    qs = (
+        InboundMessage.objects.filter(tenant=request.tenant, campaign=campaign)
+        .select_related("contact", "media")
+        .order_by("-received_at", "-id")
+    )
+    return Paginator(qs, REPLIES_PAGE).get_page(request.GET.get("replies_page"))
+
+
+@require_GET
+@login_required
+@tenant_required
+def campaign_replies(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
+    if not request.htmx:
+        return redirect("campaigns:detail", campaign_id=campaign.pk)
+    return render(
+        request, "campaigns/detail.html#replies", {"campaign": campaign, "replies": replies(request, campaign)}
+    )
+
+
+# --- Consent keywords (tenant settings) ---------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@tenant_required
+def consent_settings(request: TenantHttpRequest) -> HttpResponse:
+    """The tenant's opt-out and re-subscribe keywords and confirmation texts: admins edit
+    them, operators read them (their POST is a 403)."""
+    can_edit = request.membership.is_admin
+    current = ConsentSettings.for_tenant(request.tenant)
+    if request.method == "POST":
+        if not can_edit:
+            raise PermissionDenied("Only tenant admins may change the consent keywords.")
+        form = ConsentSettingsForm(request.POST)
+        if form.is_valid():
+            try:
+                services.consent_settings_save(tenant=request.tenant, user=request.user, **form.cleaned_data)
+            except ServiceError as exc:
+                form.add_error(None, exc.message)
+            else:
+                messages.success(request, _("Consent settings saved."))
+                return redirect("campaigns:consent_settings")
+    else:
+        form = ConsentSettingsForm(initial=ConsentSettingsForm.initial_for(current))
+    if not can_edit:
+        for field in form.fields.values():
+            field.disabled = True
+    context = {"nav": "contacts", "form": form, "can_edit": can_edit, "settings": current}
+    return render(request, "campaigns/consent_settings.html", context)

@@ -574,6 +574,8 @@ CONTACT_IMPORT_SYNC_MAX_ROWS = _read("CONTACT_IMPORT_SYNC_MAX_ROWS", _int(0), 50
 # Rows per transaction: a background import commits its progress after each chunk, and a
 # worker that dies resumes after the last committed one.
 CONTACT_IMPORT_CHUNK_ROWS = _read("CONTACT_IMPORT_CHUNK_ROWS", _int(1), 5000)
+# A contact's WhatsApp profile picture URL is asked of its gateway at most this often (seconds).
+PROFILE_PICTURE_TTL = _read("PROFILE_PICTURE_TTL", _int(60), 24 * 3600)
 # A running import whose worker has not reported for this long is taken over by the sweeper.
 CONTACT_IMPORT_STALE_SECONDS = _read("CONTACT_IMPORT_STALE_SECONDS", _int(1), 120)
 CONTACT_IMPORT_SWEEP_SECONDS = _read("CONTACT_IMPORT_SWEEP_SECONDS", _float, 30.0)

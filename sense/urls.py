@@ -5,7 +5,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from campaigns.api import campaigns_router, connections_router, contacts_router, deliveries_router, templates_router
+from campaigns.api import (
+    campaigns_router,
+    connections_router,
+    contacts_router,
+    deliveries_router,
+    inbound_router,
+    templates_router,
+)
 from campaigns.urls import webhook_urlpatterns
 from media.api import router as media_router
 from media.urls import api_urlpatterns as media_api_urlpatterns
@@ -22,6 +29,7 @@ api.add_router("/contacts/", contacts_router)
 api.add_router("/connections/", connections_router)
 api.add_router("/campaigns/", campaigns_router)
 api.add_router("/templates/", templates_router)
+api.add_router("/inbound/", inbound_router)
 
 handler404 = "sense.views.not_found"
 handler500 = "sense.views.server_error"

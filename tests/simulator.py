@@ -19,6 +19,8 @@ number); every request, accepted or not, to `sim.requests`. Knobs:
 - `fail_next_cloud(code, count=1)` / `fail_number_cloud(number, code)`: the same with a
   Graph API error of that Cloud error code (title and details as Meta words them);
 - `api_keys` / `access_tokens`: when set, requests with other credentials answer 401;
+- `profile_pictures`: number -> JPEG bytes for Evolution's `POST /chat/fetchProfilePictureUrl/{instance}`,
+  whose URL points at `GET /pictures/<number>.jpg` here (the CDN); other numbers answer null;
 - `webhook_hook` (alias `on_send`): a callable run in a background thread with the send
   record after the response is written; `post_webhook(...)`, `evolution_status(...)` and
   `cloud_status(...)` build and send providers' status webhooks back to Sense (a Cloud
@@ -67,6 +69,8 @@ from typing import Any
 import httpx
 
 EVOLUTION_SEND = re.compile(r"^/message/(sendText|sendMedia)/([^/?]+)$")
+EVOLUTION_PICTURE = re.compile(r"^/chat/fetchProfilePictureUrl/([^/?]+)$")
+PICTURE = re.compile(r"^/pictures/(\d+)\.jpg$")
 CLOUD_SEND = re.compile(r"^(?:/v\d+(?:\.\d+)?)?/([^/?]+)/messages$")
 CLOUD_TEMPLATES = re.compile(r"^(?:/v\d+(?:\.\d+)?)?/([^/?]+)/message_templates$")
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
@@ -208,8 +212,25 @@ class _Handler(BaseHTTPRequestHandler):
             host = self.headers.get("Host") or f"{sim.host}:{sim.port}"
             status, body = sim._list_templates(match.group(1), path, urllib.parse.parse_qs(query), self.headers, host)
             self._reply(status, body)
+        elif match := PICTURE.match(self.path.split("?", 1)[0]):
+            self._picture(match.group(1))
         else:
             self._reply(404, {"error": "not found"})
+
+    def _picture(self, number: str) -> None:
+        """The profile picture CDN: NUMBER's picture as a JPEG, 404 once it is gone."""
+        sim = self.server.sim
+        with sim._lock:
+            sim.picture_downloads.append(number)
+            body = sim.profile_pictures.get(number)
+        if body is None:
+            self._reply(404, {"error": "not found"})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -223,6 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         client = {"client_port": self.client_address[1]}
+        if match := EVOLUTION_PICTURE.match(path):
+            status, body = sim._evolution_picture(match.group(1), payload, self.headers)
+            self._reply(status, body)
+            return
         if match := EVOLUTION_SEND.match(path):
             status, body, headers, record = sim._evolution(match.group(1), match.group(2), payload, self.headers, at)
             if record is not None:
@@ -265,6 +290,11 @@ class ProviderSimulator:
         self.hook_errors: list[BaseException] = []
         self.api_keys: set[str] | None = None
         self.access_tokens: set[str] | None = None
+        # Evolution's fetchProfilePictureUrl: number (digits) -> the JPEG served at
+        # /pictures/<number>.jpg; numbers not in it have a hidden picture (null URL).
+        self.profile_pictures: dict[str, bytes] = {}
+        self.picture_requests: list[str] = []  # numbers asked for by fetchProfilePictureUrl
+        self.picture_downloads: list[str] = []  # numbers whose picture was downloaded
         self._failures: collections.deque[tuple[int, Any, float | None]] = collections.deque()
         self._number_failures: dict[str, tuple[int, Any]] = {}
         self._lock = threading.Lock()
@@ -339,6 +369,8 @@ class ProviderSimulator:
             self.sends.clear()
             self.requests.clear()
             self.webhooks.clear()
+            self.picture_requests.clear()
+            self.picture_downloads.clear()
             self._failures.clear()
             self._number_failures.clear()
 
@@ -660,6 +692,20 @@ class ProviderSimulator:
             self.requests.append({**record, "accepted": accepted})
             if accepted:
                 self.sends.append(record)
+
+    def _evolution_picture(self, instance: str, payload: dict[str, Any], headers: Any) -> tuple[int, Any]:
+        """`POST /chat/fetchProfilePictureUrl/{instance}` `{"number"}` -> `{"wuid", "profilePictureUrl"}`
+        (null when the user hides it), as Evolution v2's chat controller answers."""
+        if self.api_keys is not None and headers.get("apikey") not in self.api_keys:
+            return 401, evolution_error_body(401, "Unauthorized")
+        number = str(payload.get("number") or "").split("@", 1)[0].lstrip("+")
+        if not number:
+            return 400, evolution_error_body(400, ["number is required"])
+        with self._lock:
+            self.picture_requests.append(number)
+            known = number in self.profile_pictures
+        url = f"{self.base_url}/pictures/{number}.jpg?oh=sim&oe={int(time.time()) + 3600:X}" if known else None
+        return 200, {"wuid": f"{number}@s.whatsapp.net", "profilePictureUrl": url}
 
     def _evolution(
         self, kind: str, instance: str, payload: dict[str, Any], headers: Any, at: float

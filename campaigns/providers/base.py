@@ -322,6 +322,16 @@ class Provider:
         """Every error code of this provider on which Sense takes ACTION."""
         return frozenset()
 
+    # Whether `profile_picture_url` can ever answer (the Cloud API has no such call).
+    supports_profile_pictures: ClassVar[bool] = False
+
+    def profile_picture_url(self, phone: str) -> str | None:
+        """The URL of PHONE's (E.164) WhatsApp profile picture, or None when it has none or
+        hides it (privacy settings) or the gateway cannot tell. Raises ProviderError when the
+        gateway could not be asked. The URL is the provider's CDN's: never show it to a
+        browser (Sense serves it through its media proxy)."""
+        return None
+
 
 # --- Helpers for provider modules -------------------------------------------------------------
 

@@ -219,6 +219,20 @@ class EvolutionProvider(Provider):
         reason = str(data.get("error") or f"HTTP {response.status_code}")
         return f"{reason}: {short(detail)}" if detail else reason
 
+    supports_profile_pictures = True
+
+    def profile_picture_url(self, phone: str) -> str | None:
+        """`POST /chat/fetchProfilePictureUrl/{instance}` with `{"number"}` answers
+        `{"wuid", "profilePictureUrl"}`; the URL is null when the user's privacy settings hide
+        the picture (src/api/controllers/chat.controller.ts, `fetchProfilePicture`)."""
+        url = f"{self.base_url}/chat/fetchProfilePictureUrl/{self.instance}"
+        response = post(url, headers={"apikey": self.api_key}, body={"number": phone.lstrip("+")})
+        data = response_json(response)
+        if response.status_code not in (200, 201):
+            raise classify(response, str(response.status_code), self._error_message(data, response))
+        picture = data.get("profilePictureUrl") if isinstance(data, dict) else None
+        return picture if isinstance(picture, str) and picture.startswith(("http://", "https://")) else None
+
     def verify(self, request: HttpRequest, body: bytes) -> None:
         if self.jwt_key:
             verify_jwt(self.jwt_key, request.headers.get("Authorization", ""))

@@ -34,11 +34,14 @@ from campaigns import services
 from campaigns.models import (
     Campaign,
     Connection,
+    ConsentEvent,
+    ConsentSettings,
     Contact,
     ContactImport,
     ContactImportError,
     Delivery,
     DeliveryEvent,
+    InboundMessage,
     MessageTemplate,
     WebhookEvent,
 )
@@ -55,9 +58,9 @@ HX = {"HX-Request": "true"}
 @dataclass(frozen=True)
 class Req:
     """One request. PATH may name {campaign}, {delivery}, {contact}, {connection}, {asset},
-    {contact_import}, {cloud_connection}, {template}, {globex_campaign}, {globex_connection},
-    {acme}, {initech} or {token}; SETUP is the status the
-    campaign is put in first, so that the request would succeed for its owner."""
+    {contact_import}, {cloud_connection}, {template}, {inbound}, {globex_campaign}, {globex_connection},
+    {acme}, {initech} or {token}; SETUP is the status the campaign is put in first (or
+    "opted_out": the contact is), so that the request would succeed for its owner."""
 
     method: str
     path: str
@@ -126,6 +129,7 @@ class World:
     delivery: Delivery
     asset: Asset
     contact_import: ContactImport
+    inbound: InboundMessage
     globex_connection: Connection
     globex_campaign: Campaign
     cloud_connection: Connection  # acme's Cloud API number, on a simulator that lists its templates
@@ -141,6 +145,7 @@ class World:
             "connection": self.connection.pk,
             "asset": self.asset.pk,
             "contact_import": self.contact_import.pk,
+            "inbound": self.inbound.pk,
             "globex_campaign": self.globex_campaign.pk,
             "globex_connection": self.globex_connection.pk,
             "initech": self.initech.pk,
@@ -149,8 +154,11 @@ class World:
         }
 
     def prepare(self, status: str) -> None:
-        """Put acme's campaign in STATUS (scheduled ones start tomorrow)."""
-        if status:
+        """Put acme's campaign in STATUS (scheduled ones start tomorrow), or opt acme's
+        contact out ("opted_out")."""
+        if status == "opted_out":
+            services.contact_consent_change(contact=self.contact, opted_out=True, source=ConsentEvent.Source.KEYWORD)
+        elif status:
             scheduled_at = timezone.now() + timedelta(days=1) if status == "scheduled" else None
             Campaign.objects.filter(pk=self.campaign.pk).update(status=status, scheduled_at=scheduled_at)
 
@@ -241,6 +249,18 @@ def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, m
         errors=[{"row": 3, "error": "invalid phone"}],
     )
     ContactImportError.objects.create(tenant=acme, contact_import=contact_import, row=3, error="invalid phone")
+    reply = InboundMessage.objects.create(
+        tenant=acme,
+        connection=connection,
+        contact=contacts[0],
+        campaign=campaign,
+        delivery=deliveries[0],
+        provider_message_id="wamid.acme.in.0",
+        text="Acme secret reply",
+        phone=contacts[0].phone,
+        received_at=timezone.now(),
+    )
+    ConsentSettings.objects.create(tenant=acme, opt_out_keywords=["SAIR", "Acme secret stop"])
     globex_connection = Connection.objects.create(
         tenant=globex,
         name="Globex number",
@@ -262,6 +282,7 @@ def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, m
         delivery=deliveries[0],
         asset=asset,
         contact_import=contact_import,
+        inbound=reply,
         globex_connection=globex_connection,
         globex_campaign=globex_campaign,
         cloud_connection=cloud_connection,
@@ -280,6 +301,9 @@ TENANT_MODELS = (
     Asset,
     WebhookEvent,
     MessageTemplate,
+    InboundMessage,
+    ConsentEvent,
+    ConsentSettings,
 )
 
 
@@ -324,6 +348,7 @@ SAMPLE_IDS = {
     "contact_import": "00000000-0000-4000-8000-000000000008",
     "cloud_connection": "00000000-0000-4000-8000-000000000009",
     "template": 1,
+    "inbound": 1,
     "initech": "00000000-0000-4000-8000-000000000006",
     "acme": "00000000-0000-4000-8000-000000000007",
     "delivery": 1,
@@ -367,6 +392,7 @@ def concrete(route: str, ids: dict[str, Any]) -> str:
         "contact_id": ids["contact"],
         "connection_id": ids["connection"],
         "import_id": ids["contact_import"],
+        "message_id": ids["inbound"],
         "action": "pause",
         "token": "abc",
         "app_label": "campaigns",

@@ -77,6 +77,9 @@ CSRF_FORMS = [
     Form("post", "/campaigns/{campaign}/cancel/", setup="running"),
     Form("post", "/contacts/import/", upload=("contacts.csv", CSV)),
     Form("post", "/contacts/{contact}/erase/"),
+    Form("post", "/contacts/{contact}/consent/", {"action": "opt_out"}),
+    Form("post", "/contacts/{contact}/consent/", {"action": "opt_in", "reason": "asked"}, setup="opted_out"),
+    Form("post", "/contacts/settings/consent/", {"opt_out_keywords": "SAIR\nCHEGA", "opt_in_keywords": "VOLTAR"}),
     # Media pages and the upload (which checks CSRF itself, after streaming the body)
     Form("post", "/media/{asset}/delete/"),
     Form("post", UPLOAD, upload=("photo.png", png())),
@@ -84,6 +87,8 @@ CSRF_FORMS = [
     Form("post", "/api/contacts/", {"phone": NEW_PHONE, "name": "New"}, "json"),
     Form("patch", "/api/contacts/{contact}/", {"name": "Renamed"}, "json"),
     Form("delete", "/api/contacts/{contact}/", encoding="json"),
+    Form("post", "/api/contacts/{contact}/opt-in/", {"reason": "asked"}, "json", setup="opted_out"),
+    Form("post", "/api/contacts/{contact}/opt-out/", {}, "json"),
     Form("post", "/api/contacts/import/", upload=("contacts.csv", CSV)),
     Form(
         "post",

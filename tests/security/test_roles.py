@@ -3,8 +3,9 @@
 Admin-only: managing connections (adding one, changing its settings or credentials), because
 a connection holds the gateway account's credentials and its secret webhook token. Everything
 else a member does (contacts, campaigns and their lifecycle, media, reading) is operator work.
-There are no tenant settings, member or API token endpoints: memberships and tokens are made
-by staff (`addmember`, `issuetoken`, the Django admin).
+The consent keywords page (tenant settings) is admin-only to change and readable by every
+member. There are no member or API token endpoints: memberships and tokens are made by staff
+(`addmember`, `issuetoken`, the Django admin).
 
 One table says who may do each operation. For each: whoever may do it gets through (and a
 write really changes acme's rows); an operator trying an admin operation gets a clear 403 and
@@ -100,6 +101,21 @@ OPERATIONS = [
     Op(Req("get", "/contacts/imports/{contact_import}/", PAGE), MEMBER),
     Op(Req("get", "/contacts/", PAGE), MEMBER),
     Op(Req("get", "/contacts/{contact}/erase/", PAGE), MEMBER),
+    Op(Req("get", "/api/contacts/{contact}/messages/", API), MEMBER),
+    Op(Req("get", "/api/contacts/{contact}/consent/", API), MEMBER),
+    Op(Req("post", "/api/contacts/{contact}/opt-in/", API, {"reason": "asked"}, setup="opted_out"), MEMBER),
+    Op(Req("post", "/api/contacts/{contact}/opt-out/", API, {"reason": "complained"}), MEMBER),
+    Op(Req("get", "/api/inbound/", API), MEMBER),
+    Op(Req("get", "/contacts/{contact}/", PAGE), MEMBER),
+    Op(Req("get", "/contacts/{contact}/avatar/", MEDIA), MEMBER),
+    Op(Req("post", "/contacts/{contact}/consent/", PAGE, {"action": "opt_out"}), MEMBER),
+    Op(
+        Req("post", "/contacts/{contact}/consent/", PAGE, {"action": "opt_in", "reason": "x"}, setup="opted_out"),
+        MEMBER,
+    ),
+    # Consent keywords: every member reads them, admins change them
+    Op(Req("get", "/contacts/settings/consent/", PAGE), MEMBER),
+    Op(Req("post", "/contacts/settings/consent/", PAGE, {"opt_out_keywords": "SAIR, CHEGA"}), ADMIN),
     Op(Req("post", "/contacts/{contact}/erase/", PAGE), MEMBER),
     Op(Req("post", "/contacts/import/", PAGE), MEMBER, upload=("contacts.csv", CSV)),
     # Campaigns and their lifecycle
@@ -120,6 +136,7 @@ OPERATIONS = [
     Op(Req("post", "/campaigns/new/", PAGE, CAMPAIGN_FORM), MEMBER),
     Op(Req("post", "/campaigns/preview/", PAGE, {"message": "Oi {{name}}"}), MEMBER, changes=False),
     Op(Req("get", "/campaigns/{campaign}/", PAGE), MEMBER),
+    Op(Req("get", "/campaigns/{campaign}/replies/", PAGE, headers={"HX-Request": "true"}), MEMBER),
     Op(Req("post", "/campaigns/{campaign}/start/", PAGE, setup="draft"), MEMBER),
     Op(Req("post", "/campaigns/{campaign}/pause/", PAGE, setup="running"), MEMBER),
     Op(Req("post", "/campaigns/{campaign}/resume/", PAGE, setup="paused"), MEMBER),

@@ -58,6 +58,14 @@ OBJECT_URLS = [
     Req("get", "/media/{asset}/preview/", PAGE, headers=HX),
     Req("post", "/media/{asset}/delete/", PAGE),
     Req("post", "/media/{asset}/delete/", PAGE, headers=HX),
+    Req("get", "/contacts/{contact}/", PAGE),
+    Req("get", "/contacts/{contact}/messages/", PAGE),
+    Req("get", "/contacts/{contact}/messages/?page=1", PAGE, headers=HX),
+    Req("get", "/contacts/{contact}/inbound/{inbound}/", PAGE, headers=HX),
+    Req("post", "/contacts/{contact}/consent/", PAGE, {"action": "opt_out"}),
+    Req("post", "/contacts/{contact}/consent/", PAGE, {"action": "opt_in", "reason": "asked"}, setup="opted_out"),
+    Req("post", "/contacts/{contact}/consent/", PAGE, {"action": "opt_out"}, headers=HX),
+    Req("get", "/campaigns/{campaign}/replies/", PAGE, headers=HX),
     Req("get", "/contacts/{contact}/erase/", PAGE),
     Req("post", "/contacts/{contact}/erase/", PAGE),
     Req("get", "/contacts/imports/{contact_import}/", PAGE),
@@ -79,6 +87,10 @@ OBJECT_URLS = [
     Req("get", "/api/contacts/{contact}/", API),
     Req("patch", "/api/contacts/{contact}/", API, {"name": "Hijacked", "opted_out": True}),
     Req("delete", "/api/contacts/{contact}/", API),
+    Req("get", "/api/contacts/{contact}/messages/", API),
+    Req("get", "/api/contacts/{contact}/consent/", API),
+    Req("post", "/api/contacts/{contact}/opt-in/", API, {"reason": "asked by phone"}, setup="opted_out"),
+    Req("post", "/api/contacts/{contact}/opt-out/", API, {"reason": "complained"}),
     Req("get", "/api/contacts/imports/{contact_import}/", API),
     Req("get", "/api/contacts/imports/{contact_import}/errors/", API),
     Req("get", "/api/media/{asset}/", API),
@@ -89,6 +101,7 @@ OBJECT_URLS = [
     # Media URLs outside the ninja API
     Req("get", "/api/media/{asset}/file/", MEDIA),
     Req("get", "/api/media/{asset}/thumbnail/", MEDIA),
+    Req("get", "/contacts/{contact}/avatar/", MEDIA),  # initials when the gateway has no picture
 ]
 
 
@@ -119,6 +132,8 @@ REFERENCES = [
         Req("patch", "/api/campaigns/{globex_campaign}/", API, {"template_id": "{template}"}), 400, "template_not_found"
     ),
     Ref(Req("post", "/campaigns/new/", PAGE, {**OWN_FORM, "template": "{template}"}), 200),
+    Ref(Req("get", "/api/inbound/?campaign_id={campaign}", API), 404, "not_found"),
+    Ref(Req("get", "/api/inbound/?contact_id={contact}", API), 404, "not_found"),
     # The form's choices are the tenant's own: another tenant's id is a form error, not a campaign.
     Ref(Req("post", "/campaigns/new/", PAGE, {**DRAFT, "connection": "{connection}"}), 200),
     Ref(Req("post", "/campaigns/new/", PAGE, {**OWN_FORM, "asset": "{asset}"}), 200),
@@ -151,6 +166,9 @@ LISTINGS = [
     Listing(Req("get", "/api/contacts/", API), "Acme secret contact"),
     Listing(Req("get", "/api/contacts/?q=secret", API), "Acme secret contact"),
     Listing(Req("get", "/api/connections/", API), "Acme secret number"),
+    Listing(Req("get", "/api/inbound/", API), "Acme secret reply"),
+    Listing(Req("get", "/api/inbound/?q=secret", API), "Acme secret reply"),
+    Listing(Req("get", "/contacts/settings/consent/", PAGE), "Acme secret stop"),
     Listing(Req("get", "/api/media/", API), "acme-secret.png"),
     Listing(Req("get", "/api/templates/", API), "acme_secret_template"),
     Listing(Req("get", "/templates/", PAGE), "acme_secret_template"),
@@ -167,6 +185,7 @@ LOGIN_ONLY = [
     Req("post", "/campaigns/preview/", PAGE),
     Req("get", "/contacts/import/", PAGE),
     Req("post", "/contacts/import/", PAGE),
+    Req("post", "/contacts/settings/consent/", PAGE),
     Req("get", "/ops/", PAGE),
     Req("get", "/ops/", PAGE, headers=HX),
     Req("post", "/tenant/switch/", PAGE, {"tenant": "{initech}"}),
