@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from campaigns import ratelimit
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
-from campaigns.models import Campaign, Delivery, PendingStatus
+from campaigns.models import Campaign, CampaignActivity, Delivery, PendingStatus
 from campaigns.providers import Media, OutgoingMessage, Provider, ProviderError, provider_class, provider_for
 from campaigns.tracking import apply_early_events
 
@@ -343,6 +343,7 @@ def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -
     if refusal:
         with transaction.atomic():
             campaign.pause(refusal)
+            CampaignActivity.record(campaign, "paused", refusal, reason="connection")
             broadcast_stats_on_commit(campaign.pk)
         return Outcome()
     run = _Run(campaign, slice_seconds)

@@ -233,7 +233,7 @@ def campaign_action(request: TenantHttpRequest, campaign_id: UUID, action: str) 
     if action not in ACTIONS:
         raise Http404
     try:
-        campaign = getattr(services, ACTIONS[action])(campaign=campaign)
+        campaign = getattr(services, ACTIONS[action])(campaign=campaign, user=request.user)
     except ServiceError as exc:
         messages.error(request, exc.message)
     if request.htmx:
@@ -362,3 +362,12 @@ def contact_erase(request: TenantHttpRequest, contact_id: int) -> HttpResponse:
     deliveries = Delivery.objects.filter(contact=contact).count()
     context = {"nav": "contacts", "contact": contact, "deliveries": deliveries}
     return render(request, "campaigns/contact_erase.html", context)
+
+
+def deliveries_csv_download(campaign: Campaign, *, sep: str = ",") -> StreamingHttpResponse:
+    """CAMPAIGN's deliveries streamed as a CSV attachment (the page's button and the API)."""
+    response = StreamingHttpResponse(
+        services.campaign_deliveries_csv(campaign=campaign, sep=sep), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{services.campaign_export_filename(campaign)}"'
+    return response
