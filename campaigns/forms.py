@@ -54,3 +54,13 @@ class CampaignForm(forms.Form):
 
 class ContactImportForm(forms.Form):
     file = forms.FileField(label=_("CSV file"), help_text=_("UTF-8 or Latin-1, comma or semicolon; a phone column."))
+
+
+class TestSendForm(forms.Form):
+    """The campaign page's "Send test": one phone (checked by the service)."""
+
+    phone = forms.CharField(
+        label=_("Phone"),
+        max_length=32,
+        widget=forms.TextInput(attrs={"placeholder": "+5511999999999", "inputmode": "tel", "autocomplete": "tel"}),
+    )
