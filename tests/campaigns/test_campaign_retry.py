@@ -197,3 +197,17 @@ def test_the_sender_sends_each_requeued_delivery_once_more(sim: ProviderSimulato
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.FINISHED
     assert_counters_exact(campaign)
+
+
+def test_the_page_button_retries_through_the_same_service(alice: Any, mixed: Any) -> None:
+    from tests.dashboard.conftest import login
+
+    campaign = mixed["campaign"]
+    client = login("alice")
+    assert f'hx-post="/campaigns/{campaign.id}/retry/"' in client.get(f"/campaigns/{campaign.id}/").content.decode()
+
+    fragment = client.post(f"/campaigns/{campaign.id}/retry/", headers={"HX-Request": "true"}).content.decode()
+
+    assert "data-notice" in fragment and f"{len(RETRIED)} " in fragment
+    assert CampaignActivity.objects.get(campaign=campaign, kind="retry").user == alice
+    assert_counters_exact(campaign)
