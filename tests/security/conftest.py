@@ -33,6 +33,7 @@ from django.utils import timezone
 from campaigns import services
 from campaigns.models import (
     Campaign,
+    CampaignActivity,
     Connection,
     Contact,
     ContactImport,
@@ -41,6 +42,7 @@ from campaigns.models import (
     DeliveryEvent,
     WebhookEvent,
 )
+from campaigns.providers import OutgoingMessage, SendResult
 from media.models import Asset
 from sense.api import api
 from sense.models import Membership, Tenant
@@ -148,9 +150,17 @@ class World:
             Campaign.objects.filter(pk=self.campaign.pk).update(status=status, scheduled_at=scheduled_at)
 
 
+class _AcceptingProvider:
+    def send(self, message: OutgoingMessage) -> SendResult:
+        return SendResult(message_id="wamid.test", status_code=200)
+
+
 @pytest.fixture
 def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, monkeypatch: Any) -> World:
     monkeypatch.setattr(services, "_enqueue_senders", lambda campaign_id: None)
+    # The connections point at a closed port; a test send (the one provider call made in a
+    # request) reaches a provider that accepts it.
+    monkeypatch.setattr(services, "provider_for", lambda connection: _AcceptingProvider())
     initech = Tenant.objects.create(slug="initech", name="Initech")
     Membership.objects.create(user=alice, tenant=initech, role=Membership.Role.OPERATOR)
     connection = Connection.objects.create(
@@ -238,6 +248,7 @@ def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, m
 
 TENANT_MODELS = (
     Campaign,
+    CampaignActivity,
     Connection,
     Contact,
     ContactImport,

@@ -75,6 +75,9 @@ CSRF_FORMS = [
     Form("post", "/campaigns/{campaign}/pause/", setup="running"),
     Form("post", "/campaigns/{campaign}/resume/", setup="paused"),
     Form("post", "/campaigns/{campaign}/cancel/", setup="running"),
+    Form("post", "/campaigns/{campaign}/retry/", setup="finished"),
+    Form("post", "/campaigns/{campaign}/duplicate/"),
+    Form("post", "/campaigns/{campaign}/test/", {"phone": NEW_PHONE}),
     Form("post", "/contacts/import/", upload=("contacts.csv", CSV)),
     Form("post", "/contacts/{contact}/erase/"),
     # Media pages and the upload (which checks CSRF itself, after streaming the body)
@@ -104,6 +107,9 @@ CSRF_FORMS = [
     Form("post", "/api/campaigns/{campaign}/resume/", encoding="json", setup="paused"),
     Form("post", "/api/campaigns/{campaign}/cancel/", encoding="json", setup="running"),
     Form("post", "/api/campaigns/{campaign}/unschedule/", encoding="json", setup="scheduled"),
+    Form("post", "/api/campaigns/{campaign}/retry/", encoding="json", setup="finished"),
+    Form("post", "/api/campaigns/{campaign}/test/", {"phone": NEW_PHONE}, "json"),
+    Form("post", "/api/campaigns/{campaign}/duplicate/", encoding="json"),
     Form("delete", "/api/media/{asset}/", encoding="json"),
     Form("post", "/api/ops/worker-ping/", encoding="json", changes=False),
 ]
