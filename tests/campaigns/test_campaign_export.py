@@ -88,11 +88,11 @@ def test_a_semicolon_for_the_brazilian_locale_and_nothing_else(
     api_alice: ApiClient, evolution: Any, make_campaign: Any
 ) -> None:
     campaign = make_campaign(evolution)
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_alice.token}"}
-    body = streamed(api_alice.get(f"/api/campaigns/{campaign.id}/deliveries.csv?sep=;", **auth))
+    auth = f"Bearer {api_alice.token}"
+    body = streamed(api_alice.get(f"/api/campaigns/{campaign.id}/deliveries.csv?sep=;", HTTP_AUTHORIZATION=auth))
     assert rows_of(body, ";")[0][:2] == ["phone", "contact_name"]
 
-    refused = api_alice.get(f"/api/campaigns/{campaign.id}/deliveries.csv?sep=|", **auth)
+    refused = api_alice.get(f"/api/campaigns/{campaign.id}/deliveries.csv?sep=|", HTTP_AUTHORIZATION=auth)
     assert refused.status_code == 422 and refused.json()["code"] == "invalid_sep"
 
 
@@ -130,7 +130,7 @@ def test_a_100k_delivery_campaign_streams_in_flat_memory(
             """,
             [campaign.tenant_id, campaign.pk, ROWS],
         )
-    response = api_alice.get(
+    response: Any = api_alice.get(
         f"/api/campaigns/{campaign.id}/deliveries.csv", HTTP_AUTHORIZATION=f"Bearer {api_alice.token}"
     )
     assert response.is_async  # read as the ASGI server reads it: chunk after chunk
