@@ -694,6 +694,8 @@ class Delivery(TenantOwned):
         ]
         indexes = [
             models.Index(fields=["campaign", "status"], name="delivery_campaign_status"),
+            # The CSV export walks one campaign's deliveries in id order (keyset pages).
+            models.Index(fields=["campaign", "id"], name="delivery_campaign_id"),
             models.Index(fields=["provider_message_id"], name="delivery_provider_msg"),
             models.Index(fields=["status", "claimed_at"], name="delivery_status_claimed"),
         ]
