@@ -853,6 +853,8 @@ def _requeue_failed(campaign: Campaign, now: datetime) -> int:
     """Move CAMPAIGN's retryable failed deliveries to pending in one statement (the caller
     counts them), writing each one's failure to its event history. Returns how many moved."""
     retryable = Delivery.objects.filter(campaign_id=campaign.pk).retryable(now).values("pk")
+    if db.vendor != "postgresql":
+        return _requeue_failed_portable(retryable, now)
     select_sql, select_params = retryable.query.sql_with_params()
     delivery, event = Delivery._meta.db_table, DeliveryEvent._meta.db_table
     # The self-join reads each row as it was before the UPDATE (RETURNING gives the new row
@@ -877,6 +879,28 @@ def _requeue_failed(campaign: Campaign, now: datetime) -> int:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+def _requeue_failed_portable(retryable: Any, now: datetime) -> int:
+    """`_requeue_failed` without data-modifying CTEs (SQLite, the embedded mode: one writer
+    at a time, so the rows read first are the rows moved)."""
+    failures = Delivery.objects.filter(pk__in=retryable).values_list("pk", "tenant_id", "error_code", "error_message")
+    DeliveryEvent.objects.bulk_create(
+        DeliveryEvent(
+            tenant_id=tenant_id,
+            delivery_id=pk,
+            status=Delivery.Status.PENDING,
+            occurred_at=now,
+            received_at=now,
+            event="retry",
+            error_code=code,
+            error_message=message,
+        )
+        for pk, tenant_id, code, message in failures.iterator(chunk_size=2000)
+    )
+    return Delivery.objects.filter(pk__in=retryable, status=Delivery.Status.FAILED).update(
+        status=Delivery.Status.PENDING, error_code="", error_message="", failed_at=None, claimed_at=None, updated_at=now
+    )
 
 
 def campaign_cancel(*, campaign: Campaign, user: Any = None) -> Campaign:

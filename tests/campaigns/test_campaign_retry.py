@@ -211,3 +211,16 @@ def test_the_page_button_retries_through_the_same_service(alice: Any, mixed: Any
     assert "data-notice" in fragment and f"{len(RETRIED)} " in fragment
     assert CampaignActivity.objects.get(campaign=campaign, kind="retry").user == alice
     assert_counters_exact(campaign)
+
+
+def test_the_portable_path_moves_the_same_deliveries(mixed: Any) -> None:
+    """The embedded mode's SQLite has no data-modifying CTE: its path gives the same result."""
+    campaign = mixed["campaign"]
+    retryable = Delivery.objects.filter(campaign=campaign).retryable(timezone.now()).values("pk")
+
+    assert services._requeue_failed_portable(retryable, timezone.now()) == len(RETRIED)
+
+    pending = set(Delivery.objects.filter(campaign=campaign, status="pending").values_list("pk", flat=True))
+    assert pending == {mixed[n].pk for n in RETRIED}
+    retry = DeliveryEvent.objects.get(delivery=mixed["server_error"])
+    assert (retry.event, retry.error_code, retry.error_message) == ("retry", "500", "error 500")
