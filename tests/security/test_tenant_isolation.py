@@ -124,6 +124,16 @@ REFERENCES = [
         "invalid_connection",
     ),
     Ref(Req("patch", "/api/campaigns/{globex_campaign}/", API, {"media_id": "{asset}"}), 422, "invalid_media"),
+    Ref(
+        Req(
+            "post",
+            "/api/campaigns/{globex_campaign}/test/",
+            API,
+            {"phone": "+5511977776666", "contact_id": "{contact}"},
+        ),
+        422,
+        "invalid_contact",
+    ),
     # The form's choices are the tenant's own: another tenant's id is a form error, not a campaign.
     Ref(Req("post", "/campaigns/new/", PAGE, {**DRAFT, "connection": "{connection}"}), 200),
     Ref(Req("post", "/campaigns/new/", PAGE, {**OWN_FORM, "asset": "{asset}"}), 200),
