@@ -144,3 +144,16 @@ def test_the_page_shows_the_panel_and_pages_it(alice: Any, evolution: Any, make_
 def test_another_tenants_log_is_a_404(api_charlie: ApiClient, evolution: Any, make_campaign: Any) -> None:
     campaign = make_campaign(evolution)
     assert api_charlie.get_json(f"/api/campaigns/{campaign.id}/activity/").status_code == 404
+
+
+def test_a_sender_that_finds_the_connection_disabled_pauses_and_says_so(evolution: Any, make_campaign: Any) -> None:
+    from campaigns import sending
+    from campaigns.models import Connection
+
+    campaign = make_campaign(evolution, status=Campaign.Status.RUNNING)
+    Connection.objects.filter(pk=evolution.pk).update(is_active=False)
+
+    sending.dispatch(campaign.pk)
+
+    line = CampaignActivity.objects.get(campaign=campaign, kind="paused")
+    assert (line.message, line.data, line.user) == ("The connection is disabled.", {"reason": "connection"}, None)
