@@ -433,7 +433,16 @@ class TestSendOut(Schema):
     connection_id: UUID
 
 
-@campaigns_router.post("/{uuid:campaign_id}/test/", response=TestSendOut, summary="Send the message to one phone now")
+class ProviderRefusal(Schema):
+    error: str
+    code: str
+
+
+@campaigns_router.post(
+    "/{uuid:campaign_id}/test/",
+    response={200: TestSendOut, 502: ProviderRefusal},
+    summary="Send the message to one phone now",
+)
 def test_send_campaign(request: TenantHttpRequest, campaign_id: UUID, payload: TestSendIn) -> dict[str, Any]:
     """Renders the message for CONTACT_ID (or a sample contact with that phone) and sends it
     at once through the campaign's first connection: no delivery, no counter changes."""
@@ -477,7 +486,12 @@ def campaign_activity(
     return paginate(qs.order_by("-at", "-id"), page=page, page_size=page_size)
 
 
-@campaigns_router.get("/{uuid:campaign_id}/deliveries.csv", summary="Every delivery, as CSV")
+@campaigns_router.get(
+    "/{uuid:campaign_id}/deliveries.csv",
+    response={200: None},
+    summary="Every delivery, as CSV",
+    openapi_extra={"responses": {200: {"description": "CSV (UTF-8 with a BOM)", "content": {"text/csv": {}}}}},
+)
 def export_deliveries(request: TenantHttpRequest, campaign_id: UUID, sep: str = ",") -> StreamingHttpResponse:
     """Streamed as it is read (a million rows in bounded memory), UTF-8 with a byte order
     mark so that Excel opens it right; `sep=;` for spreadsheets in a decimal-comma locale."""
