@@ -827,11 +827,13 @@ def deliveries_retry_failed(*, campaign: Campaign, user: Any = None, now: dateti
     it claims it) and its history: the failure it had goes to a `retry` DeliveryEvent, in
     the same statement that moves it, so nothing but the row's current error is cleared."""
     now = now or timezone.now()
+    _retry_allowed(Campaign.objects.get(pk=campaign.pk))
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-        if campaign.status not in (Campaign.Status.RUNNING, Campaign.Status.PAUSED, Campaign.Status.FINISHED):
-            raise InvalidTransition("Only a running, paused or finished campaign can retry its failed deliveries.")
+        # Deliveries first, then the campaign row, as every status change locks them (a
+        # webhook moving one of these deliveries meanwhile cannot deadlock with this).
         retried = _requeue_failed(campaign, now)
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        _retry_allowed(campaign)  # cancelled meanwhile: everything rolls back
         deltas = Delivery.stat_deltas(Delivery.Status.FAILED, Delivery.Status.PENDING)
         Campaign.add_to_stats(campaign.pk, deltas, retried)
         reopened = bool(retried) and campaign.status == Campaign.Status.FINISHED
@@ -847,6 +849,11 @@ def deliveries_retry_failed(*, campaign: Campaign, user: Any = None, now: dateti
         broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s: %d failed deliveries queued again", campaign.pk, retried)
     return retried
+
+
+def _retry_allowed(campaign: Campaign) -> None:
+    if campaign.status not in (Campaign.Status.RUNNING, Campaign.Status.PAUSED, Campaign.Status.FINISHED):
+        raise InvalidTransition("Only a running, paused or finished campaign can retry its failed deliveries.")
 
 
 def _requeue_failed(campaign: Campaign, now: datetime) -> int:

@@ -224,3 +224,24 @@ def test_the_portable_path_moves_the_same_deliveries(mixed: Any) -> None:
     assert pending == {mixed[n].pk for n in RETRIED}
     retry = DeliveryEvent.objects.get(delivery=mixed["server_error"])
     assert (retry.event, retry.error_code, retry.error_message) == ("retry", "500", "error 500")
+
+
+def test_a_campaign_cancelled_during_the_retry_keeps_its_failures(mixed: Any, monkeypatch: Any) -> None:
+    from sense.errors import Conflict
+
+    campaign = mixed["campaign"]
+    requeue = services._requeue_failed
+
+    def cancelled_meanwhile(campaign: Campaign, now: Any) -> int:
+        moved = requeue(campaign, now)
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.CANCELLED)
+        return moved
+
+    monkeypatch.setattr(services, "_requeue_failed", cancelled_meanwhile)
+
+    with pytest.raises(Conflict):
+        services.deliveries_retry_failed(campaign=campaign)
+
+    assert not Delivery.objects.filter(campaign=campaign, status=Delivery.Status.PENDING).exists()
+    assert not DeliveryEvent.objects.filter(delivery__campaign=campaign, event="retry").exists()
+    assert_counters_exact(campaign)
