@@ -228,7 +228,7 @@ class CampaignAdmin(admin.ModelAdmin):
         done = 0
         for campaign in queryset.select_related("connection", "tenant"):
             try:
-                service(campaign=campaign)
+                service(campaign=campaign, user=request.user)
                 done += 1
             except ServiceError as exc:
                 self.message_user(request, f"{campaign.name}: {exc.message}", level=messages.ERROR)
@@ -267,7 +267,7 @@ class CampaignAdmin(admin.ModelAdmin):
         total = 0
         for campaign in queryset:
             try:
-                total += services.deliveries_retry_failed(campaign=campaign)
+                total += services.deliveries_retry_failed(campaign=campaign, user=request.user)
             except ServiceError as exc:
                 self.message_user(request, f"{campaign.name}: {exc.message}", messages.ERROR)
         self.message_user(request, _("%(n)d failed deliveries queued again.") % {"n": total})

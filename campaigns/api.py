@@ -20,6 +20,7 @@ from ninja.responses import Status
 from campaigns import conversations, reports, services
 from campaigns.models import (
     Campaign,
+    CampaignActivity,
     Connection,
     ConsentEvent,
     Contact,
@@ -31,7 +32,7 @@ from campaigns.models import (
     MessageTemplate,
 )
 from campaigns.providers import error_info
-from campaigns.views import contact_avatar_url, contact_import_errors_download
+from campaigns.views import contact_avatar_url, contact_import_errors_download, deliveries_csv_download
 from sense.errors import ServiceError
 from sense.pagination import PAGE_SIZE, paginate
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -618,34 +619,125 @@ def get_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
 @campaigns_router.patch("/{uuid:campaign_id}/", response=CampaignOut, summary="Edit a draft campaign")
 def update_campaign(request: TenantHttpRequest, campaign_id: UUID, payload: CampaignPatch) -> Campaign:
     campaign = _campaign(request, campaign_id)
-    return services.campaign_update(campaign=campaign, **payload.dict(exclude_unset=True))
+    return services.campaign_update(campaign=campaign, user=request.user, **payload.dict(exclude_unset=True))
 
 
 @campaigns_router.post("/{uuid:campaign_id}/start/", response=CampaignOut, summary="Start (or schedule) a draft")
 def start_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
     """The campaign is `preparing` at once, whatever its audience size: a worker takes the
     audience snapshot (`preparation` shows its progress), then it is `running`."""
-    return services.campaign_start(campaign=_campaign(request, campaign_id))
+    return services.campaign_start(campaign=_campaign(request, campaign_id), user=request.user)
 
 
 @campaigns_router.post("/{uuid:campaign_id}/pause/", response=CampaignOut)
 def pause_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_pause(campaign=_campaign(request, campaign_id))
+    return services.campaign_pause(campaign=_campaign(request, campaign_id), user=request.user)
 
 
 @campaigns_router.post("/{uuid:campaign_id}/resume/", response=CampaignOut)
 def resume_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_resume(campaign=_campaign(request, campaign_id))
+    return services.campaign_resume(campaign=_campaign(request, campaign_id), user=request.user)
 
 
 @campaigns_router.post("/{uuid:campaign_id}/cancel/", response=CampaignOut)
 def cancel_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_cancel(campaign=_campaign(request, campaign_id))
+    return services.campaign_cancel(campaign=_campaign(request, campaign_id), user=request.user)
 
 
 @campaigns_router.post("/{uuid:campaign_id}/unschedule/", response=CampaignOut, summary="Scheduled back to draft")
 def unschedule_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
-    return services.campaign_unschedule(campaign=_campaign(request, campaign_id))
+    return services.campaign_unschedule(campaign=_campaign(request, campaign_id), user=request.user)
+
+
+class RetryOut(Schema):
+    requeued: int
+
+
+@campaigns_router.post("/{uuid:campaign_id}/retry/", response=RetryOut, summary="Send failed deliveries again")
+def retry_campaign(request: TenantHttpRequest, campaign_id: UUID) -> dict[str, int]:
+    """Failed deliveries whose error may go away on a second try go back to pending (a
+    finished campaign runs again). Never requeued: opted-out contacts, numbers not on
+    WhatsApp, provider codes that say stop, `unknown` outcomes (they may have been sent)."""
+    campaign = _campaign(request, campaign_id)
+    return {"requeued": services.deliveries_retry_failed(campaign=campaign, user=request.user)}
+
+
+class TestSendIn(Schema):
+    phone: str
+    contact_id: int | None = None
+
+
+class TestSendOut(Schema):
+    phone: str
+    text: str
+    message_id: str
+    connection_id: UUID
+
+
+class ProviderRefusal(Schema):
+    error: str
+    code: str
+
+
+@campaigns_router.post(
+    "/{uuid:campaign_id}/test/",
+    response={200: TestSendOut, 502: ProviderRefusal},
+    summary="Send the message to one phone now",
+)
+def test_send_campaign(request: TenantHttpRequest, campaign_id: UUID, payload: TestSendIn) -> dict[str, Any]:
+    """Renders the message for CONTACT_ID (or a sample contact with that phone) and sends it
+    at once through the campaign's first connection: no delivery, no counter changes."""
+    sent = services.campaign_test_send(
+        campaign=_campaign(request, campaign_id), phone=payload.phone, contact_id=payload.contact_id, user=request.user
+    )
+    return {"phone": sent.phone, "text": sent.text, "message_id": sent.message_id, "connection_id": sent.connection.pk}
+
+
+@campaigns_router.post(
+    "/{uuid:campaign_id}/duplicate/", response={201: CampaignOut}, summary="A new draft with the same settings"
+)
+def duplicate_campaign(request: TenantHttpRequest, campaign_id: UUID) -> Status[Campaign]:
+    return Status(201, services.campaign_duplicate(campaign=_campaign(request, campaign_id), user=request.user))
+
+
+class ActivityOut(Schema):
+    id: int
+    at: datetime
+    kind: str
+    message: str
+    user: str | None
+    data: dict[str, Any]
+
+    @staticmethod
+    def resolve_user(obj: CampaignActivity) -> str | None:
+        return obj.user.get_username() if obj.user is not None else None
+
+
+class ActivityPage(Schema):
+    count: int
+    items: list[ActivityOut]
+
+
+@campaigns_router.get("/{uuid:campaign_id}/activity/", response=ActivityPage, summary="A campaign's log, newest first")
+def campaign_activity(
+    request: TenantHttpRequest, campaign_id: UUID, page: int = 1, page_size: int = PAGE_SIZE
+) -> dict[str, Any]:
+    campaign = _campaign(request, campaign_id)
+    qs = CampaignActivity.objects.filter(tenant=request.tenant, campaign=campaign).select_related("user")
+    return paginate(qs.order_by("-at", "-id"), page=page, page_size=page_size)
+
+
+@campaigns_router.get(
+    "/{uuid:campaign_id}/deliveries.csv",
+    response={200: None},
+    summary="Every delivery, as CSV",
+    openapi_extra={"responses": {200: {"description": "CSV (UTF-8 with a BOM)", "content": {"text/csv": {}}}}},
+)
+def export_deliveries(request: TenantHttpRequest, campaign_id: UUID, sep: str = ",") -> StreamingHttpResponse:
+    """Streamed as it is read (a million rows in bounded memory), UTF-8 with a byte order
+    mark so that Excel opens it right; `sep=;` for spreadsheets in a decimal-comma locale."""
+    campaign = _campaign(request, campaign_id)
+    return deliveries_csv_download(campaign, sep=services.export_separator(sep))
 
 
 @campaigns_router.get("/{uuid:campaign_id}/deliveries/", response=DeliveryPage, summary="A campaign's deliveries")

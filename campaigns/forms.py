@@ -141,3 +141,13 @@ class ConsentSettingsForm(forms.Form):
 
     def clean_opt_in_keywords(self) -> list[str]:
         return _keywords(self.cleaned_data.get("opt_in_keywords") or "")
+
+
+class TestSendForm(forms.Form):
+    """The campaign page's "Send test": one phone (checked by the service)."""
+
+    phone = forms.CharField(
+        label=_("Phone"),
+        max_length=32,
+        widget=forms.TextInput(attrs={"placeholder": "+5511999999999", "inputmode": "tel", "autocomplete": "tel"}),
+    )

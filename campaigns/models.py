@@ -554,6 +554,7 @@ class Campaign(TenantOwned):
                     fields.update(status=cls.Status.RUNNING, dispatch_seen_at=now)
                 else:
                     fields.update(status=cls.Status.FINISHED, finished_at=now)
+                    CampaignActivity.record(campaign, "finished", "Finished: no contact of the audience to send to.")
             cls.objects.filter(pk=campaign_id).update(updated_at=now, **fields)
         return str(fields.get("status", campaign.status))
 
@@ -567,9 +568,19 @@ class Campaign(TenantOwned):
         if left:
             return False
         now = timezone.now()
-        finished = cls.objects.filter(pk=campaign_id, status=cls.Status.RUNNING).update(
-            status=cls.Status.FINISHED, finished_at=now, updated_at=now
-        )
+        with transaction.atomic():
+            finished = cls.objects.filter(pk=campaign_id, status=cls.Status.RUNNING).update(
+                status=cls.Status.FINISHED, finished_at=now, updated_at=now
+            )
+            if finished:
+                campaign = cls.objects.only("tenant_id", *(f"stat_{n}" for n in cls.STAT_NAMES)).get(pk=campaign_id)
+                CampaignActivity.record(
+                    campaign,
+                    "finished",
+                    f"Finished: {campaign.stat_sent} sent, {campaign.stat_failed} failed, "
+                    f"{campaign.stat_cancelled} cancelled, {campaign.stat_unknown} unknown.",
+                    stats=campaign.stats,
+                )
         if finished:
             log.info("[CAMPAIGN] %s finished", campaign_id)
         return bool(finished)
@@ -618,11 +629,42 @@ class Campaign(TenantOwned):
             paused = cls.objects.filter(
                 pk=campaign_id, status=cls.Status.RUNNING, consecutive_errors__gte=limit
             ).update(status=cls.Status.PAUSED, pause_reason=reason, updated_at=timezone.now())
+            if paused:
+                campaign = cls.objects.only("tenant_id").get(pk=campaign_id)
+                CampaignActivity.record(campaign, "paused", reason, reason="errors", errors=limit)
         return bool(paused)
+
+
+class DeliveryQuerySet(TenantQuerySet):
+    def retryable(self, now: datetime) -> DeliveryQuerySet:
+        """Failed deliveries that may succeed if sent again at NOW (`Delivery.RETRY_NEVER`,
+        `Delivery.RETRY_AFTER`): not to an opted-out or erased contact, not refused with a
+        code that says stop, and past the wait some codes need."""
+        qs = self.filter(status=Delivery.Status.FAILED, contact__opted_out=False)
+        qs = qs.exclude(error_code__in=Delivery.RETRY_NEVER)
+        # Evolution rows recorded before it reported `not_on_whatsapp` as a code.
+        qs = qs.exclude(error_message__startswith=Delivery.NOT_ON_WHATSAPP_TEXT)
+        # Free text outside the customer service window is refused again for as long as
+        # the campaign sends free text; a template campaign's retry is a template message.
+        qs = qs.exclude(error_code__in=Delivery.RETRY_NEVER_FREE_TEXT, campaign__template__isnull=True)
+        for code, wait in Delivery.RETRY_AFTER.items():
+            qs = qs.exclude(Q(error_code=code) & (Q(failed_at__isnull=True) | Q(failed_at__gt=now - wait)))
+        return qs
 
 
 class Delivery(TenantOwned):
     """One message of a campaign to one contact."""
+
+    # Provider error codes that say "stop": sending the same message again fails the same way
+    # (developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/). 131050: the
+    # user stopped marketing messages; 131026: undeliverable (not on WhatsApp, old app, or
+    # blocked us); `not_on_whatsapp`: Evolution's unknown number.
+    RETRY_NEVER = frozenset({"131050", "131026", "not_on_whatsapp"})
+    # 131047: more than 24 h since the user last wrote (re-engagement): never for free text.
+    RETRY_NEVER_FREE_TEXT = frozenset({"131047"})
+    # 131049: Meta held back a marketing message for the user's experience; retry no sooner.
+    RETRY_AFTER = {"131049": timedelta(hours=24)}
+    NOT_ON_WHATSAPP_TEXT = "number is not on WhatsApp"
 
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending")
@@ -674,12 +716,16 @@ class Delivery(TenantOwned):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = DeliveryQuerySet.as_manager()  # type: ignore[misc]
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["campaign", "contact"], name="delivery_unique_campaign_contact"),
         ]
         indexes = [
             models.Index(fields=["campaign", "status"], name="delivery_campaign_status"),
+            # The CSV export walks one campaign's deliveries in id order (keyset pages).
+            models.Index(fields=["campaign", "id"], name="delivery_campaign_id"),
             models.Index(fields=["provider_message_id"], name="delivery_provider_msg"),
             models.Index(fields=["status", "claimed_at"], name="delivery_status_claimed"),
             # The campaign page's failures by error code and billable messages by category:

@@ -436,6 +436,8 @@ def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -
                     template=campaign.template.name,
                     status=campaign.template.status,
                 )
+            else:
+                CampaignActivity.record(campaign, "paused", refusal, reason="connection")
             broadcast_stats_on_commit(campaign.pk)
         return Outcome()
     run = _Run(campaign, slice_seconds)

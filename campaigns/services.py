@@ -23,18 +23,20 @@ from datetime import datetime, timedelta
 from typing import IO, Any
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db import connection as db
 from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import csv_import, retention, snapshot
+from campaigns import csv_import, ratelimit, retention, snapshot
 from campaigns.consent import contact_consent_change as contact_consent_change
 from campaigns.consent import contacts_opt_out_by_provider as contacts_opt_out_by_provider
 from campaigns.csv_import import ImportResult, import_contacts
@@ -59,7 +61,15 @@ from campaigns.models import (
     normalize_keyword,
     normalize_phone,
 )
-from campaigns.providers import Provider, ProviderError, RemoteTemplate, provider_class, provider_for, registry
+from campaigns.providers import (
+    OutgoingMessage,
+    Provider,
+    ProviderError,
+    RemoteTemplate,
+    provider_class,
+    provider_for,
+    registry,
+)
 from campaigns.snapshot import render_text
 from media import objects
 from media.models import Asset
@@ -803,11 +813,12 @@ def campaign_create(
     )
     campaign_template_check(campaign=campaign)
     campaign.save(force_insert=True)
+    CampaignActivity.record(campaign, "created", "Created as a draft.", user=user)
     log.info("[CAMPAIGN] %s created (tenant %s)", campaign.pk, tenant.slug)
     return campaign
 
 
-def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
+def campaign_update(*, campaign: Campaign, user: Any = None, **changes: Any) -> Campaign:
     """Edit a draft: NAME, CONNECTION_ID, MESSAGE, MEDIA_ID, TAGS, SCHEDULED_AT, and
     TEMPLATE_ID (None: none), TEMPLATE_PARAMS, HEADER_MEDIA_ID."""
     if not campaign.is_editable:
@@ -844,11 +855,15 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
         raise ServiceError("The message is empty.", code="invalid_message", status=422)
     campaign_template_check(campaign=campaign)
     # Conditional on still being a draft: a start that wins the race is not edited behind its back.
-    edited = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.DRAFT).update(
-        updated_at=timezone.now(), **updates
-    )
-    if not edited:
-        raise Conflict("Only draft campaigns can be edited.", code="not_editable")
+    with transaction.atomic():
+        edited = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.DRAFT).update(
+            updated_at=timezone.now(), **updates
+        )
+        if not edited:
+            raise Conflict("Only draft campaigns can be edited.", code="not_editable")
+        if updates:
+            fields = sorted(name.removesuffix("_id") for name in updates)
+            CampaignActivity.record(campaign, "edited", f"Edited: {', '.join(fields)}.", user=user, fields=fields)
     return campaign
 
 
@@ -870,11 +885,14 @@ def _enqueue_preparation(campaign_id: Any) -> None:
     transaction.on_commit(lambda: prepare_campaign.send(str(campaign_id)))
 
 
-def _begin(campaign: Campaign) -> Campaign:
+def _begin(campaign: Campaign, *, user: Any = None) -> Campaign:
     """draft/scheduled -> preparing; the snapshot's worker is enqueued on commit. Costs the
     same at any audience size: nothing is read from the audience here."""
+    scheduled = campaign.status == Campaign.Status.SCHEDULED
     with transaction.atomic():
         campaign.start()
+        message = "Started at its scheduled time." if scheduled and user is None else "Started."
+        CampaignActivity.record(campaign, "started", f"{message} Preparing the audience.", user=user)
         _enqueue_preparation(campaign.pk)
         broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s started: preparing its audience", campaign.pk)
@@ -954,7 +972,7 @@ def campaign_prepare(
     return outcome
 
 
-def campaign_start(*, campaign: Campaign) -> Campaign:
+def campaign_start(*, campaign: Campaign, user: Any = None) -> Campaign:
     """Start a draft: scheduled when its scheduled_at is in the future, preparing otherwise
     (running once a worker has taken its audience snapshot)."""
     if campaign.status != Campaign.Status.DRAFT:
@@ -968,35 +986,45 @@ def campaign_start(*, campaign: Campaign) -> Campaign:
     if campaign.scheduled_at is not None and campaign.scheduled_at > timezone.now():
         with transaction.atomic():
             campaign.schedule()
+            CampaignActivity.record(
+                campaign,
+                "scheduled",
+                f"Scheduled for {timezone.localtime(campaign.scheduled_at):%Y-%m-%d %H:%M}.",
+                user=user,
+                scheduled_at=campaign.scheduled_at.isoformat(),
+            )
             broadcast_stats_on_commit(campaign.pk)
         log.info("[CAMPAIGN] %s scheduled for %s", campaign.pk, campaign.scheduled_at.isoformat())
         return campaign
-    return _begin(campaign)
+    return _begin(campaign, user=user)
 
 
 def raise_invalid(action: str, campaign: Campaign) -> None:
     raise InvalidTransition(f"Cannot {action} a campaign that is {campaign.get_status_display().lower()}.")
 
 
-def campaign_unschedule(*, campaign: Campaign) -> Campaign:
+def campaign_unschedule(*, campaign: Campaign, user: Any = None) -> Campaign:
     with transaction.atomic():
         campaign.unschedule()
+        CampaignActivity.record(campaign, "edited", "Unscheduled: back to draft.", user=user)
         broadcast_stats_on_commit(campaign.pk)
     return campaign
 
 
-def campaign_pause(*, campaign: Campaign, reason: str = "") -> Campaign:
+def campaign_pause(*, campaign: Campaign, reason: str = "", user: Any = None) -> Campaign:
     """preparing or running -> paused. Senders claim nothing once this commits (their claim
     requires a running campaign); a send already in flight completes and is recorded. An
-    audience snapshot being taken goes on to its end and leaves the campaign paused."""
+    audience snapshot being taken goes on to its end and leaves the campaign paused. USER:
+    the operator who paused it; REASON: why, when it was not an operator."""
     with transaction.atomic():
         campaign.pause(reason)
+        CampaignActivity.record(campaign, "paused", reason or "Paused.", user=user)
         broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s paused", campaign.pk)
     return campaign
 
 
-def campaign_resume(*, campaign: Campaign) -> Campaign:
+def campaign_resume(*, campaign: Campaign, user: Any = None) -> Campaign:
     # Read fresh: the status webhook that paused it may have been followed by another.
     template = MessageTemplate.objects.filter(pk=campaign.template_id).first() if campaign.template_id else None
     if template is not None and not template.is_approved:
@@ -1005,6 +1033,7 @@ def campaign_resume(*, campaign: Campaign) -> Campaign:
         )
     with transaction.atomic():
         campaign.resume()
+        CampaignActivity.record(campaign, "resumed", "Resumed.", user=user)
         if campaign.status == Campaign.Status.RUNNING:
             Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
             _enqueue_senders(campaign.pk)
@@ -1014,34 +1043,100 @@ def campaign_resume(*, campaign: Campaign) -> Campaign:
     return campaign
 
 
-def deliveries_retry_failed(*, campaign: Campaign) -> int:
-    """Send CAMPAIGN's failed deliveries again: they go back to pending (error cleared) and a
-    finished campaign runs again; a paused one sends them when resumed. Returns how many.
-    Deliveries whose outcome is `unknown` are never retried here: they may have been sent."""
+def deliveries_retry_failed(*, campaign: Campaign, user: Any = None, now: datetime | None = None) -> int:
+    """Send CAMPAIGN's failed deliveries that may succeed on a second try
+    (`DeliveryQuerySet.retryable`) again: they go back to pending and a finished campaign
+    runs again; a paused one sends them when resumed. Returns how many.
+
+    Never requeued: `unknown` outcomes (they may have been sent), opted-out or erased
+    contacts, codes that say stop. Each keeps its attempts (the sender counts one more when
+    it claims it) and its history: the failure it had goes to a `retry` DeliveryEvent, in
+    the same statement that moves it, so nothing but the row's current error is cleared."""
+    now = now or timezone.now()
+    _retry_allowed(Campaign.objects.get(pk=campaign.pk))
     with transaction.atomic():
+        # Deliveries first, then the campaign row, as every status change locks them (a
+        # webhook moving one of these deliveries meanwhile cannot deadlock with this).
+        retried = _requeue_failed(campaign, now)
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-        if campaign.status not in (Campaign.Status.RUNNING, Campaign.Status.PAUSED, Campaign.Status.FINISHED):
-            raise InvalidTransition("Only a running, paused or finished campaign can retry its failed deliveries.")
-        retried = Delivery.move_many(
-            campaign_id=campaign.pk,
-            from_status=Delivery.Status.FAILED,
-            to_status=Delivery.Status.PENDING,
-            error_code="",
-            error_message="",
-            failed_at=None,
-            attempts=0,
-        )
-        if retried and campaign.status == Campaign.Status.FINISHED:
+        _retry_allowed(campaign)  # cancelled meanwhile: everything rolls back
+        deltas = Delivery.stat_deltas(Delivery.Status.FAILED, Delivery.Status.PENDING)
+        Campaign.add_to_stats(campaign.pk, deltas, retried)
+        reopened = bool(retried) and campaign.status == Campaign.Status.FINISHED
+        if reopened:
             campaign.reopen()
         if retried and campaign.status == Campaign.Status.RUNNING:
             Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
             _enqueue_senders(campaign.pk)
+        message = f"{retried} failed deliveries queued again"
+        if reopened:
+            message += "; the campaign runs again"
+        CampaignActivity.record(campaign, "retry", message, user=user, requeued=retried)
         broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s: %d failed deliveries queued again", campaign.pk, retried)
     return retried
 
 
-def campaign_cancel(*, campaign: Campaign) -> Campaign:
+def _retry_allowed(campaign: Campaign) -> None:
+    if campaign.status not in (Campaign.Status.RUNNING, Campaign.Status.PAUSED, Campaign.Status.FINISHED):
+        raise InvalidTransition("Only a running, paused or finished campaign can retry its failed deliveries.")
+
+
+def _requeue_failed(campaign: Campaign, now: datetime) -> int:
+    """Move CAMPAIGN's retryable failed deliveries to pending in one statement (the caller
+    counts them), writing each one's failure to its event history. Returns how many moved."""
+    retryable = Delivery.objects.filter(campaign_id=campaign.pk).retryable(now).values("pk")
+    if db.vendor != "postgresql":
+        return _requeue_failed_portable(retryable, now)
+    select_sql, select_params = retryable.query.sql_with_params()
+    delivery, event = Delivery._meta.db_table, DeliveryEvent._meta.db_table
+    # The self-join reads each row as it was before the UPDATE (RETURNING gives the new row
+    # only); `d.status` is checked again on rows that changed meanwhile (read committed).
+    sql = f"""
+        WITH moved AS (
+            UPDATE {delivery} AS d
+            SET status = %s, error_code = '', error_message = '', failed_at = NULL, claimed_at = NULL,
+                updated_at = %s
+            FROM {delivery} AS old
+            WHERE old.id = d.id AND d.status = %s AND d.id IN ({select_sql})
+            RETURNING d.id, d.tenant_id, old.error_code, old.error_message
+        ), history AS (
+            INSERT INTO {event} (tenant_id, delivery_id, status, occurred_at, received_at, event,
+                                 error_code, error_message)
+            SELECT tenant_id, id, %s, %s, %s, 'retry', error_code, error_message FROM moved
+        )
+        SELECT count(*) FROM moved
+    """
+    params = [Delivery.Status.PENDING, now, Delivery.Status.FAILED, *select_params, Delivery.Status.PENDING, now, now]
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _requeue_failed_portable(retryable: Any, now: datetime) -> int:
+    """`_requeue_failed` without data-modifying CTEs (SQLite, the embedded mode: one writer
+    at a time, so the rows read first are the rows moved)."""
+    failures = Delivery.objects.filter(pk__in=retryable).values_list("pk", "tenant_id", "error_code", "error_message")
+    DeliveryEvent.objects.bulk_create(
+        DeliveryEvent(
+            tenant_id=tenant_id,
+            delivery_id=pk,
+            status=Delivery.Status.PENDING,
+            occurred_at=now,
+            received_at=now,
+            event="retry",
+            error_code=code,
+            error_message=message,
+        )
+        for pk, tenant_id, code, message in failures.iterator(chunk_size=2000)
+    )
+    return Delivery.objects.filter(pk__in=retryable, status=Delivery.Status.FAILED).update(
+        status=Delivery.Status.PENDING, error_code="", error_message="", failed_at=None, claimed_at=None, updated_at=now
+    )
+
+
+def campaign_cancel(*, campaign: Campaign, user: Any = None) -> Campaign:
     """Stop for good: unsent (pending) deliveries become cancelled. A send in flight completes;
     an audience snapshot being taken stops, the chunk it is writing rolled back (so no
     delivery it makes stays pending)."""
@@ -1050,10 +1145,306 @@ def campaign_cancel(*, campaign: Campaign) -> Campaign:
         cancelled = Delivery.move_many(
             campaign_id=campaign.pk, from_status=Delivery.Status.PENDING, to_status=Delivery.Status.CANCELLED
         )
+        message = f"Cancelled: {cancelled} unsent deliveries cancelled."
+        CampaignActivity.record(campaign, "cancelled", message, user=user, cancelled=cancelled)
         broadcast_stats_on_commit(campaign.pk)
     log.info("[CAMPAIGN] %s cancelled (%d unsent deliveries cancelled)", campaign.pk, cancelled)
     campaign.refresh_from_db()
     return campaign
+
+
+# --- Operator actions: test send, duplicate, export ------------------------------------------
+
+# A test send waits this long for the connection's rate budget before refusing.
+TEST_SEND_MAX_WAIT = 2.0
+
+
+@dataclass
+class SentTest:
+    phone: str
+    text: str
+    message_id: str
+    connection: Connection
+
+
+def campaign_message_for(*, campaign: Campaign, contact: Contact) -> OutgoingMessage:
+    """The message CAMPAIGN would send CONTACT: its text rendered for the contact as the
+    audience snapshot renders it, with the campaign's media. The one hook the test send asks;
+    for a template campaign, the template with its parameters rendered for the contact."""
+    from campaigns.sending import MediaUrl, template_message
+
+    template = campaign.template
+    if template is not None:
+        if not template.is_approved:
+            raise Conflict(template.blocked_reason(), code="template_not_approved")
+        text, sources = snapshot.template_sources(template, campaign.template_params or {})
+        values = snapshot.render_template_values(
+            sources, name=contact.name, phone=contact.phone, attributes=contact.attributes or {}
+        )
+        return OutgoingMessage(
+            phone=contact.phone,
+            text=render_message(text, contact),
+            template=template_message(template, values, MediaUrl(campaign, header=True).get()),
+        )
+    return OutgoingMessage(
+        phone=contact.phone, text=render_message(campaign.message, contact), media=MediaUrl(campaign).get()
+    )
+
+
+def _test_connection(campaign: Campaign) -> Connection:
+    """The connection a test send goes out on: the campaign's first one."""
+    connection = campaign.connection
+    if not connection.is_active:
+        raise Conflict("The campaign's connection is disabled.", code="connection_inactive")
+    reason = _provider(connection.provider).disabled_reason()
+    if reason:
+        raise Conflict(reason, code="provider_disabled")
+    return connection
+
+
+def _take_rate_budget(connection: Connection) -> None:
+    """One send from CONNECTION's rate budget (shared with its campaigns' senders), waiting a
+    moment at most; raises ServiceError `rate_limited` (429) otherwise."""
+    limiter = ratelimit.limiter()
+    deadline = time.monotonic() + TEST_SEND_MAX_WAIT
+    while True:
+        grant = limiter.acquire(
+            str(connection.pk), limit=connection.rate_per_minute, window=ratelimit.window_seconds(), n=1
+        )
+        if grant.granted:
+            return
+        if time.monotonic() + grant.wait > deadline:
+            raise ServiceError(
+                f"The connection's rate limit is reached; try again in {max(1, round(grant.wait))} s.",
+                code="rate_limited",
+                status=429,
+            )
+        time.sleep(grant.wait)
+
+
+def campaign_test_send(*, campaign: Campaign, phone: str, contact_id: int | None = None, user: Any = None) -> SentTest:
+    """Send CAMPAIGN's message now to PHONE, rendered for contact CONTACT_ID (of the
+    campaign's tenant), or for the tenant's contact with that phone, or for a sample contact
+    with only that phone. Through the campaign's first connection, within its rate limit; no
+    delivery is made and no counter changes. Recorded in the activity log, failures too.
+    Raises InvalidTransition for a cancelled or finished campaign, ServiceError
+    `provider_error` (502) when the provider refuses it."""
+    if campaign.status in (Campaign.Status.CANCELLED, Campaign.Status.FINISHED):
+        raise_invalid("send a test of", campaign)
+    try:
+        e164 = normalize_phone(phone)
+    except ValueError as exc:
+        raise ServiceError(f"{exc}: {phone!r}", code="invalid_phone", status=422) from None
+    contacts = Contact.objects.for_tenant(campaign.tenant)
+    if contact_id is not None:
+        contact = contacts.filter(pk=contact_id).first()
+        if contact is None:
+            raise ServiceError("No such contact.", code="invalid_contact", status=422)
+    else:
+        contact = contacts.filter(phone=e164).first() or Contact(tenant=campaign.tenant, phone=e164, name="")
+    connection = _test_connection(campaign)
+    message = campaign_message_for(campaign=campaign, contact=contact)
+    message = OutgoingMessage(phone=e164, text=message.text, media=message.media, template=message.template)
+    _take_rate_budget(connection)
+    try:
+        result = provider_for(connection).send(message)
+    except ProviderError as error:
+        CampaignActivity.record(
+            campaign,
+            "test_send",
+            f"Test send to {e164} failed: {error}"[:2000],
+            user=user,
+            phone=e164,
+            connection=str(connection.pk),
+            error_code=error.code,
+            ok=False,
+        )
+        log.info("[CAMPAIGN] %s: test send refused (%s %s)", campaign.pk, error.kind, error.code)
+        raise ServiceError(
+            f"The provider refused the test message: {error}", code="provider_error", status=502
+        ) from None
+    CampaignActivity.record(
+        campaign,
+        "test_send",
+        f"Test message sent to {e164} through {connection.name}.",
+        user=user,
+        phone=e164,
+        connection=str(connection.pk),
+        message_id=result.message_id,
+        contact=contact.pk,
+        ok=True,
+    )
+    log.info("[CAMPAIGN] %s: test message sent through connection %s", campaign.pk, connection.pk)
+    return SentTest(phone=e164, text=message.text, message_id=result.message_id, connection=connection)
+
+
+# Campaign fields a duplicate does not copy: its lifecycle, counters, snapshot and times.
+DUPLICATE_SKIPS = frozenset(
+    {
+        "id",
+        "status",
+        "pause_reason",
+        "consecutive_errors",
+        "scheduled_at",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+        "dispatch_seen_at",
+        "prepared_at",
+        "audience_count",
+        "prepare_cursor",
+        "prepare_owner",
+    }
+)
+
+
+def campaign_duplicate(*, campaign: Campaign, user: Any = None) -> Campaign:
+    """A new draft with CAMPAIGN's settings and audience rules: every concrete editable field
+    (fields added later are copied too) and many-to-many relations, without its status,
+    stats, schedule, snapshot or times; named "… (copy)". Recorded on both campaigns."""
+    copy = Campaign(status=Campaign.Status.DRAFT, created_by=_user(user))
+    for field in Campaign._meta.concrete_fields:
+        if field.primary_key or field.name in DUPLICATE_SKIPS or field.name.startswith("stat_"):
+            continue
+        if not field.editable and field.name != "tenant":
+            continue
+        setattr(copy, field.attname, getattr(campaign, field.attname))
+    max_length = Campaign._meta.get_field("name").max_length or 200
+    suffix = " (copy)"
+    copy.name = campaign.name[: max_length - len(suffix)] + suffix
+    with transaction.atomic():
+        copy.save(force_insert=True)
+        for m2m in Campaign._meta.many_to_many:
+            through: Any = m2m.remote_field.through
+            if through._meta.auto_created:
+                getattr(copy, m2m.name).set(getattr(campaign, m2m.name).all())
+                continue
+            # An explicit through model: copy its rows, pointing at the duplicate.
+            source = m2m.m2m_field_name()  # type: ignore[attr-defined]
+            rows = []
+            for row in through.objects.filter(**{source: campaign}):
+                row.pk = None
+                row._state.adding = True
+                setattr(row, source, copy)
+                rows.append(row)
+            through.objects.bulk_create(rows)
+        CampaignActivity.record(
+            copy, "duplicated", f"Duplicated from {campaign.name}.", user=user, source=str(campaign.pk)
+        )
+        CampaignActivity.record(campaign, "duplicated", f"Duplicated as {copy.name}.", user=user, copy=str(copy.pk))
+    log.info("[CAMPAIGN] %s duplicated as %s", campaign.pk, copy.pk)
+    return copy
+
+
+EXPORT_COLUMNS = [
+    "phone",
+    "contact_name",
+    "status",
+    "connection",
+    "variant",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "failed_at",
+    "replied_at",
+    "error_code",
+    "error",
+]
+EXPORT_CHUNK_ROWS = 2000
+EXPORT_SEPARATORS = (",", ";")
+# Cells a spreadsheet would read as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def export_separator(value: str) -> str:
+    """VALUE when it is a separator the export takes (`,`, or `;` for locales whose decimal
+    comma makes spreadsheets expect it); raises ServiceError `invalid_sep` otherwise."""
+    if value not in EXPORT_SEPARATORS:
+        raise ServiceError(
+            "sep must be , or ; (a semicolon for a Brazilian spreadsheet).", code="invalid_sep", status=422
+        )
+    return value
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _when(value: datetime | None) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def deliveries_csv_chunk(campaign: Campaign, *, after: int, size: int = EXPORT_CHUNK_ROWS) -> list[tuple[Any, ...]]:
+    """Up to SIZE of CAMPAIGN's deliveries with ids above AFTER, in id order, as tuples
+    (id first, then the export's columns' values)."""
+    rows = (
+        Delivery.objects.filter(tenant_id=campaign.tenant_id, campaign_id=campaign.pk, pk__gt=after)
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "phone",
+            "contact__name",
+            "status",
+            "connection__name",
+            "variant",
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "failed_at",
+            "replied_at",
+            "error_code",
+            "error_message",
+        )
+    )
+    return list(rows[:size])
+
+
+async def campaign_deliveries_csv(*, campaign: Campaign, sep: str = ",") -> AsyncIterator[str]:
+    """Every delivery of CAMPAIGN as CSV (EXPORT_COLUMNS, SEP between cells), with a UTF-8
+    byte order mark so that Excel reads the accents, read in keyset-paginated chunks as the
+    response goes out: memory stays bounded whatever the campaign's size. Asynchronous:
+    under ASGI Django reads a synchronous iterator whole before sending anything."""
+    sep = export_separator(sep)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=sep)
+    writer.writerow(EXPORT_COLUMNS)
+    yield "\ufeff" + out.getvalue()
+    # Deliveries made before rotation recorded their connection went out on the campaign's.
+    fallback = await sync_to_async(lambda: campaign.connection.name)()
+    fetch = sync_to_async(deliveries_csv_chunk)
+    after = 0
+    while rows := await fetch(campaign, after=after):
+        out.seek(0)
+        out.truncate()
+        for _pk, phone, name, status, conn, variant, sent, delivered, read, failed, replied, code, error in rows:
+            went_out = sent is not None or failed is not None
+            writer.writerow(
+                [
+                    phone,
+                    _cell(name or ""),
+                    status,
+                    _cell(conn or (fallback if went_out else "")),
+                    "" if variant is None else variant,
+                    _when(sent),
+                    _when(delivered),
+                    _when(read),
+                    _when(failed),
+                    _when(replied),
+                    _cell(code),
+                    _cell(error),
+                ]
+            )
+        after = rows[-1][0]
+        del rows
+        yield out.getvalue()
+
+
+def campaign_export_filename(campaign: Campaign) -> str:
+    """The export's download name (ASCII: it goes in a header)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", campaign.name).strip("-").lower()[:50] or "campaign"
+    return f"{slug}-{str(campaign.pk)[:8]}-deliveries.csv"
 
 
 def campaign_finish_if_done(*, campaign_id: Any) -> bool:

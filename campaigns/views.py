@@ -22,9 +22,17 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from campaigns import conversations, reports, services
-from campaigns.forms import CampaignForm, ConsentActionForm, ConsentSettingsForm, ContactImportForm, parse_tags
+from campaigns.forms import (
+    CampaignForm,
+    ConsentActionForm,
+    ConsentSettingsForm,
+    ContactImportForm,
+    TestSendForm,
+    parse_tags,
+)
 from campaigns.models import (
     Campaign,
+    CampaignActivity,
     Connection,
     ConsentEvent,
     ConsentSettings,
@@ -148,6 +156,7 @@ def _detail_page(request: TenantHttpRequest, campaign: Campaign, deliveries: dic
         "cost": reports.cost(campaign, billable),
         **campaign_context(campaign),
         **deliveries,
+        "test_form": TestSendForm(),
     }
     return render(request, "campaigns/detail.html", context)
 
@@ -218,6 +227,79 @@ def funnel(campaign: Campaign) -> list[dict[str, Any]]:
     return [{"key": k, "label": label, "value": stats[k], "percent": 100.0 * stats[k] / total} for k, label in steps]
 
 
+ACTIVITY_PER_PAGE = 20
+RETRY_STATUSES = (Campaign.Status.RUNNING, Campaign.Status.PAUSED, Campaign.Status.FINISHED)
+TEST_SEND_STATUSES = tuple(s for s in Campaign.Status if s not in (Campaign.Status.CANCELLED, Campaign.Status.FINISHED))
+
+
+@require_GET
+@login_required
+@tenant_required
+def campaign_activity(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    """The campaign's activity log, newest first, a page at a time (the campaign page's
+    panel loads it; a plain request gets it as a page of its own)."""
+    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
+    lines = CampaignActivity.objects.filter(tenant=request.tenant, campaign=campaign).select_related("user")
+    context = {"nav": "campaigns", "campaign": campaign, "activity": _page(request, lines, ACTIVITY_PER_PAGE)}
+    return render_htmx(request, "campaigns/activity.html", "#activity", context)
+
+
+@require_POST
+@login_required
+@tenant_required
+def campaign_retry(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    """Failed deliveries that may succeed go back to pending (the API's and the admin's service)."""
+    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
+    notice = ""
+    try:
+        n = services.deliveries_retry_failed(campaign=campaign, user=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        notice = str(_("%(n)d failed deliveries queued again.") % {"n": n})
+        if not request.htmx:
+            messages.success(request, notice)
+    if request.htmx:
+        campaign.refresh_from_db()
+        return render(request, "campaigns/detail.html#actions", {**campaign_context(campaign), "notice": notice})
+    return redirect("campaigns:detail", campaign_id=campaign.id)
+
+
+@require_POST
+@login_required
+@tenant_required
+def campaign_duplicate(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    """A new draft with the same settings; the answer is its page."""
+    campaign = get_for_tenant(Campaign, request.tenant, pk=campaign_id)
+    copy = services.campaign_duplicate(campaign=campaign, user=request.user)
+    messages.success(request, _("Campaign duplicated: this is the new draft."))
+    return redirect("campaigns:detail", campaign_id=copy.id)
+
+
+@require_POST
+@login_required
+@tenant_required
+def campaign_test_send(request: TenantHttpRequest, campaign_id: UUID) -> HttpResponse:
+    """Send the campaign's message now to the phone in the form (nothing counted)."""
+    campaign = get_for_tenant(Campaign.objects.select_related("connection"), request.tenant, pk=campaign_id)
+    form = TestSendForm(request.POST)
+    result = None
+    if form.is_valid():
+        try:
+            result = services.campaign_test_send(campaign=campaign, phone=form.cleaned_data["phone"], user=request.user)
+        except ServiceError as exc:
+            form.add_error("phone", exc.message)
+    if request.htmx:
+        return render(
+            request, "campaigns/detail.html#test_send", {"campaign": campaign, "test_form": form, "test_result": result}
+        )
+    if result is not None:
+        messages.success(request, _("Test message sent to %(phone)s.") % {"phone": result.phone})
+    else:
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
+    return redirect("campaigns:detail", campaign_id=campaign.id)
+
+
 def campaign_actions(campaign: Campaign) -> list[tuple[str, str, str]]:
     """(action, button label, confirmation question) for each transition open to CAMPAIGN."""
     labels = {
@@ -237,7 +319,13 @@ def campaign_actions(campaign: Campaign) -> list[tuple[str, str, str]]:
 
 
 def campaign_context(campaign: Campaign) -> dict[str, Any]:
-    return {"campaign": campaign, "funnel": funnel(campaign), "campaign_actions": campaign_actions(campaign)}
+    return {
+        "campaign": campaign,
+        "funnel": funnel(campaign),
+        "campaign_actions": campaign_actions(campaign),
+        "can_retry": campaign.status in RETRY_STATUSES and campaign.stat_failed > 0,
+        "can_test": campaign.status in TEST_SEND_STATUSES,
+    }
 
 
 @require_GET
@@ -265,7 +353,7 @@ def campaign_action(request: TenantHttpRequest, campaign_id: UUID, action: str) 
     if action not in ACTIONS:
         raise Http404
     try:
-        campaign = getattr(services, ACTIONS[action])(campaign=campaign)
+        campaign = getattr(services, ACTIONS[action])(campaign=campaign, user=request.user)
     except ServiceError as exc:
         messages.error(request, exc.message)
     if request.htmx:
@@ -714,3 +802,12 @@ def consent_settings(request: TenantHttpRequest) -> HttpResponse:
             field.disabled = True
     context = {"nav": "contacts", "form": form, "can_edit": can_edit, "settings": current}
     return render(request, "campaigns/consent_settings.html", context)
+
+
+def deliveries_csv_download(campaign: Campaign, *, sep: str = ",") -> StreamingHttpResponse:
+    """CAMPAIGN's deliveries streamed as a CSV attachment (the page's button and the API)."""
+    response = StreamingHttpResponse(
+        services.campaign_deliveries_csv(campaign=campaign, sep=sep), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{services.campaign_export_filename(campaign)}"'
+    return response

@@ -65,6 +65,8 @@ STATUSES = {
 STATUS_EVENTS = {"messages.update", "send.message"}
 
 JWT_LEEWAY_SECONDS = 30
+# How a send to a number that is not on WhatsApp is described (Delivery.NOT_ON_WHATSAPP_TEXT).
+NOT_ON_WHATSAPP = "number is not on WhatsApp"
 
 
 def normalize_event(name: str) -> str:
@@ -203,7 +205,10 @@ class EvolutionProvider(Provider):
             if not message_id:
                 raise ProviderError("ambiguous", "accepted without a message id", code="no_id")
             return SendResult(message_id=str(message_id), status_code=response.status_code)
-        raise classify(response, str(response.status_code), self._error_message(data, response))
+        text = self._error_message(data, response)
+        # Stable, so that a retry of failed deliveries can leave unknown numbers out.
+        code = "not_on_whatsapp" if text.startswith(NOT_ON_WHATSAPP) else str(response.status_code)
+        raise classify(response, code, text)
 
     @staticmethod
     def _error_message(data: Any, response: httpx.Response) -> str:
@@ -213,7 +218,7 @@ class EvolutionProvider(Provider):
             return f"HTTP {response.status_code}"
         detail = (data.get("response") or {}).get("message") if isinstance(data.get("response"), dict) else None
         if isinstance(detail, list) and detail and isinstance(detail[0], dict) and detail[0].get("exists") is False:
-            return f"number is not on WhatsApp ({detail[0].get('number', '')})"
+            return f"{NOT_ON_WHATSAPP} ({detail[0].get('number', '')})"
         if isinstance(detail, list) and len(detail) == 1:
             detail = detail[0]
         reason = str(data.get("error") or f"HTTP {response.status_code}")

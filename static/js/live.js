@@ -41,6 +41,8 @@
             // Actions depend on the status: refresh the fragment that holds them.
             var actions = root.querySelector("[data-live-refresh][data-actions]");
             if (actions && window.htmx) refresh(actions);
+            // A status change is a line of the campaign's activity log: show it.
+            document.querySelectorAll('[data-activity-campaign="' + frame.campaign_id + '"]').forEach(throttledRefresh);
           }
         });
       }

@@ -94,7 +94,7 @@ def test_a_400_from_evolution_is_permanent_and_explains_an_unknown_number(sim: P
     sim.fail_next(400)
     with pytest.raises(ProviderError) as err:
         evolution(sim).send(OutgoingMessage(phone="+5511999990000", text="hi"))
-    assert err.value.kind == "permanent" and err.value.code == "400"
+    assert err.value.kind == "permanent" and err.value.code == "not_on_whatsapp"
     assert err.value.message == "number is not on WhatsApp (5511999990000)"
 
 

@@ -233,6 +233,30 @@ def test_a_positional_template_goes_out_with_header_body_and_button_parameters(
     assert by_number["5511988880003"]["text"] == "Hi Caio, your order 4.5 ships today."
 
 
+def test_a_test_send_of_a_template_campaign_sends_the_template_rendered_for_the_contact(
+    sim: ProviderSimulator,
+    acme: Any,
+    api_alice: ApiClient,
+    waba_cloud: Connection,
+    synced: dict[str, MessageTemplate],
+    make_campaign: Any,
+) -> None:
+    ana = Contact.objects.create(tenant=acme, phone="+5511988880001", name="Ana", attributes={"order": "A-17"})
+    campaign = make_campaign(waba_cloud, message="", template=synced["order_update"], template_params=ORDER_PARAMS)
+
+    response = api_alice.post_json(f"/api/campaigns/{campaign.id}/test/", {"phone": ana.phone, "contact_id": ana.pk})
+
+    assert response.status_code == 200, response.content
+    assert len(sim.sends) == 1 and sim.sends[0]["text"] == "Hi Ana, your order A-17 ships today."
+    assert sim.sends[0]["template"]["name"] == "order_update"
+    assert sim.sends[0]["template"]["components"][1]["parameters"][0] == {"type": "text", "text": "Ana"}
+    assert not Delivery.objects.filter(campaign=campaign).exists()
+    MessageTemplate.objects.filter(pk=synced["order_update"].pk).update(status="PAUSED")
+    refused = api_alice.post_json(f"/api/campaigns/{campaign.id}/test/", {"phone": ana.phone})
+    assert refused.status_code == 409 and refused.json()["code"] == "template_not_approved"
+    assert len(sim.sends) == 1
+
+
 def test_a_named_template_with_an_image_header_goes_out_with_parameter_names(
     sim: ProviderSimulator, acme: Any, waba_cloud: Connection, synced: dict[str, MessageTemplate], make_campaign: Any
 ) -> None:

@@ -72,8 +72,10 @@ def test_retry_failed_deliveries_reopens_a_finished_campaign(
     monkeypatch.setattr(services, "_enqueue_senders", started.append)
     campaign = make_campaign(acme, deliveries=3, status="finished")
     ids = list(Delivery.objects.filter(campaign=campaign).values_list("id", flat=True))
-    Delivery.move(ids[0], from_status="pending", to_status="failed", error_code="131026", error_message="x")
+    Delivery.move(ids[0], from_status="pending", to_status="failed", error_code="500", error_message="x")
     Delivery.move(ids[1], from_status="pending", to_status="unknown")
+    # Undeliverable (Cloud 131026): sending it again fails the same way.
+    Delivery.move(ids[2], from_status="pending", to_status="failed", error_code="131026", error_message="x")
     response = admin_client.post(
         "/admin/campaigns/campaign/", {"action": "retry_failed", "_selected_action": [campaign.pk]}, follow=True
     )
@@ -83,7 +85,8 @@ def test_retry_failed_deliveries_reopens_a_finished_campaign(
     retried = Delivery.objects.get(pk=ids[0])
     assert (retried.status, retried.error_code) == ("pending", "")
     assert Delivery.objects.get(pk=ids[1]).status == "unknown"  # may have been sent: never retried
-    assert (campaign.stat_failed, campaign.stat_pending, campaign.stat_unknown) == (0, 2, 1)
+    assert Delivery.objects.get(pk=ids[2]).status == "failed"
+    assert (campaign.stat_failed, campaign.stat_pending, campaign.stat_unknown) == (1, 1, 1)
     assert started == [campaign.pk]
 
 

@@ -33,6 +33,7 @@ from django.utils import timezone
 from campaigns import services
 from campaigns.models import (
     Campaign,
+    CampaignActivity,
     Connection,
     ConsentEvent,
     ConsentSettings,
@@ -45,6 +46,7 @@ from campaigns.models import (
     MessageTemplate,
     WebhookEvent,
 )
+from campaigns.providers import OutgoingMessage, SendResult
 from media.models import Asset
 from sense.api import api
 from sense.models import Membership, Tenant
@@ -163,6 +165,11 @@ class World:
             Campaign.objects.filter(pk=self.campaign.pk).update(status=status, scheduled_at=scheduled_at)
 
 
+class _AcceptingProvider:
+    def send(self, message: OutgoingMessage) -> SendResult:
+        return SendResult(message_id="wamid.test", status_code=200)
+
+
 @pytest.fixture
 def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, monkeypatch: Any, request: Any) -> World:
     monkeypatch.setattr(services, "_enqueue_senders", lambda campaign_id: None)
@@ -189,6 +196,17 @@ def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, m
         language="en_US",
         status="APPROVED",
         components=[{"type": "BODY", "text": "Oi {{1}}"}],
+    )
+    # The Evolution connections point at a closed port; a test send (the one provider call
+    # made in a request besides the template sync, which talks to the simulator) reaches a
+    # provider that accepts it.
+    real_provider_for = services.provider_for
+    monkeypatch.setattr(
+        services,
+        "provider_for",
+        lambda connection: (
+            real_provider_for(connection) if connection.provider == Connection.Provider.CLOUD else _AcceptingProvider()
+        ),
     )
     initech = Tenant.objects.create(slug="initech", name="Initech")
     Membership.objects.create(user=alice, tenant=initech, role=Membership.Role.OPERATOR)
@@ -292,6 +310,7 @@ def world(acme: Tenant, globex: Tenant, alice: User, bob: User, charlie: User, m
 
 TENANT_MODELS = (
     Campaign,
+    CampaignActivity,
     Connection,
     Contact,
     ContactImport,

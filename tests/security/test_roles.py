@@ -130,6 +130,12 @@ OPERATIONS = [
     Op(Req("post", "/api/campaigns/{campaign}/unschedule/", API, setup="scheduled"), MEMBER),
     Op(Req("get", "/api/campaigns/{campaign}/deliveries/", API), MEMBER),
     Op(Req("get", "/api/campaigns/{campaign}/deliveries/{delivery}/", API), MEMBER),
+    # Operator actions: operator work, like the lifecycle
+    Op(Req("post", "/api/campaigns/{campaign}/retry/", API, setup="finished"), MEMBER),
+    Op(Req("post", "/api/campaigns/{campaign}/test/", API, {"phone": "+5511977776666"}), MEMBER),
+    Op(Req("post", "/api/campaigns/{campaign}/duplicate/", API), MEMBER),
+    Op(Req("get", "/api/campaigns/{campaign}/activity/", API), MEMBER),
+    Op(Req("get", "/api/campaigns/{campaign}/deliveries.csv", API), MEMBER),
     Op(Req("get", "/api/deliveries/{delivery}/events/", API), MEMBER),
     Op(Req("get", "/campaigns/", PAGE), MEMBER),
     Op(Req("get", "/campaigns/new/", PAGE), MEMBER),  # its connection choices show names only
@@ -141,6 +147,10 @@ OPERATIONS = [
     Op(Req("post", "/campaigns/{campaign}/pause/", PAGE, setup="running"), MEMBER),
     Op(Req("post", "/campaigns/{campaign}/resume/", PAGE, setup="paused"), MEMBER),
     Op(Req("post", "/campaigns/{campaign}/cancel/", PAGE, setup="running"), MEMBER),
+    Op(Req("get", "/campaigns/{campaign}/activity/", PAGE), MEMBER),
+    Op(Req("post", "/campaigns/{campaign}/retry/", PAGE, setup="finished"), MEMBER),
+    Op(Req("post", "/campaigns/{campaign}/duplicate/", PAGE), MEMBER),
+    Op(Req("post", "/campaigns/{campaign}/test/", PAGE, {"phone": "+5511977776666"}), MEMBER),
     Op(Req("get", "/deliveries/{delivery}/", PAGE), MEMBER),
     # Media
     Op(Req("get", "/api/media/", API), MEMBER),

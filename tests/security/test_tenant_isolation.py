@@ -51,6 +51,13 @@ OBJECT_URLS = [
     Req("post", "/campaigns/{campaign}/pause/", PAGE, headers=HX, setup="running"),
     Req("post", "/campaigns/{campaign}/resume/", PAGE, setup="paused"),
     Req("post", "/campaigns/{campaign}/cancel/", PAGE, setup="running"),
+    Req("get", "/campaigns/{campaign}/activity/", PAGE),
+    Req("get", "/campaigns/{campaign}/activity/", PAGE, headers=HX),
+    Req("post", "/campaigns/{campaign}/retry/", PAGE, setup="finished"),
+    Req("post", "/campaigns/{campaign}/retry/", PAGE, headers=HX, setup="finished"),
+    Req("post", "/campaigns/{campaign}/duplicate/", PAGE),
+    Req("post", "/campaigns/{campaign}/test/", PAGE, {"phone": "+5511977776666"}),
+    Req("post", "/campaigns/{campaign}/test/", PAGE, {"phone": "+5511977776666"}, headers=HX),
     Req("get", "/deliveries/{delivery}/", PAGE),  # the delivery log, as a page
     Req("get", "/deliveries/{delivery}/", PAGE, headers=HX),  # and as the modal
     Req("get", "/media/{asset}/card/", PAGE, headers=HX),
@@ -81,6 +88,12 @@ OBJECT_URLS = [
     Req("post", "/api/campaigns/{campaign}/unschedule/", API, setup="scheduled"),
     Req("get", "/api/campaigns/{campaign}/deliveries/", API),
     Req("get", "/api/campaigns/{campaign}/deliveries/{delivery}/", API),
+    Req("post", "/api/campaigns/{campaign}/retry/", API, setup="finished"),
+    Req("post", "/api/campaigns/{campaign}/test/", API, {"phone": "+5511977776666"}),
+    Req("post", "/api/campaigns/{campaign}/duplicate/", API),
+    Req("get", "/api/campaigns/{campaign}/activity/", API),
+    Req("get", "/api/campaigns/{campaign}/deliveries.csv", API),
+    Req("get", "/api/campaigns/{campaign}/deliveries.csv?sep=;", API),
     Req("get", "/api/deliveries/{delivery}/events/", API),
     Req("get", "/api/connections/{connection}/", API),
     Req("patch", "/api/connections/{connection}/", API, {"name": "Hijacked", "is_active": False}),
@@ -134,6 +147,16 @@ REFERENCES = [
     Ref(Req("post", "/campaigns/new/", PAGE, {**OWN_FORM, "template": "{template}"}), 200),
     Ref(Req("get", "/api/inbound/?campaign_id={campaign}", API), 404, "not_found"),
     Ref(Req("get", "/api/inbound/?contact_id={contact}", API), 404, "not_found"),
+    Ref(
+        Req(
+            "post",
+            "/api/campaigns/{globex_campaign}/test/",
+            API,
+            {"phone": "+5511977776666", "contact_id": "{contact}"},
+        ),
+        422,
+        "invalid_contact",
+    ),
     # The form's choices are the tenant's own: another tenant's id is a form error, not a campaign.
     Ref(Req("post", "/campaigns/new/", PAGE, {**DRAFT, "connection": "{connection}"}), 200),
     Ref(Req("post", "/campaigns/new/", PAGE, {**OWN_FORM, "asset": "{asset}"}), 200),
