@@ -389,7 +389,8 @@ class Campaign(TenantOwned):
     def __str__(self) -> str:
         return self.name
 
-    STAT_NAMES = ("total", "pending", "sent", "delivered", "read", "failed", "cancelled", "unknown")
+    # `replied` counts deliveries with a reply (`Delivery.replied_at`), whatever their status.
+    STAT_NAMES = ("total", "pending", "sent", "delivered", "read", "failed", "cancelled", "unknown", "replied")
 
     @property
     def stats(self) -> dict[str, int]:

@@ -956,11 +956,14 @@ def campaigns_kick_stalled_preparations() -> list[UUID]:
 # --- Recounting stats -------------------------------------------------------------------------
 
 # Which deliveries each counter counts, read off Delivery.COUNTERS (what the live deltas
-# use), so the recount cannot hold a second, drifting copy of the rule it checks.
+# use), so the recount cannot hold a second, drifting copy of the rule it checks; replies
+# are counted by `replied_at` (set once, by `campaigns.inbound`).
 STAT_FILTERS: dict[str, Q | None] = {
     name: None if name == "total" else Q(status__in=[s for s, names in Delivery.COUNTERS.items() if name in names])
     for name in Campaign.STAT_NAMES
+    if name != "replied"
 }
+STAT_FILTERS["replied"] = Q(replied_at__isnull=False)
 
 
 @dataclass
