@@ -30,6 +30,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from campaigns import inbound
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, PendingStatus, WebhookEvent
 from campaigns.providers import StatusUpdate, provider_class
@@ -44,7 +45,7 @@ TRACKED_FIELDS = (
     "provider_message_id",
     *STAGE_FIELDS[Delivery.Status.READ],
 )
-TRACKED_FIELDS += ("failed_at", "error_code", "error_message")
+TRACKED_FIELDS += ("failed_at", "error_code", "error_message", "replied_at", "contact_id")
 
 
 def _by_tenant(keys: Iterable[tuple[UUID, str]]) -> dict[UUID, set[str]]:
@@ -209,21 +210,44 @@ def _claim(events: QuerySet[WebhookEvent]) -> int:
 
 def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
     """Apply EVENTS, claimed by the caller in its transaction: every delivery they name
-    locked in one statement, every change written once at the end."""
-    parsed = [
-        (event, provider_class(event.provider).parse_webhook(event.body, event.event_type).statuses) for event in events
-    ]
-    writes = Writes(lock_deliveries((event.tenant_id, u.message_id) for event, updates in parsed for u in updates))
-    for event, updates in parsed:
+    (by a status, or answered by an inbound message) locked in one statement, every change
+    written once at the end; then the inbound messages (`campaigns.inbound`) and consent
+    changes they carry."""
+    parsed = [(event, provider_class(event.provider).parse_webhook(event.body, event.event_type)) for event in events]
+    replies = inbound.plan([(event, m) for event, p in parsed for m in p.messages])
+    keys = [(event.tenant_id, u.message_id) for event, p in parsed for u in p.statuses]
+    writes = Writes(lock_deliveries([*keys, *replies.delivery_keys]))
+    for event, p in parsed:
         apply_updates(
             event.tenant_id,
             event.connection_id,
-            updates,
+            p.statuses,
             received_at=event.received_at,
             webhook_event_id=event.pk,
             writes=writes,
         )
+    stopped = _stopped_by_provider(writes)
     writes.flush()
+    inbound.apply(replies, writes.locked)
+    for event, p in parsed:
+        if p.consents:
+            inbound.apply_consents(event.tenant_id, p.consents)
+    for tenant_id, contact_ids in stopped.items():
+        inbound.opt_out_contacts(tenant_id, contact_ids, reason="A send failed with 131050: marketing stopped.")
+
+
+# Meta's "the user has stopped marketing messages from your business" (error-codes page):
+# as good as the user_preferences webhook for that person.
+STOPPED_CODE = "131050"
+
+
+def _stopped_by_provider(writes: Writes) -> dict[UUID, set[int]]:
+    """Contacts of deliveries this batch fails with STOPPED_CODE, by tenant."""
+    stopped: dict[UUID, set[int]] = {}
+    for delivery, _, fields in writes.moves.values():
+        if fields.get("error_code") == STOPPED_CODE and delivery.contact_id:
+            stopped.setdefault(delivery.tenant_id, set()).add(delivery.contact_id)
+    return stopped
 
 
 def process_event(event_id: int) -> Outcome:

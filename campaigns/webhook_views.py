@@ -6,9 +6,9 @@ in the path plus a signature or JWT). The event row is committed before the answ
 or in the sweeper if the broker was unreachable.
 
 Answers: 200 stored (also for events that carry no status, inbound message or consent
-change: stored as ignored, so the provider does not retry them for days); 400 not JSON or not the provider's shape; 401/403
-failed verification (nothing stored, counted in WebhookRejection); 404 unknown token;
-413 body over WEBHOOK_MAX_BODY_BYTES.
+change: stored as ignored, so the provider does not retry them for days); 400 not JSON or
+not the provider's shape; 401/403 failed verification (nothing stored, counted in
+WebhookRejection); 404 unknown token; 413 body over WEBHOOK_MAX_BODY_BYTES.
 """
 
 from __future__ import annotations

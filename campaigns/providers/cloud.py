@@ -139,7 +139,7 @@ def _text(kind: str, message: dict[str, Any]) -> str:
         place = " ".join(str(part.get(k) or "") for k in ("name", "address")).strip()
         return place or f"{part.get('latitude', '')},{part.get('longitude', '')}"
     if kind == "contacts":
-        people = message.get("contacts") if isinstance(message.get("contacts"), list) else []
+        people = message["contacts"] if isinstance(message.get("contacts"), list) else []
         names = [str((p.get("name") or {}).get("formatted_name") or "") for p in people if isinstance(p, dict)]
         return ", ".join(n for n in names if n)
     return ""
@@ -190,7 +190,7 @@ def _profiles(value: dict[str, Any]) -> dict[str, tuple[str, str]]:
     for contact in contacts if isinstance(contacts, list) else []:
         if not isinstance(contact, dict):
             continue
-        profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
+        profile = _part(contact, "profile")
         entry = (str(profile.get("name") or ""), str(contact.get("user_id") or ""))
         for key in (contact.get("wa_id"), contact.get("user_id")):
             if isinstance(key, str) and key:

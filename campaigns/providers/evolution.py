@@ -188,6 +188,11 @@ def _unwrap(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
+def _obj(holder: dict[str, Any], name: str) -> dict[str, Any]:
+    value = holder.get(name)
+    return value if isinstance(value, dict) else {}
+
+
 def _text(kind: str, part: Any) -> str:
     """The text a person reads in PART (a Baileys message part of type KIND)."""
     if isinstance(part, str):
@@ -199,10 +204,10 @@ def _text(kind: str, part: Any) -> str:
     if kind == "templateButtonReplyMessage":
         return str(part.get("selectedDisplayText") or part.get("selectedId") or "")
     if kind == "listResponseMessage":
-        reply = part.get("singleSelectReply") if isinstance(part.get("singleSelectReply"), dict) else {}
+        reply = _obj(part, "singleSelectReply")
         return str(part.get("title") or reply.get("selectedRowId") or "")
     if kind == "interactiveResponseMessage":
-        body = part.get("body") if isinstance(part.get("body"), dict) else {}
+        body = _obj(part, "body")
         return str(body.get("text") or "")
     if kind == "reactionMessage":
         return str(part.get("text") or "")
