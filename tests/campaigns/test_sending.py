@@ -44,6 +44,7 @@ def test_it_sends_every_delivery_once_and_records_the_provider_ids(
         "failed": 0,
         "cancelled": 0,
         "unknown": 0,
+        "replied": 0,
     }
     assert campaign.finished_at is not None
 
