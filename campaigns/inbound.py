@@ -373,7 +373,7 @@ def consent_confirmation_send(*, consent_event_id: int) -> ConfirmationOutcome:
         .filter(pk=consent_event_id)
         .first()
     )
-    if event is None or event.inbound is None:
+    if event is None or event.inbound is None or event.confirmation != ConsentEvent.Confirmation.QUEUED:
         return ConfirmationOutcome("skipped")
     connection: Connection = event.inbound.connection
     tenant_settings = ConsentSettings.for_tenant(event.tenant)
