@@ -97,9 +97,12 @@ def plan(items: Sequence[tuple[WebhookEvent, InboundUpdate]]) -> Plan:
             fresh[key] = Planned(event, update, update.occurred_at or event.received_at)
     if not fresh:
         return Plan()
-    where = Q()
+    by_connection: dict[UUID, list[str]] = {}
     for connection_id, message_id in fresh:
-        where |= Q(connection_id=connection_id, provider_message_id=message_id)
+        by_connection.setdefault(connection_id, []).append(message_id)
+    where = Q()
+    for connection_id, message_ids in by_connection.items():
+        where |= Q(connection_id=connection_id, provider_message_id__in=message_ids)
     for key in InboundMessage.objects.filter(where).values_list("connection_id", "provider_message_id"):
         fresh.pop(key, None)
     result = Plan(list(fresh.values()))
@@ -273,7 +276,9 @@ def _keywords(created: list[InboundMessage]) -> None:
     from campaigns.services import contact_consent_change
 
     settings_by_tenant: dict[UUID, ConsentSettings] = {}
-    for message in created:
+    # Contacts in id order (each one's messages in time order): two batches locking the
+    # same contacts lock them in the same order.
+    for message in sorted(created, key=lambda m: (m.contact_id or 0, m.received_at, m.pk)):
         if message.contact_id is None or not message.text or len(message.text) > 64:
             continue
         tenant_settings = settings_by_tenant.get(message.tenant_id)
