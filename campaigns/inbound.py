@@ -16,7 +16,8 @@ transaction:
    per batch for the deliveries, one per campaign for the counters), act on opt-out and
    re-subscribe keywords, and, on commit, fetch attachments and send live frames.
 
-The actors (campaigns/tasks.py) call `inbound_media_fetch` and `consent_confirmation_send`.
+The actors (campaigns/tasks.py) call `inbound_media_fetch` and `consent_confirmation_send`;
+consent changes go through `campaigns.consent` (this module must not import services).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from functools import partial
 from typing import Any
 from uuid import UUID
 
+import dramatiq
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from campaigns import ratelimit
+from campaigns.consent import contact_consent_change
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import (
     Campaign,
@@ -273,8 +276,6 @@ def _record_replies(created: list[InboundMessage], locked: dict[tuple[UUID, str]
 def _keywords(created: list[InboundMessage]) -> None:
     """Opt out (or back in) the contacts whose whole message is one of their tenant's
     keywords; a confirmation, when the tenant wrote one, goes back on commit."""
-    from campaigns.services import contact_consent_change
-
     settings_by_tenant: dict[UUID, ConsentSettings] = {}
     # Contacts in id order (each one's messages in time order): two batches locking the
     # same contacts lock them in the same order.
@@ -305,8 +306,6 @@ def _keywords(created: list[InboundMessage]) -> None:
 def apply_consents(tenant_id: UUID, consents: Sequence[ConsentUpdate]) -> int:
     """A provider's own opt-outs and re-subscriptions (Cloud's `user_preferences`) for the
     tenant's contacts with those phones, with source `provider`. Returns how many changed."""
-    from campaigns.services import contact_consent_change
-
     phones = {c.phone for c in consents if c.phone}
     if not phones:
         return 0
@@ -330,8 +329,6 @@ def apply_consents(tenant_id: UUID, consents: Sequence[ConsentUpdate]) -> int:
 def opt_out_contacts(tenant_id: UUID, contact_ids: set[int], *, reason: str) -> int:
     """Opt CONTACT_IDS out with source `provider` (a failed send said they stopped marketing).
     Returns how many changed."""
-    from campaigns.services import contact_consent_change
-
     changed = 0
     for contact in Contact.objects.filter(tenant_id=tenant_id, pk__in=contact_ids, opted_out=False).select_related(
         "tenant"
@@ -341,20 +338,26 @@ def opt_out_contacts(tenant_id: UUID, contact_ids: set[int], *, reason: str) -> 
     return changed
 
 
-def _enqueue_media(inbound_id: int) -> None:
-    from campaigns.tasks import fetch_inbound_media
+# The actors (campaigns/tasks.py), looked up by name: campaigns.tasks imports campaigns.tracking,
+# which imports this module, so this module must not import it back.
+MEDIA_ACTOR = "fetch_inbound_media"
+CONFIRMATION_ACTOR = "send_consent_confirmation"
 
+
+def _actor(name: str) -> Any:
+    return dramatiq.get_broker().get_actor(name)
+
+
+def _enqueue_media(inbound_id: int) -> None:
     try:
-        fetch_inbound_media.send(inbound_id)
+        _actor(MEDIA_ACTOR).send(inbound_id)
     except Exception as exc:  # the sweeper sends it again
         log.warning("[INBOUND] media job for message %s not sent: %s", inbound_id, exc.__class__.__name__)
 
 
 def _enqueue_confirmation(consent_event_id: int) -> None:
-    from campaigns.tasks import send_consent_confirmation
-
     try:
-        send_consent_confirmation.send(consent_event_id)
+        _actor(CONFIRMATION_ACTOR).send(consent_event_id)
     except Exception as exc:
         log.warning("[CONSENT] confirmation %s not sent: %s", consent_event_id, exc.__class__.__name__)
 

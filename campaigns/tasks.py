@@ -39,7 +39,14 @@ def prune_webhooks() -> None:
 # --- Inbound messages ----------------------------------------------------------------------
 
 
-@dramatiq.actor(queue_name="media", max_retries=4, min_backoff=2_000, max_backoff=60_000, time_limit=120_000)
+@dramatiq.actor(
+    actor_name=inbound.MEDIA_ACTOR,
+    queue_name="media",
+    max_retries=4,
+    min_backoff=2_000,
+    max_backoff=60_000,
+    time_limit=120_000,
+)
 def fetch_inbound_media(inbound_id: int) -> None:
     """Fetch one inbound message's attachment into the media library. Safe to run twice: the
     message is claimed first; a failure that may pass raises (retried with backoff)."""
@@ -52,7 +59,13 @@ def sweep_inbound_media() -> None:
     inbound.inbound_media_sweep()
 
 
-@dramatiq.actor(queue_name=settings.CAMPAIGN_QUEUE, max_retries=10, min_backoff=1_000, max_backoff=60_000)
+@dramatiq.actor(
+    actor_name=inbound.CONFIRMATION_ACTOR,
+    queue_name=settings.CAMPAIGN_QUEUE,
+    max_retries=10,
+    min_backoff=1_000,
+    max_backoff=60_000,
+)
 def send_consent_confirmation(consent_event_id: int) -> None:
     """Send the confirmation of one keyword opt-out or re-subscription (at most once: claimed
     first), waiting for the connection's rate budget."""
