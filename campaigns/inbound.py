@@ -326,7 +326,13 @@ def apply_consents(tenant_id: UUID, consents: Sequence[ConsentUpdate]) -> int:
     return changed
 
 
-def opt_out_contacts(tenant_id: UUID, contact_ids: set[int], *, reason: str) -> int:
+# Meta's "the user has stopped marketing messages from your business" (error-codes page): as
+# good as the user_preferences webhook for that person. Never retry it.
+STOPPED_CODE = "131050"
+STOPPED_REASON = "A send failed with 131050: the person stopped marketing messages on WhatsApp."
+
+
+def opt_out_contacts(tenant_id: UUID, contact_ids: set[int], *, reason: str = STOPPED_REASON) -> int:
     """Opt CONTACT_IDS out with source `provider` (a failed send said they stopped marketing).
     Returns how many changed."""
     changed = 0
@@ -346,6 +352,14 @@ CONFIRMATION_ACTOR = "send_consent_confirmation"
 
 def _actor(name: str) -> Any:
     return dramatiq.get_broker().get_actor(name)
+
+
+def opt_out_for_failed_send(delivery_id: int) -> int:
+    """`opt_out_contacts` for the contact of a delivery whose send failed with STOPPED_CODE."""
+    row = Delivery.objects.filter(pk=delivery_id).values_list("tenant_id", "contact_id").first()
+    if row is None or row[1] is None:
+        return 0
+    return opt_out_contacts(row[0], {row[1]})
 
 
 def _enqueue_media(inbound_id: int) -> None:

@@ -34,7 +34,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from campaigns import ratelimit
+from campaigns import inbound, ratelimit
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
 from campaigns.models import Campaign, Delivery, PendingStatus
 from campaigns.providers import Media, OutgoingMessage, Provider, ProviderError, provider_class, provider_for
@@ -183,6 +183,8 @@ def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outc
             **fields,
         )
         outcome.failed += 1
+        if error.code == inbound.STOPPED_CODE:
+            inbound.opt_out_for_failed_send(item.id)
     limit = settings.CAMPAIGN_MAX_CONSECUTIVE_ERRORS
     reason = f"Paused after {limit} provider errors in a row; the last one: {error}"
     if Campaign.record_provider_error(campaign.pk, limit=limit, reason=reason[:1000]):

@@ -233,19 +233,14 @@ def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
         if p.consents:
             inbound.apply_consents(event.tenant_id, p.consents)
     for tenant_id, contact_ids in stopped.items():
-        inbound.opt_out_contacts(tenant_id, contact_ids, reason="A send failed with 131050: marketing stopped.")
-
-
-# Meta's "the user has stopped marketing messages from your business" (error-codes page):
-# as good as the user_preferences webhook for that person.
-STOPPED_CODE = "131050"
+        inbound.opt_out_contacts(tenant_id, contact_ids)
 
 
 def _stopped_by_provider(writes: Writes) -> dict[UUID, set[int]]:
     """Contacts of deliveries this batch fails with STOPPED_CODE, by tenant."""
     stopped: dict[UUID, set[int]] = {}
     for delivery, _, fields in writes.moves.values():
-        if fields.get("error_code") == STOPPED_CODE and delivery.contact_id:
+        if fields.get("error_code") == inbound.STOPPED_CODE and delivery.contact_id:
             stopped.setdefault(delivery.tenant_id, set()).add(delivery.contact_id)
     return stopped
 
