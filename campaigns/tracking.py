@@ -12,6 +12,8 @@
   counters change in the same transaction.
 - Status events for a message id no delivery has recorded yet are kept as `PendingStatus`
   rows and applied by `apply_early_events` once the send records the id (or by the sweeper).
+- The inbound messages and consent changes of the same events are applied in the same
+  transaction by `campaigns.inbound` (the deliveries they answer locked with the others).
 """
 
 from __future__ import annotations

@@ -332,7 +332,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def e164(raw: Any) -> str:
     """RAW (digits, a `<digits>@s.whatsapp.net` JID, with or without +) as E.164, or ""
-    when it is not a valid phone number."""
+    when it is not a valid phone number. Brazilian mobile ids without the ninth digit get it."""
     from campaigns.models import normalize_phone
 
     if not isinstance(raw, str) or not raw.strip():
@@ -340,6 +340,10 @@ def e164(raw: Any) -> str:
     digits = raw.split("@", 1)[0].split(":", 1)[0].strip().lstrip("+")
     if not digits.isdigit():
         return ""
+    if len(digits) == 12 and digits.startswith("55") and digits[4] in "6789":
+        # A Brazilian mobile registered on WhatsApp before the ninth digit was added: its id
+        # still lacks it (551199990000), while the number (and our contact) has it.
+        digits = digits[:4] + "9" + digits[4:]
     try:
         return normalize_phone("+" + digits)
     except ValueError:

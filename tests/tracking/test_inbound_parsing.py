@@ -81,6 +81,10 @@ class TestEvolution:
         assert message.phone == "+5511977770000"
         assert message.wa_user_id == "123456789012345@lid"
 
+    def test_a_brazilian_id_without_the_ninth_digit_gets_it(self) -> None:
+        item = evolution_message_item({"conversation": "Oi"}, remote_jid="551188887777@s.whatsapp.net")
+        assert one(evolution(evolution_upsert(item))).phone == "+5511988887777"
+
     def test_an_lid_sender_without_its_phone_is_kept_without_one(self) -> None:
         item = evolution_message_item({"conversation": "Oi"}, remote_jid="123456789012345@lid")
         message = one(evolution(evolution_upsert(item)))
