@@ -18,6 +18,7 @@ from campaigns.models import (
     ContactImport,
     Delivery,
     DeliveryEvent,
+    InboundMessage,
     WebhookEvent,
     WebhookRejection,
     normalize_phone,
@@ -246,6 +247,21 @@ class WebhookEventAdmin(admin.ModelAdmin):
     raw_id_fields = ["connection"]
     date_hierarchy = "received_at"
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(admin.ModelAdmin):
+    """What contacts sent: read-only (webhooks write them)."""
+
+    list_display = ["received_at", "phone", "profile_name", "type", "text", "campaign", "media_status", "tenant"]
+    list_filter = ["type", "media_status", "tenant"]
+    search_fields = ["phone", "wa_user_id", "text", "provider_message_id"]
+    list_select_related = ["campaign", "tenant"]
+    date_hierarchy = "received_at"
+    readonly_fields = [f.name for f in InboundMessage._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
