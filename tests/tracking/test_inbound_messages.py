@@ -477,3 +477,40 @@ class TestProviderOptOuts:
         maria.refresh_from_db()
         assert (maria.opted_out, maria.opt_out_source) == (True, "provider")
         assert ConsentEvent.objects.get().source == "provider"
+
+
+def _batch_queries(connection_: Connection, campaign: Campaign, acme: Any, n: int, start: int) -> int:
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    contacts = [Contact.objects.create(tenant=acme, phone=f"+55119777{start + i:05d}") for i in range(n)]
+    for i, contact in enumerate(contacts):
+        delivery = contact_delivery(campaign, contact)
+        quoted = {"stanzaId": delivery.provider_message_id} if i % 2 else None
+        item = evolution_message_item(
+            {"conversation": "Oi"},
+            message_id=f"Q{start + i}",
+            remote_jid=contact.phone.lstrip("+") + "@s.whatsapp.net",
+            context=quoted,
+        )
+        post_evolution(connection_, evolution_upsert(item))
+        stranger = evolution_message_item(
+            {"conversation": "Quem é?"},
+            message_id=f"S{start + i}",
+            remote_jid=f"55119666{start + i:05d}@s.whatsapp.net",
+        )
+        post_evolution(connection_, evolution_upsert(stranger))  # a new contact each
+    with CaptureQueriesContext(db) as queries:
+        assert tracking.process_pending(limit=500) == 2 * n
+    return len(queries.captured_queries)
+
+
+def test_a_batch_of_inbound_messages_costs_the_same_queries_whatever_its_size(
+    evolution_connection: Connection, campaign: Campaign, acme: Any
+) -> None:
+    small = _batch_queries(evolution_connection, campaign, acme, 3, 0)
+    large = _batch_queries(evolution_connection, campaign, acme, 30, 100)
+
+    assert large == small
+    assert stats(campaign)["replied"] == 33
+    assert campaign_recalc_stats(campaign_ids=[campaign.pk], fix=False) == []
