@@ -236,3 +236,31 @@ def test_erasing_a_contact_deletes_its_inbound_messages_and_their_media(
 
     assert not InboundMessage.objects.exists()
     assert not Asset.objects.exists()
+
+
+def test_received_files_stay_out_of_the_library_and_the_picker_unless_asked_for(
+    evolution_connection: Connection, alice: Any, api_alice: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.test import Client
+
+    from campaigns.forms import CampaignForm
+
+    message = receive(
+        evolution_connection,
+        evolution_upsert(evolution_message_item(evolution_image(base64=PNG_1PX))),
+        django_capture_on_commit_callbacks,
+    )
+    inbound.inbound_media_fetch(inbound_id=message.pk)
+    asset = Asset.objects.get()
+    Asset.objects.filter(pk=asset.pk).update(status=Asset.Status.READY)
+
+    assert api_alice.get_json("/api/media/").json()["count"] == 0
+    received = api_alice.get_json("/api/media/?origin=inbound").json()
+    assert [(i["id"], i["origin"]) for i in received["items"]] == [(str(asset.pk), "inbound")]
+    assert api_alice.get_json("/api/media/?origin=all").json()["count"] == 1
+    client = Client()
+    client.force_login(alice)
+    assert asset.original_name not in client.get("/media/").content.decode()
+    assert asset.original_name in client.get("/media/?origin=inbound").content.decode()
+    form = CampaignForm(tenant=asset.tenant)
+    assert not form.fields["asset"].queryset.filter(pk=asset.pk).exists()  # type: ignore[attr-defined]
