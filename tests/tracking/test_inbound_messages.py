@@ -514,3 +514,17 @@ def test_a_batch_of_inbound_messages_costs_the_same_queries_whatever_its_size(
     assert large == small
     assert stats(campaign)["replied"] == 33
     assert campaign_recalc_stats(campaign_ids=[campaign.pk], fix=False) == []
+
+
+def test_the_recount_counts_replies_from_replied_at(
+    evolution_connection: Connection, campaign: Campaign, maria: Contact
+) -> None:
+    from django.core.management import call_command
+
+    delivery = contact_delivery(campaign, maria)
+    Delivery.objects.filter(pk=delivery.pk).update(replied_at=timezone.now())  # no counter change: a drift
+
+    [drift] = campaign_recalc_stats(campaign_ids=[campaign.pk], fix=False)
+    assert (drift.before["replied"], drift.after["replied"]) == (0, 1)
+    call_command("recalc_campaign_stats", "--campaign", str(campaign.pk))
+    assert stats(campaign)["replied"] == 1
