@@ -407,9 +407,9 @@ class ConsentEventAdmin(admin.ModelAdmin):
 class InboundMessageAdmin(admin.ModelAdmin):
     """Messages contacts sent, as the ingest workers stored them: read-only."""
 
-    list_display = ["received_at", "phone", "type", "short_text", "campaign", "connection", "tenant"]
+    list_display = ["received_at", "phone", "profile_name", "type", "short_text", "campaign", "connection", "tenant"]
     list_filter = ["type", "media_status", "tenant"]
-    search_fields = ["phone", "text", "provider_message_id"]
+    search_fields = ["phone", "wa_user_id", "text", "provider_message_id"]
     list_select_related = ["campaign", "connection", "tenant"]
     raw_id_fields = ["contact", "delivery", "campaign", "webhook_event", "media"]
     date_hierarchy = "received_at"

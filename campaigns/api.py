@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import reverse
-from ninja import File, Router, Schema
+from ninja import Field, File, Router, Schema
 from ninja.files import UploadedFile
 from ninja.responses import Status
 
@@ -446,6 +446,7 @@ class Stats(Schema):
     failed: int
     cancelled: int
     unknown: int
+    replied: int = Field(description="deliveries that got a reply (quoted, or within REPLY_ATTRIBUTION_HOURS)")
 
 
 class Preparation(Schema):

@@ -1,6 +1,9 @@
-"""Consent: opting a contact out or back in, with its history (LGPD: consent can be
-withdrawn at any time, and each change is recorded). Used by the services, and by the
-sender and the webhook worker, which act on a provider's opt-out codes."""
+"""Consent: opting a contact out of (or back into) campaign messages, with its history.
+
+Every entry point calls `contact_consent_change` (re-exported by campaigns.services): the
+API and the contact page (an operator), the import, and applying inbound webhooks (a
+keyword, the provider's own opt-out), which is why it lives outside campaigns.services.
+"""
 
 from __future__ import annotations
 

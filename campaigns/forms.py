@@ -49,8 +49,9 @@ class CampaignForm(forms.Form):
         super().__init__(*args, **kwargs)
         connections = Connection.objects.for_tenant(tenant).filter(is_active=True)
         self.fields["connection"].queryset = connections  # type: ignore[attr-defined]
+        # Files contacts sent stay out of the picker: they are theirs, not the tenant's creatives.
         self.fields["asset"].queryset = Asset.objects.for_tenant(tenant).filter(  # type: ignore[attr-defined]
-            status=Asset.Status.READY
+            status=Asset.Status.READY, origin=Asset.Origin.UPLOAD
         )
         self.fields["header_asset"].queryset = self.fields["asset"].queryset  # type: ignore[attr-defined]
         self.fields["template"].queryset = MessageTemplate.objects.for_tenant(tenant).filter(  # type: ignore[attr-defined]

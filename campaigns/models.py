@@ -392,7 +392,8 @@ class Campaign(TenantOwned):
     def __str__(self) -> str:
         return self.name
 
-    STAT_NAMES = ("total", "pending", "sent", "delivered", "read", "failed", "cancelled", "unknown")
+    # `replied` counts deliveries with a reply (`Delivery.replied_at`), whatever their status.
+    STAT_NAMES = ("total", "pending", "sent", "delivered", "read", "failed", "cancelled", "unknown", "replied")
 
     @property
     def stats(self) -> dict[str, int]:
@@ -1291,6 +1292,7 @@ class InboundMessage(TenantOwned):
     class MediaStatus(models.TextChoices):
         NONE = "", _("No media")
         PENDING = "pending", _("Being fetched")
+        FETCHING = "fetching", _("Being fetched")
         STORED = "stored", _("Stored")
         UNAVAILABLE = "unavailable", _("Media unavailable")
 
@@ -1358,6 +1360,20 @@ class ConsentEvent(TenantOwned):
     )
     reason = models.TextField(_("reason"), blank=True)
     at = models.DateTimeField(_("when"), default=timezone.now)
+
+    class Confirmation(models.TextChoices):
+        NONE = "", _("None")
+        QUEUED = "queued", _("Queued")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+
+    # The confirmation text sent back through the connection that received the keyword
+    # (ConsentSettings.opt_out_reply / opt_in_reply): claimed queued -> sending, so it goes
+    # out once whatever the retries.
+    confirmation = models.CharField(
+        _("confirmation"), max_length=16, choices=Confirmation.choices, blank=True, default="", db_default=""
+    )
 
     class Meta:
         indexes = [models.Index(fields=["contact", "-at"], name="consent_contact_time")]

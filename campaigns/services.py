@@ -31,7 +31,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db import connection as db
-from django.db.models import Count, Q
+from django.db.models import Count, ProtectedError, Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -216,8 +216,23 @@ def contact_erase(*, contact: Contact, user: Any = None, via: str = ContactErasu
         )
         # Provider error texts can quote the number.
         DeliveryEvent.objects.filter(delivery_id__in=delivery_ids).exclude(error_message="").update(error_message="")
-        # Inbound messages and their media (S3 objects included) are erased here too once
-        # Sense stores them; today it stores neither.
+        # What the contact sent us goes too: its inbound messages, and their attachments
+        # from the media library (the objects once this commits). Matched by phone as
+        # well, for messages stored before the contact was (or while it had no row).
+        inbound = InboundMessage.objects.filter(Q(contact=contact) | Q(phone=phone), tenant=tenant)
+        asset_ids = [pk for pk in inbound.exclude(media=None).values_list("media_id", flat=True) if pk]
+        _, per_model = inbound.delete()
+        inbound_deleted = per_model.get(InboundMessage._meta.label, 0)
+        keys: list[str] = []
+        for asset in Asset.objects.filter(tenant=tenant, pk__in=asset_ids, origin=Asset.Origin.INBOUND):
+            try:
+                with transaction.atomic():
+                    asset.delete()
+            except ProtectedError:  # an operator attached it to a campaign: it is theirs now
+                continue
+            keys += [key for key in (asset.key, asset.thumbnail_key) if key]
+        if keys:
+            transaction.on_commit(lambda: objects.delete(*keys))
         # The admin's history names the contact (its str(): name and phone) in each entry.
         LogEntry.objects.filter(
             content_type=ContentType.objects.get_for_model(Contact), object_id=str(contact.pk)
@@ -239,13 +254,14 @@ def contact_erase(*, contact: Contact, user: Any = None, via: str = ContactErasu
         campaign_finish_if_done(campaign_id=campaign_id)
     log.info(
         "[CAMPAIGN] contact erased for tenant %s via %s (erasure %s): %d deliveries anonymized, %d cancelled, "
-        "%d stored webhooks deleted",
+        "%d stored webhooks deleted, %d inbound messages deleted",
         tenant.slug,
         via,
         erasure.pk,
         anonymized,
         cancelled,
         webhooks_deleted,
+        inbound_deleted,
     )
     return erasure
 
@@ -1578,11 +1594,14 @@ def campaigns_kick_stalled_preparations() -> list[UUID]:
 # --- Recounting stats -------------------------------------------------------------------------
 
 # Which deliveries each counter counts, read off Delivery.COUNTERS (what the live deltas
-# use), so the recount cannot hold a second, drifting copy of the rule it checks.
+# use), so the recount cannot hold a second, drifting copy of the rule it checks; replies
+# are counted by `replied_at` (set once, by `campaigns.inbound`).
 STAT_FILTERS: dict[str, Q | None] = {
     name: None if name == "total" else Q(status__in=[s for s, names in Delivery.COUNTERS.items() if name in names])
     for name in Campaign.STAT_NAMES
+    if name != "replied"
 }
+STAT_FILTERS["replied"] = Q(replied_at__isnull=False)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 import dramatiq
 from django.conf import settings
 
-from campaigns import retention, sending, services, tracking
+from campaigns import inbound, retention, sending, services, tracking
 from campaigns.providers import sandbox
 from sense.scheduler import periodic
 
@@ -34,6 +34,45 @@ def prune_webhooks() -> None:
     """Raw bodies of processed and ignored events past WEBHOOK_RETENTION_DAYS, at most ~10 s
     of batches per run so the other periodic jobs of this thread are not held up."""
     retention.webhook_events_prune(budget=10.0)
+
+
+# --- Inbound messages ----------------------------------------------------------------------
+
+
+@dramatiq.actor(
+    actor_name=inbound.MEDIA_ACTOR,
+    queue_name="media",
+    max_retries=4,
+    min_backoff=2_000,
+    max_backoff=60_000,
+    time_limit=120_000,
+)
+def fetch_inbound_media(inbound_id: int) -> None:
+    """Fetch one inbound message's attachment into the media library. Safe to run twice: the
+    message is claimed first; a failure that may pass raises (retried with backoff)."""
+    inbound.inbound_media_fetch(inbound_id=inbound_id)
+
+
+@periodic(60)
+def sweep_inbound_media() -> None:
+    """Attachments whose job the broker lost, or whose worker died."""
+    inbound.inbound_media_sweep()
+
+
+@dramatiq.actor(
+    actor_name=inbound.CONFIRMATION_ACTOR,
+    queue_name=settings.CAMPAIGN_QUEUE,
+    max_retries=10,
+    min_backoff=1_000,
+    max_backoff=60_000,
+)
+def send_consent_confirmation(consent_event_id: int) -> None:
+    """Send the confirmation of one keyword opt-out or re-subscription (at most once: claimed
+    first), waiting for the connection's rate budget."""
+    outcome = inbound.consent_confirmation_send(consent_event_id=consent_event_id)
+    if outcome.status == "retry":
+        delay = int((outcome.retry_in or 1.0) * 1000)
+        send_consent_confirmation.send_with_options(args=(consent_event_id,), delay=max(delay, 100))
 
 
 # --- Preparing (the audience snapshot) ------------------------------------------------------

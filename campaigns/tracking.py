@@ -12,6 +12,8 @@
   counters change in the same transaction.
 - Status events for a message id no delivery has recorded yet are kept as `PendingStatus`
   rows and applied by `apply_early_events` once the send records the id (or by the sweeper).
+- The inbound messages and consent changes of the same events are applied in the same
+  transaction by `campaigns.inbound` (the deliveries they answer locked with the others).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from campaigns import consent
+from campaigns import consent, inbound
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, MessageTemplate, PendingStatus, WebhookEvent
 from campaigns.providers import StatusUpdate, TemplateUpdate, provider_class, registry
@@ -45,7 +47,15 @@ TRACKED_FIELDS = (
     "provider_message_id",
     *STAGE_FIELDS[Delivery.Status.READ],
 )
-TRACKED_FIELDS += ("failed_at", "error_code", "error_message", "billable", "pricing_category")
+TRACKED_FIELDS += (
+    "failed_at",
+    "error_code",
+    "error_message",
+    "billable",
+    "pricing_category",
+    "replied_at",
+    "contact_id",
+)
 
 
 def _by_tenant(keys: Iterable[tuple[UUID, str]]) -> dict[UUID, set[str]]:
@@ -232,23 +242,30 @@ def _claim(events: QuerySet[WebhookEvent]) -> int:
 
 def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
     """Apply EVENTS, claimed by the caller in its transaction: every delivery they name
-    locked in one statement, every change written once at the end."""
-    webhooks = [(event, provider_class(event.provider).parse_webhook(event.body, event.event_type)) for event in events]
-    for event, webhook in webhooks:
-        if webhook.templates:
-            apply_template_updates(event.connection_id, webhook.templates)
-    parsed = [(event, webhook.statuses) for event, webhook in webhooks]
-    writes = Writes(lock_deliveries((event.tenant_id, u.message_id) for event, updates in parsed for u in updates))
-    for event, updates in parsed:
+    (by a status, or answered by an inbound message) locked in one statement, every change
+    written once at the end; then the inbound messages (`campaigns.inbound`) and consent
+    changes they carry. Template status news is applied first."""
+    parsed = [(event, provider_class(event.provider).parse_webhook(event.body, event.event_type)) for event in events]
+    for event, p in parsed:
+        if p.templates:
+            apply_template_updates(event.connection_id, p.templates)
+    replies = inbound.plan([(event, m) for event, p in parsed for m in p.messages])
+    keys = [(event.tenant_id, u.message_id) for event, p in parsed for u in p.statuses]
+    writes = Writes(lock_deliveries([*keys, *replies.delivery_keys]))
+    for event, p in parsed:
         apply_updates(
             event.tenant_id,
             event.connection_id,
-            updates,
+            p.statuses,
             received_at=event.received_at,
             webhook_event_id=event.pk,
             writes=writes,
         )
     writes.flush()
+    inbound.apply(replies, writes.locked)
+    for event, p in parsed:
+        if p.consents:
+            inbound.apply_consents(event.tenant_id, p.consents)
 
 
 def apply_template_updates(connection_id: UUID, updates: Sequence[TemplateUpdate]) -> None:

@@ -223,6 +223,7 @@ def funnel(campaign: Campaign) -> list[dict[str, Any]]:
         ("delivered", _("Delivered")),
         ("read", _("Read")),
         ("failed", _("Failed")),
+        ("replied", _("Replied")),
     ]
     return [{"key": k, "label": label, "value": stats[k], "percent": 100.0 * stats[k] / total} for k, label in steps]
 

@@ -5,10 +5,10 @@ in the path plus a signature or JWT). The event row is committed before the answ
 200 means the event is durable; processing happens in the `process_webhook_events` actor,
 or in the sweeper if the broker was unreachable.
 
-Answers: 200 stored (also for events that are neither statuses nor template news: stored
-as ignored, so the provider does not retry them for days); 400 not JSON or not the provider's shape; 401/403
-failed verification (nothing stored, counted in WebhookRejection); 404 unknown token;
-413 body over WEBHOOK_MAX_BODY_BYTES.
+Answers: 200 stored (also for events that carry no status, template news, inbound message
+or consent change: stored as ignored, so the provider does not retry them for days); 400 not JSON or
+not the provider's shape; 401/403 failed verification (nothing stored, counted in
+WebhookRejection); 404 unknown token; 413 body over WEBHOOK_MAX_BODY_BYTES.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
     except UnicodeDecodeError:
         raise _Refused(json_error("Invalid webhook body: not UTF-8.", code="invalid", status=400)) from None
     now = timezone.now()
-    ignored = not parsed.statuses and not parsed.templates
+    ignored = not parsed.actionable
     # One INSERT, committed on its own (autocommit): durable before the answer.
     event = WebhookEvent.objects.create(
         tenant_id=connection.tenant_id,
@@ -139,8 +139,16 @@ def _enqueue() -> None:
 
 
 def _accepted(event: WebhookEvent, parsed: ParsedWebhook) -> JsonResponse:
-    log.debug("[WEBHOOK] stored event %s %s (%d statuses)", event.pk, event.event_type, len(parsed.statuses))
-    return JsonResponse({"status": event.status, "id": event.pk, "statuses": len(parsed.statuses)})
+    log.debug(
+        "[WEBHOOK] stored event %s %s (%d statuses, %d messages)",
+        event.pk,
+        event.event_type,
+        len(parsed.statuses),
+        len(parsed.messages),
+    )
+    return JsonResponse(
+        {"status": event.status, "id": event.pk, "statuses": len(parsed.statuses), "messages": len(parsed.messages)}
+    )
 
 
 def _receive(request: HttpRequest, provider_name: str, token: str, event: str = "") -> HttpResponse:

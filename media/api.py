@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from django.db.models import QuerySet
@@ -27,6 +27,7 @@ class AssetOut(Schema):
     width: int | None
     height: int | None
     status: str
+    origin: str = Field(description="upload, or inbound: a file a contact sent")
     failure_reason: str
     thumbnail_size: int | None
     file_url: str
@@ -63,6 +64,9 @@ given they choose the rows and `page`/`page_size` are ignored. The same rows als
 class AssetFilters(Schema):
     file_type: Asset.FileType | None = None
     status: Asset.Status | None = None
+    origin: Literal["upload", "inbound", "all"] = Field(
+        "upload", description="upload (default), inbound (files contacts sent) or all"
+    )
     page: int = 1
     page_size: int = PAGE_SIZE
     limit: int | None = Field(None, description="Deprecated: use page_size.", json_schema_extra={"deprecated": True})
@@ -76,6 +80,8 @@ def list_assets(request: tenancy.TenantHttpRequest, filters: Query[AssetFilters]
         qs = qs.filter(file_type=filters.file_type)
     if filters.status:
         qs = qs.filter(status=filters.status)
+    if filters.origin != "all":
+        qs = qs.filter(origin=filters.origin)
     if filters.limit is None and filters.offset is None:
         listing = paginate(qs, page=filters.page, page_size=filters.page_size, max_page_size=MAX_PAGE_SIZE)
     else:

@@ -228,16 +228,23 @@ def _content_type(response: httpx.Response) -> str:
     return value
 
 
-def fetch(raw_url: str) -> Fetched:
-    """GET RAW_URL under every rule above. Returns a 200 or 404 result or raises ProxyError."""
+def fetch(
+    raw_url: str, *, headers: dict[str, str] | None = None, max_bytes: int | None = None, any_type: bool = False
+) -> Fetched:
+    """GET RAW_URL under every rule above. Returns a 200 or 404 result or raises ProxyError.
+    HEADERS are sent to RAW_URL's host only (a redirect elsewhere drops them: they may carry
+    a token); MAX_BYTES replaces MEDIA_PROXY_MAX_BYTES; ANY_TYPE skips the content-type
+    allow list, for callers that sniff the content themselves (inbound attachments)."""
     url = check_url(raw_url)
-    limit = settings.MEDIA_PROXY_MAX_BYTES
+    origin = (url.scheme, url.host, url.port)
+    limit = settings.MEDIA_PROXY_MAX_BYTES if max_bytes is None else max_bytes
     deadline = time.monotonic() + settings.MEDIA_PROXY_TIMEOUT
     timeout = httpx.Timeout(settings.MEDIA_PROXY_TIMEOUT, connect=settings.MEDIA_PROXY_CONNECT_TIMEOUT)
-    headers = {"Accept": "image/*, video/*, audio/*"}
+    accept = {"Accept": "*/*" if any_type else "image/*, video/*, audio/*"}
     try:
         for hop in range(settings.MEDIA_PROXY_MAX_REDIRECTS + 1):
-            with client().stream("GET", url, headers=headers, timeout=timeout) as response:
+            sent = {**(headers or {}), **accept} if (url.scheme, url.host, url.port) == origin else accept
+            with client().stream("GET", url, headers=sent, timeout=timeout) as response:
                 if response.is_redirect:
                     if hop == settings.MEDIA_PROXY_MAX_REDIRECTS:
                         raise ProxyError(
@@ -251,7 +258,11 @@ def fetch(raw_url: str) -> Fetched:
                     raise ProxyError(
                         f"The remote server answered {response.status_code}.", code="upstream_error", status=502
                     )
-                content_type = _content_type(response)
+                content_type = (
+                    response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                    if any_type
+                    else _content_type(response)
+                )
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
                     raise ProxyError(f"The remote file is larger than {limit} bytes.", code="too_large", status=413)

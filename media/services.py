@@ -98,10 +98,12 @@ def asset_create(
     size: int,
     sha256: str | None = None,
     enqueue: bool = True,
+    origin: str = Asset.Origin.UPLOAD,
 ) -> Asset:
     """Validate UPLOAD (a seekable file of SIZE bytes named NAME) and store it. Returns the new
     asset (images: status processing, a thumbnail job sent on commit; others: ready).
-    SHA256 is the content's hex digest when the caller computed it while receiving.
+    SHA256 is the content's hex digest when the caller computed it while receiving; ORIGIN
+    is `inbound` for a contact's attachment.
 
     Raises UploadRefused (400/413/415) before anything is stored, or Unavailable (503) when
     storage cannot be reached; in both cases no row and no object remain."""
@@ -114,6 +116,7 @@ def asset_create(
         Asset(
             id=asset_id,
             tenant=tenant,
+            origin=origin,
             uploaded_by=user if getattr(user, "pk", None) else None,
             original_name=name[:255],
             key=key,

@@ -28,8 +28,19 @@ def library(request: TenantHttpRequest) -> HttpResponse:
     file_type = request.GET.get("type", "")
     if file_type in Asset.FileType.values:
         assets = assets.filter(file_type=file_type)
+    # Files contacts sent (origin inbound) are shown on asking only.
+    origin = request.GET.get("origin", "")
+    origin = origin if origin in (*Asset.Origin.values, "all") else Asset.Origin.UPLOAD
+    if origin != "all":
+        assets = assets.filter(origin=origin)
     page = Paginator(assets, 48).get_page(request.GET.get("page"))
-    context = {"nav": "media", "page": page, "file_type": file_type, "types": Asset.FileType.choices}
+    context = {
+        "nav": "media",
+        "page": page,
+        "file_type": file_type,
+        "origin": origin,
+        "types": Asset.FileType.choices,
+    }
     return render_htmx(request, "media/library.html", "#grid", context)
 
 

@@ -500,6 +500,9 @@ WEBHOOK_CONNECTION_CACHE_SECONDS = _read("WEBHOOK_CONNECTION_CACHE_SECONDS", _fl
 # Raw bodies of processed and ignored events are deleted after this many days (pending and
 # failed ones are kept; the per-delivery status history is kept).
 WEBHOOK_RETENTION_DAYS = _read("WEBHOOK_RETENTION_DAYS", _int(1), 30)
+# An inbound message that quotes none of our messages is a reply to the contact's latest
+# campaign message sent this many hours before it, if any (0: only quoted replies count).
+REPLY_ATTRIBUTION_HOURS = _read("REPLY_ATTRIBUTION_HOURS", _int(0), 72)
 
 # --- Campaigns (contacts, connections, sending) ---
 # Region used to read phone numbers written without a country code (contacts, CSV import).

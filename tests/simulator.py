@@ -21,6 +21,9 @@ number); every request, accepted or not, to `sim.requests`. Knobs:
 - `api_keys` / `access_tokens`: when set, requests with other credentials answer 401;
 - `profile_pictures`: number -> JPEG bytes for Evolution's `POST /chat/fetchProfilePictureUrl/{instance}`,
   whose URL points at `GET /pictures/<number>.jpg` here (the CDN); other numbers answer null;
+- `add_media(body, mime_type, token=...)`: an inbound attachment served the Cloud API way
+  (`GET /{media-id}` -> `{url, ...}`, then `GET` of that URL with the token) or at a plain
+  URL (`media_url(id)`, as Evolution's S3 gives);
 - `webhook_hook` (alias `on_send`): a callable run in a background thread with the send
   record after the response is written; `post_webhook(...)`, `evolution_status(...)` and
   `cloud_status(...)` build and send providers' status webhooks back to Sense (a Cloud
@@ -74,6 +77,8 @@ PICTURE = re.compile(r"^/pictures/(\d+)\.jpg$")
 CLOUD_SEND = re.compile(r"^(?:/v\d+(?:\.\d+)?)?/([^/?]+)/messages$")
 CLOUD_TEMPLATES = re.compile(r"^(?:/v\d+(?:\.\d+)?)?/([^/?]+)/message_templates$")
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+CLOUD_MEDIA = re.compile(r"^(?:/v\d+(?:\.\d+)?)?/(\d+)$")
+MEDIA_FILE = re.compile(r"^/media-files/([^/?]+)$")
 
 Record = dict[str, Any]
 
@@ -205,17 +210,56 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
+        sim = self.server.sim
         if path.rstrip("/") in ("", "/health"):
             self._reply(200, {"status": 200, "message": "Provider simulator"})
-        elif match := CLOUD_TEMPLATES.match(path):
-            sim = self.server.sim
+            return
+        if match := CLOUD_TEMPLATES.match(path):
             host = self.headers.get("Host") or f"{sim.host}:{sim.port}"
             status, body = sim._list_templates(match.group(1), path, urllib.parse.parse_qs(query), self.headers, host)
             self._reply(status, body)
-        elif match := PICTURE.match(self.path.split("?", 1)[0]):
+            return
+        if match := PICTURE.match(path):
             self._picture(match.group(1))
+            return
+        with sim._lock:
+            sim.media_requests.append({"path": path, "authorization": self.headers.get("Authorization", "")})
+        if match := MEDIA_FILE.match(path):
+            media = sim.media.get(match.group(1))
+            if media is None:
+                self._reply(404, {"error": "not found"})
+            elif media.get("token") and self.headers.get("Authorization") != f"Bearer {media['token']}":
+                self._reply(401, cloud_error_body(401))
+            else:
+                self._raw(200, media["body"], media["mime_type"])
+            return
+        match = CLOUD_MEDIA.match(path)
+        media = sim.media.get(match.group(1)) if match else None
+        if media is None or media.get("evolution"):
+            self._reply(404, cloud_error_body(400, "Unsupported get request.", 100))
+        elif media.get("token") and self.headers.get("Authorization") != f"Bearer {media['token']}":
+            self._reply(401, cloud_error_body(401))
         else:
-            self._reply(404, {"error": "not found"})
+            # Meta's media lookup (.../cloud-api/reference/media#retrieve-media-url).
+            self._reply(
+                200,
+                {
+                    "messaging_product": "whatsapp",
+                    "url": f"{sim.base_url}/media-files/{match.group(1)}",  # type: ignore[union-attr]
+                    "mime_type": media["mime_type"],
+                    "sha256": hashlib.sha256(media["body"]).hexdigest(),
+                    "file_size": len(media["body"]),
+                    "id": match.group(1),  # type: ignore[union-attr]
+                },
+            )
+
+    def _raw(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
 
     def _picture(self, number: str) -> None:
         """The profile picture CDN: NUMBER's picture as a JPEG, 404 once it is gone."""
@@ -295,6 +339,9 @@ class ProviderSimulator:
         self.profile_pictures: dict[str, bytes] = {}
         self.picture_requests: list[str] = []  # numbers asked for by fetchProfilePictureUrl
         self.picture_downloads: list[str] = []  # numbers whose picture was downloaded
+        # Inbound attachments it serves: Cloud media id (or an Evolution file name) -> body.
+        self.media: dict[str, dict[str, Any]] = {}
+        self.media_requests: list[Record] = []
         self._failures: collections.deque[tuple[int, Any, float | None]] = collections.deque()
         self._number_failures: dict[str, tuple[int, Any]] = {}
         self._lock = threading.Lock()
@@ -363,6 +410,18 @@ class ProviderSimulator:
         """Answer every send to NUMBER (digits, with or without +) with STATUS."""
         with self._lock:
             self._number_failures[number.lstrip("+")] = (status, body)
+
+    def add_media(self, body: bytes, mime_type: str, *, token: str = "", media_id: str = "") -> str:
+        """Serve BODY as an inbound attachment: its Cloud media id (`GET /{id}` answers Meta's
+        lookup with a URL, `GET /media-files/{id}` the bytes; with TOKEN, both want
+        `Authorization: Bearer TOKEN`). Returns the id; `media_url(id)` is Evolution's S3 URL."""
+        media_id = media_id or str(1_000_000_000_000 + next(self._ids))
+        with self._lock:
+            self.media[media_id] = {"body": body, "mime_type": mime_type, "token": token}
+        return media_id
+
+    def media_url(self, media_id: str) -> str:
+        return f"{self.base_url}/media-files/{media_id}"
 
     def reset(self) -> None:
         with self._lock:

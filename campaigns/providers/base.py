@@ -203,16 +203,100 @@ class TemplateUpdate:
     quality: str = ""
 
 
+# Types of inbound messages (values of InboundMessage.Type).
+INBOUND_TYPES = frozenset(
+    {
+        "text",
+        "image",
+        "audio",
+        "video",
+        "document",
+        "sticker",
+        "location",
+        "contacts",
+        "button",
+        "interactive",
+        "reaction",
+        "other",
+    }
+)
+MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+
+
+@dataclass(frozen=True)
+class InboundMedia:
+    """What a provider says about an inbound message's attachment: never its bytes. Where
+    to get them: Cloud's media id (`media_id`), Evolution's `url` (its S3 on) or the body
+    itself (`in_body`: Evolution's webhook base64 option on)."""
+
+    mime_type: str = ""
+    file_name: str = ""
+    media_id: str = ""
+    url: str = ""
+    in_body: bool = False
+    voice: bool = False  # a push-to-talk voice note
+
+    def as_info(self) -> dict[str, Any]:
+        """The JSON kept on the InboundMessage (`media_info`)."""
+        info: dict[str, Any] = {"mime_type": self.mime_type, "file_name": self.file_name}
+        if self.media_id:
+            info["media_id"] = self.media_id
+        if self.url:
+            info["url"] = self.url
+        if self.in_body:
+            info["in_body"] = True
+        if self.voice:
+            info["voice"] = True
+        return info
+
+
+@dataclass(frozen=True)
+class InboundUpdate:
+    """One message someone sent to the connection. `phone` is E.164 or "" (a Cloud username
+    user comes with a `wa_user_id` only; an Evolution `@lid` without its phone); `type` is
+    one of INBOUND_TYPES; `text` the body, the caption or the title of the button or list
+    row chosen; `quoted_id` the provider id of the message it answers."""
+
+    message_id: str
+    phone: str
+    type: str
+    text: str = ""
+    wa_user_id: str = ""
+    profile_name: str = ""
+    quoted_id: str = ""
+    media: InboundMedia | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ConsentUpdate:
+    """A provider telling that someone stopped (OPTED_OUT) or resumed marketing messages
+    (Cloud's `user_preferences`)."""
+
+    phone: str
+    opted_out: bool
+    wa_user_id: str = ""
+    occurred_at: datetime | None = None
+
+
 @dataclass
 class ParsedWebhook:
     """What a webhook call carries: its event type, Evolution's instance name (or ""), the
-    status updates in it and the template status or quality changes (both empty for
-    messages, contacts, presence... which are ignored)."""
+    status updates, template status or quality changes, inbound messages and consent changes
+    in it (all empty for contacts, presence, group messages, our own echoes... which are
+    stored as ignored)."""
 
     event_type: str
     instance: str = ""
     statuses: list[StatusUpdate] = field(default_factory=list)
     templates: list[TemplateUpdate] = field(default_factory=list)
+    messages: list[InboundUpdate] = field(default_factory=list)
+    consents: list[ConsentUpdate] = field(default_factory=list)
+
+    @property
+    def actionable(self) -> bool:
+        """Whether applying it can change anything (else it is stored as ignored)."""
+        return bool(self.statuses or self.templates or self.messages or self.consents)
 
 
 @dataclass(frozen=True)
@@ -228,6 +312,16 @@ class RemoteTemplate:
     components: list[dict[str, Any]]
     quality_score: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class MediaSource:
+    """Where an inbound attachment's bytes are: DATA itself (it came in the webhook body),
+    or URL, fetched with HEADERS (which may hold a credential: never log them)."""
+
+    data: bytes | None = None
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 # --- The interface ---------------------------------------------------------------------------
@@ -332,6 +426,11 @@ class Provider:
         browser (Sense serves it through its media proxy)."""
         return None
 
+    def media_source(self, media_info: dict[str, Any], *, body: str, message_id: str) -> MediaSource:
+        """Where to get the attachment of inbound MESSAGE_ID (MEDIA_INFO: `InboundMedia.as_info()`,
+        BODY: the stored webhook body, "" once pruned). Raises ProviderError."""
+        raise ProviderError("permanent", "this provider gives no inbound media", code="no_media")
+
 
 # --- Helpers for provider modules -------------------------------------------------------------
 
@@ -350,6 +449,26 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def e164(raw: Any) -> str:
+    """RAW (digits, a `<digits>@s.whatsapp.net` JID, with or without +) as E.164, or ""
+    when it is not a valid phone number. Brazilian mobile ids without the ninth digit get it."""
+    from campaigns.models import normalize_phone
+
+    if not isinstance(raw, str) or not raw.strip():
+        return ""
+    digits = raw.split("@", 1)[0].split(":", 1)[0].strip().lstrip("+")
+    if not digits.isdigit():
+        return ""
+    if len(digits) == 12 and digits.startswith("55") and digits[4] in "6789":
+        # A Brazilian mobile registered on WhatsApp before the ninth digit was added: its id
+        # still lacks it (551199990000), while the number (and our contact) has it.
+        digits = digits[:4] + "9" + digits[4:]
+    try:
+        return normalize_phone("+" + digits)
+    except ValueError:
+        return ""
 
 
 def post(url: str, *, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:

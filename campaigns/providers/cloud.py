@@ -15,6 +15,16 @@
   templates (`paging.next`); a template send is `type: "template"` with `template: {name,
   language: {code}, components: [header, body, button parameters]}`
   (developers.facebook.com/docs/whatsapp/cloud-api/guides/send-message-templates).
+  URL is checked first with a GET handshake carrying our verify token.
+- Inbound: `value.messages[]` (`from`, `id`, `timestamp`, `type` and the part named by
+  it: text, image/audio/video/document/sticker with a media `id`, button, interactive
+  `button_reply`/`list_reply`, reaction, location, contacts; `context.id` for a reply)
+  with `value.contacts[]` (`profile.name`, `wa_id`, `user_id`). Username users may come
+  without `wa_id`/`from`, with a business-scoped `user_id` (`from_user_id`) instead.
+  `field: "user_preferences"`: `value.user_preferences[]` of `{wa_id, category:
+  "marketing_messages", value: "stop" | "resume", timestamp}`.
+- Media: `GET {base_url}/{media-id}` with the token answers `{url, mime_type, ...}`, a
+  short-lived URL fetched with the same token (.../cloud-api/reference/media).
 """
 
 from __future__ import annotations
@@ -24,16 +34,22 @@ import hmac
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import httpx
 from django.conf import settings
 
 from campaigns.providers.base import (
     DELIVERED,
     FAILED,
+    MEDIA_TYPES,
     READ,
     SENT,
+    ConsentUpdate,
     Credential,
     ErrorAction,
     ErrorInfo,
+    InboundMedia,
+    InboundUpdate,
+    MediaSource,
     OutgoingMessage,
     ParsedWebhook,
     PayloadError,
@@ -47,6 +63,7 @@ from campaigns.providers.base import (
     TemplateParameter,
     TemplateUpdate,
     classify,
+    e164,
     get,
     load_json,
     parse_retry_after,
@@ -55,6 +72,7 @@ from campaigns.providers.base import (
     timestamp,
 )
 from campaigns.providers.cloud_errors import THROTTLE_CODES, codes_with_action, lookup
+from sense.lib.http import shared_client
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -172,6 +190,123 @@ def _template_update(field: str, value: dict[str, Any]) -> TemplateUpdate | None
     return TemplateUpdate(quality=quality, **common) if quality else None
 
 
+INBOUND_TYPES = {
+    "text",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "button",
+    "interactive",
+    "reaction",
+}
+
+
+def _part(message: dict[str, Any], name: str) -> dict[str, Any]:
+    value = message.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _text(kind: str, message: dict[str, Any]) -> str:
+    part = _part(message, kind)
+    if kind == "text":
+        return str(part.get("body") or "")
+    if kind in MEDIA_TYPES:
+        return str(part.get("caption") or "")
+    if kind == "button":
+        return str(part.get("text") or part.get("payload") or "")
+    if kind == "interactive":
+        reply = _part(part, str(part.get("type") or "")) or _part(part, "button_reply") or _part(part, "list_reply")
+        return str(reply.get("title") or reply.get("id") or "")
+    if kind == "reaction":
+        return str(part.get("emoji") or "")
+    if kind == "location":
+        place = " ".join(str(part.get(k) or "") for k in ("name", "address")).strip()
+        return place or f"{part.get('latitude', '')},{part.get('longitude', '')}"
+    if kind == "contacts":
+        people = message["contacts"] if isinstance(message.get("contacts"), list) else []
+        names = [str((p.get("name") or {}).get("formatted_name") or "") for p in people if isinstance(p, dict)]
+        return ", ".join(n for n in names if n)
+    return ""
+
+
+def _inbound(item: Any, profiles: dict[str, tuple[str, str]]) -> InboundUpdate | None:
+    if not isinstance(item, dict):
+        raise PayloadError("messages must be objects")
+    message_id = item.get("id")
+    if not isinstance(message_id, str) or not message_id:
+        raise PayloadError("a message needs an id")
+    raw_type = str(item.get("type") or "")
+    kind = raw_type if raw_type in INBOUND_TYPES else "other"
+    sender = str(item.get("from") or "")
+    user_id = str(item.get("from_user_id") or item.get("user_id") or "")
+    name, contact_user_id = profiles.get(sender) or profiles.get(user_id) or ("", "")
+    if not name and len(profiles) == 1:  # one sender per notification is the usual case
+        name, contact_user_id = next(iter(profiles.values()))
+    media = None
+    if kind in MEDIA_TYPES:
+        part = _part(item, kind)
+        media = InboundMedia(
+            mime_type=str(part.get("mime_type") or "")[:127],
+            file_name=str(part.get("filename") or "")[:255],
+            media_id=str(part.get("id") or "")[:128],
+            voice=bool(part.get("voice")),
+        )
+    quoted = _part(item, "context").get("id") or ""
+    if kind == "reaction":
+        quoted = _part(item, "reaction").get("message_id") or quoted
+    return InboundUpdate(
+        message_id=message_id[:128],
+        phone=e164(sender),
+        type=kind,
+        text=_text(kind, item),
+        wa_user_id=(user_id or contact_user_id)[:128],
+        profile_name=name[:200],
+        quoted_id=str(quoted)[:128],
+        media=media,
+        occurred_at=timestamp(item.get("timestamp")),
+    )
+
+
+def _profiles(value: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """`value.contacts[]` as wa_id (and user_id) -> (profile name, user_id)."""
+    found: dict[str, tuple[str, str]] = {}
+    contacts = value.get("contacts")
+    for contact in contacts if isinstance(contacts, list) else []:
+        if not isinstance(contact, dict):
+            continue
+        profile = _part(contact, "profile")
+        entry = (str(profile.get("name") or ""), str(contact.get("user_id") or ""))
+        for key in (contact.get("wa_id"), contact.get("user_id")):
+            if isinstance(key, str) and key:
+                found[key] = entry
+    return found
+
+
+def _preference(item: Any) -> ConsentUpdate | None:
+    if not isinstance(item, dict) or item.get("category") != "marketing_messages":
+        return None
+    value = str(item.get("value") or "").lower()
+    if value not in ("stop", "resume"):
+        return None
+    return ConsentUpdate(
+        phone=e164(item.get("wa_id")),
+        opted_out=value == "stop",
+        wa_user_id=str(item.get("user_id") or "")[:128],
+        occurred_at=timestamp(item.get("timestamp")),
+    )
+
+
+def _list(value: dict[str, Any], name: str) -> list[Any]:
+    items = value.get(name) or []
+    if not isinstance(items, list):
+        raise PayloadError(f"{name} must be a list")
+    return items
+
+
 def parse_notification(payload: Any) -> ParsedWebhook:
     """Read a Cloud API notification: every status of every change of every entry.
     Raises PayloadError."""
@@ -180,8 +315,8 @@ def parse_notification(payload: Any) -> ParsedWebhook:
     entries = payload.get("entry")
     if not isinstance(entries, list):
         raise PayloadError("entry must be a list")
-    statuses: list[StatusUpdate] = []
-    templates: list[TemplateUpdate] = []
+    parsed = ParsedWebhook(event_type="unknown")
+    statuses = parsed.statuses
     fields: list[str] = []
     for entry in entries:
         changes = entry.get("changes") if isinstance(entry, dict) else None
@@ -194,17 +329,25 @@ def parse_notification(payload: Any) -> ParsedWebhook:
             if change.get("field") in TEMPLATE_FIELDS:
                 template = _template_update(str(change["field"]), change.get("value") or {})
                 if template is not None:
-                    templates.append(template)
+                    parsed.templates.append(template)
                 continue
-            items = change.get("value", {}).get("statuses") or []
-            if not isinstance(items, list):
-                raise PayloadError("statuses must be a list")
-            for item in items:
+            value = change.get("value", {})
+            for item in _list(value, "statuses"):
                 update = _status(item)
                 if update is not None:
                     statuses.append(update)
+            profiles = _profiles(value)
+            for item in _list(value, "messages"):
+                inbound = _inbound(item, profiles)
+                if inbound is not None:
+                    parsed.messages.append(inbound)
+            for item in _list(value, "user_preferences"):
+                consent = _preference(item)
+                if consent is not None:
+                    parsed.consents.append(consent)
     event_type = "statuses" if statuses else next((f for f in fields if f), "unknown")
-    return ParsedWebhook(event_type=event_type[:64], statuses=statuses, templates=templates)
+    parsed.event_type = event_type[:64]
+    return parsed
 
 
 def _parameter(parameter: TemplateParameter) -> dict[str, Any]:
@@ -416,3 +559,22 @@ class CloudApiProvider(Provider):
     @classmethod
     def parse_webhook(cls, body: bytes | str, hint: str = "") -> ParsedWebhook:
         return parse_notification(load_json(body))
+
+    def media_source(self, media_info: dict[str, Any], *, body: str, message_id: str) -> MediaSource:
+        """`GET {base_url}/{media-id}` with the token answers a short-lived `url`, itself
+        fetched with the same token (.../cloud-api/reference/media#download-media)."""
+        media_id = media_info.get("media_id")
+        if not isinstance(media_id, str) or not media_id or "/" in media_id:
+            raise ProviderError("permanent", "the message carried no media id", code="no_media")
+        headers = {"Authorization": f"Bearer {self.access_token}"}
+        try:
+            response = shared_client().get(f"{self.base_url}/{media_id}", headers=headers)
+        except httpx.TransportError as exc:
+            raise ProviderError("transient", f"could not reach the provider ({exc.__class__.__name__})") from None
+        data = response_json(response)
+        if response.status_code != 200:
+            raise classify(response, str(response.status_code), f"media lookup answered {response.status_code}")
+        url = data.get("url") if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url:
+            raise ProviderError("permanent", "the media lookup gave no url", code="no_media")
+        return MediaSource(url=url, headers=headers)

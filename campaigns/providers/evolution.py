@@ -7,12 +7,23 @@
   (`messages.update`: `{keyId, remoteJid, fromMe, status, messageId, ...}`; v1 spread the
   key instead: `{id, remoteJid, fromMe, status, datetime}`; `send.message`: the sent
   message with `key.id` and status PENDING). `data` may be one object or a list.
+- Inbound: `messages.upsert` with `key.fromMe: false` (`fromMe: true` is our own echo):
+  `{key: {remoteJid, remoteJidAlt?, senderPn?, fromMe, id}, pushName, message:
+  {conversation | extendedTextMessage | imageMessage | ... , base64?, mediaUrl?},
+  contextInfo?, messageType, messageTimestamp}`. `remoteJid` may be a `<digits>@lid`
+  privacy id: the phone is then in `key.remoteJidAlt` (2.3.6+) or `senderPn` (2.3.0+, on
+  the key or on data). The quoted id is `contextInfo.stanzaId`, top level in 2.3.x or
+  inside the message part. `base64` is there with the webhook's base64 option on,
+  `mediaUrl` with Evolution's S3 on. Groups (`@g.us`), broadcasts and newsletters are not
+  conversations with a contact: skipped.
   Evolution signs nothing, but with a JWT key on the connection it sends
   `Authorization: Bearer <HS256 JWT>`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +33,14 @@ import jwt
 from campaigns.providers.base import (
     DELIVERED,
     FAILED,
+    MEDIA_TYPES,
     PENDING,
     READ,
     SENT,
     Credential,
+    InboundMedia,
+    InboundUpdate,
+    MediaSource,
     OutgoingMessage,
     ParsedWebhook,
     PayloadError,
@@ -35,6 +50,7 @@ from campaigns.providers.base import (
     SendResult,
     StatusUpdate,
     classify,
+    e164,
     load_json,
     post,
     response_json,
@@ -63,6 +79,38 @@ STATUSES = {
     "FAILED": FAILED,
 }
 STATUS_EVENTS = {"messages.update", "send.message"}
+INBOUND_EVENT = "messages.upsert"
+
+# Baileys message parts (proto.Message fields) -> our inbound type.
+MESSAGE_PARTS = {
+    "conversation": "text",
+    "extendedTextMessage": "text",
+    "imageMessage": "image",
+    "audioMessage": "audio",
+    "videoMessage": "video",
+    "ptvMessage": "video",
+    "documentMessage": "document",
+    "stickerMessage": "sticker",
+    "locationMessage": "location",
+    "liveLocationMessage": "location",
+    "contactMessage": "contacts",
+    "contactsArrayMessage": "contacts",
+    "buttonsResponseMessage": "button",
+    "templateButtonReplyMessage": "button",
+    "listResponseMessage": "interactive",
+    "interactiveResponseMessage": "interactive",
+    "reactionMessage": "reaction",
+}
+# Wrappers around the real part (disappearing messages, view once, a document's caption).
+WRAPPERS = (
+    "ephemeralMessage",
+    "viewOnceMessage",
+    "viewOnceMessageV2",
+    "viewOnceMessageV2Extension",
+    "documentWithCaptionMessage",
+)
+# Chats that are not a conversation with one person.
+NOT_A_PERSON = ("@g.us", "@broadcast", "@newsletter")
 
 JWT_LEEWAY_SECONDS = 30
 # How a send to a number that is not on WhatsApp is described (Delivery.NOT_ON_WHATSAPP_TEXT).
@@ -132,6 +180,134 @@ def _item(item: Any, event: str, fallback_time: datetime | None) -> StatusUpdate
     return StatusUpdate(message_id, status, occurred_at, error_code, error_message, event)
 
 
+def _unwrap(message: dict[str, Any]) -> dict[str, Any]:
+    """The message part inside ephemeral, view-once and document-with-caption wrappers."""
+    for _ in range(3):
+        inner = next((message[w] for w in WRAPPERS if isinstance(message.get(w), dict)), None)
+        if inner is None or not isinstance(inner.get("message"), dict):
+            break
+        message = {k: v for k, v in message.items() if k not in WRAPPERS} | inner["message"]
+    return message
+
+
+def _obj(holder: dict[str, Any], name: str) -> dict[str, Any]:
+    value = holder.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _text(kind: str, part: Any) -> str:
+    """The text a person reads in PART (a Baileys message part of type KIND)."""
+    if isinstance(part, str):
+        return part  # conversation
+    if not isinstance(part, dict):
+        return ""
+    if kind == "buttonsResponseMessage":
+        return str(part.get("selectedDisplayText") or part.get("selectedButtonId") or "")
+    if kind == "templateButtonReplyMessage":
+        return str(part.get("selectedDisplayText") or part.get("selectedId") or "")
+    if kind == "listResponseMessage":
+        reply = _obj(part, "singleSelectReply")
+        return str(part.get("title") or reply.get("selectedRowId") or "")
+    if kind == "interactiveResponseMessage":
+        body = _obj(part, "body")
+        return str(body.get("text") or "")
+    if kind == "reactionMessage":
+        return str(part.get("text") or "")
+    if kind in ("locationMessage", "liveLocationMessage"):
+        place = [str(part.get(k) or "") for k in ("name", "address")]
+        coordinates = f"{part.get('degreesLatitude', '')},{part.get('degreesLongitude', '')}"
+        return " ".join(p for p in place if p) or coordinates
+    if kind == "contactMessage":
+        return str(part.get("displayName") or "")
+    if kind == "contactsArrayMessage":
+        return str(part.get("displayName") or "")
+    return str(part.get("text") or part.get("caption") or "")
+
+
+def _quoted(item: dict[str, Any], part: Any) -> str:
+    for holder in (item, part if isinstance(part, dict) else {}):
+        context = holder.get("contextInfo")
+        if isinstance(context, dict) and isinstance(context.get("stanzaId"), str) and context["stanzaId"]:
+            return str(context["stanzaId"])[:128]
+    if isinstance(part, dict) and isinstance(part.get("key"), dict):  # a reaction names its message
+        return str(part["key"].get("id") or "")[:128]
+    return ""
+
+
+def _sender_phone(item: dict[str, Any], key: dict[str, Any]) -> str:
+    """The sender's phone: the JID itself for a phone JID, else (an `@lid` privacy id) the
+    phone Evolution puts beside it."""
+    remote = str(key.get("remoteJid") or "")
+    if remote.endswith("@s.whatsapp.net") or remote.endswith("@c.us"):
+        phone = e164(remote)
+        if phone:
+            return phone
+    for alt in (key.get("remoteJidAlt"), key.get("senderPn"), item.get("senderPn")):
+        phone = e164(alt)
+        if phone:
+            return phone
+    return ""
+
+
+def _inbound(item: Any, fallback_time: datetime | None) -> InboundUpdate | None:
+    """An inbound message from one `messages.upsert` item, or None for our own echoes,
+    groups, broadcasts and items without a message id."""
+    if not isinstance(item, dict):
+        raise PayloadError("messages.upsert: data items must be objects")
+    key: dict[str, Any] = item["key"] if isinstance(item.get("key"), dict) else {}
+    message_id = key.get("id")
+    if key.get("fromMe") is not False or not isinstance(message_id, str) or not message_id:
+        return None
+    remote = str(key.get("remoteJid") or "")
+    if remote.endswith(NOT_A_PERSON) or remote == "status@broadcast":
+        return None
+    message = _unwrap(item["message"] if isinstance(item.get("message"), dict) else {})
+    message_type = str(item.get("messageType") or "")
+    kind = message_type if message_type in MESSAGE_PARTS and message_type in message else ""
+    if not kind:
+        kind = next((k for k in MESSAGE_PARTS if k in message), "")
+    part = message.get(kind) if kind else None
+    inbound_type = MESSAGE_PARTS.get(kind, "other")
+    media = None
+    if inbound_type in MEDIA_TYPES and isinstance(part, dict):
+        media = InboundMedia(
+            mime_type=str(part.get("mimetype") or "")[:127],
+            file_name=str(part.get("fileName") or "")[:255],
+            url=str(message.get("mediaUrl") or "") if isinstance(message.get("mediaUrl"), str) else "",
+            in_body=isinstance(message.get("base64"), str) and bool(message["base64"]),
+            voice=bool(part.get("ptt")),
+        )
+    lid = remote if remote.endswith("@lid") else ""
+    return InboundUpdate(
+        message_id=message_id[:128],
+        phone=_sender_phone(item, key),
+        type=inbound_type,
+        text=_text(kind, part) if kind else "",
+        wa_user_id=lid[:128],
+        profile_name=str(item.get("pushName") or "")[:200],
+        quoted_id=_quoted(item, part),
+        media=media,
+        occurred_at=timestamp(item.get("messageTimestamp")) or fallback_time,
+    )
+
+
+def media_base64(body: bytes | str, message_id: str) -> str | None:
+    """The base64 text of MESSAGE_ID's attachment in a stored `messages.upsert` BODY, or None."""
+    try:
+        payload = load_json(body)
+    except PayloadError:
+        return None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    for item in data if isinstance(data, list) else [data]:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), dict):
+            continue
+        if item["key"].get("id") != message_id or not isinstance(item.get("message"), dict):
+            continue
+        encoded = _unwrap(item["message"]).get("base64")
+        return encoded if isinstance(encoded, str) and encoded else None
+    return None
+
+
 def parse_envelope(payload: Any, *, event_hint: str = "") -> ParsedWebhook:
     """Read an Evolution envelope. EVENT_HINT is the by-event URL's slug (or the stored
     event type) for envelopes without "event". Raises PayloadError."""
@@ -147,11 +323,17 @@ def parse_envelope(payload: Any, *, event_hint: str = "") -> ParsedWebhook:
     if "data" not in payload:
         raise PayloadError("no data")
     parsed = ParsedWebhook(event_type=event[:64], instance=instance)
-    if event not in STATUS_EVENTS:
+    if event not in STATUS_EVENTS and event != INBOUND_EVENT:
         return parsed
     data = payload["data"]
     items = data if isinstance(data, list) else [data]
     fallback_time = timestamp(payload.get("date_time"))
+    if event == INBOUND_EVENT:
+        for item in items:
+            inbound = _inbound(item, fallback_time)
+            if inbound is not None:
+                parsed.messages.append(inbound)
+        return parsed
     for item in items:
         update = _item(item, event, fallback_time)
         if update is not None:
@@ -249,3 +431,17 @@ class EvolutionProvider(Provider):
     @classmethod
     def parse_webhook(cls, body: bytes | str, hint: str = "") -> ParsedWebhook:
         return parse_envelope(load_json(body), event_hint=hint)
+
+    def media_source(self, media_info: dict[str, Any], *, body: str, message_id: str) -> MediaSource:
+        """The base64 of the webhook body when it came with one, else Evolution's `mediaUrl`
+        (its S3: a presigned or public URL, fetched without our API key)."""
+        encoded = media_base64(body, message_id) if media_info.get("in_body") and body else None
+        if encoded:
+            try:
+                return MediaSource(data=base64.b64decode(encoded.split(",", 1)[-1], validate=True))
+            except (binascii.Error, ValueError):
+                raise ProviderError("permanent", "the webhook's base64 is not valid", code="bad_base64") from None
+        url = media_info.get("url")
+        if isinstance(url, str) and url:
+            return MediaSource(url=url)
+        raise ProviderError("permanent", "the webhook carried neither base64 nor a media URL", code="no_media")

@@ -7,7 +7,7 @@ its time over HTTP to Sense's own webhook endpoint (`/api/webhooks/sandbox/<toke
 signed as Meta signs (`X-Hub-Signature-256`, HMAC-SHA256 of the raw body with the
 connection's app secret), in Meta's shapes: statuses `sent`, `delivered`, `read`, `failed`
 with `errors: [{code, title, message, error_data.details}]`, and inbound text messages
-for replies (stored as ignored events: Sense does not read inbound messages yet). So what a
+for replies (quoting the message they answer; some say "SAIR", which opts the contact out). So what a
 newcomer watches is the production ingest path: webhook view -> WebhookEvent -> worker.
 
 Why Meta's shape and not Evolution's: Meta signs every body, so the sandbox exercises a

@@ -12,7 +12,7 @@ from campaigns import services
 from campaigns.models import Campaign, Contact, Delivery
 from tests.conftest import ApiClient
 
-STATS_KEYS = {"total", "pending", "sent", "delivered", "read", "failed", "cancelled", "unknown"}
+STATS_KEYS = {"total", "pending", "sent", "delivered", "read", "failed", "cancelled", "unknown", "replied"}
 
 
 @pytest.fixture(autouse=True)

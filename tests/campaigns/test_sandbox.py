@@ -18,7 +18,7 @@ from django.test import Client
 
 from campaigns import sending, services, tracking, webhook_views
 from campaigns.admin import ConnectionForm
-from campaigns.models import Campaign, Connection, Delivery, DeliveryEvent, PendingStatus, WebhookEvent
+from campaigns.models import Campaign, Connection, Delivery, DeliveryEvent, InboundMessage, PendingStatus, WebhookEvent
 from campaigns.providers import CloudApiProvider, OutgoingMessage, ProviderError, provider_for, sandbox
 from campaigns.providers.sandbox import ERRORS, Outcomes, SandboxProvider, derived_app_secret
 from sense.errors import Conflict, ServiceError
@@ -275,10 +275,13 @@ def test_the_real_webhook_view_takes_them_and_the_worker_path_applies_them(
     tracking.process_all_pending()  # what the woken worker does
 
     events = WebhookEvent.objects.filter(connection=connection)
-    assert Counter(events.values_list("status", flat=True)) == {"processed": 9, "ignored": 3}
-    assert set(events.filter(status="ignored").values_list("event_type", flat=True)) == {"messages"}  # the replies
+    assert Counter(events.values_list("status", flat=True)) == {"processed": 12}
+    # The replies are inbound messages answering (quoting) their deliveries.
+    replies = InboundMessage.objects.filter(connection=connection)
+    assert sorted(replies.values_list("delivery_id", flat=True)) == sorted(d.pk for d in deliveries)
     for delivery in Delivery.objects.filter(pk__in=[d.pk for d in deliveries]):
         assert delivery.status == Delivery.Status.READ
+        assert delivery.replied_at is not None
         history = DeliveryEvent.objects.filter(delivery=delivery).values_list("status", flat=True)
         assert list(history) == ["sent", "delivered", "read"]
 

@@ -61,7 +61,7 @@ def test_a_sandbox_campaign_is_delivered_and_read(
 
     assert stats(campaign) == {
         "total": 12, "pending": 0, "sent": 12, "delivered": 12, "read": 12,
-        "failed": 0, "cancelled": 0, "unknown": 0,
+        "failed": 0, "cancelled": 0, "unknown": 0, "replied": 0,
     }  # fmt: skip
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.FINISHED
     events = WebhookEvent.objects.filter(connection=campaign.connection)

@@ -44,6 +44,7 @@ def test_it_sends_every_delivery_once_and_records_the_provider_ids(
         "failed": 0,
         "cancelled": 0,
         "unknown": 0,
+        "replied": 0,
     }
     assert campaign.finished_at is not None
 
@@ -160,3 +161,23 @@ def test_pause_and_cancel_stop_new_sends_at_once(
         assert counts["cancelled"] == 200 - len(sim.sends)
         assert campaign.stat_cancelled == counts["cancelled"]
         assert campaign.stat_pending == 0
+
+
+def test_a_send_refused_with_131050_opts_the_contact_out(
+    dramatiq_worker: Any, sim: ProviderSimulator, cloud: Any, make_contacts: Any, make_campaign: Any
+) -> None:
+    from tests.simulator import cloud_error_body
+
+    contacts = make_contacts(3)
+    body = cloud_error_body(400, "(#131050) Unable to deliver the message: the user stopped marketing messages", 131050)
+    sim.fail_number(contacts[0].phone, 400, body=body)
+    campaign = make_campaign(cloud)
+    services.campaign_start(campaign=campaign)
+
+    wait_for(lambda: _refresh(campaign).status == Campaign.Status.FINISHED, timeout=30, what="campaign finished")
+    stopped = type(contacts[0]).objects.get(pk=contacts[0].pk)
+    assert (stopped.opted_out, stopped.opt_out_source) == (True, "provider")
+    assert [c.opted_out for c in type(contacts[0]).objects.filter(pk__in=[c.pk for c in contacts[1:]])] == [
+        False,
+        False,
+    ]

@@ -112,12 +112,26 @@ def test_receipts_for_incoming_messages_and_deleted_status_are_ignored(
 
 
 def test_non_status_events_are_stored_as_ignored(evolution_connection: Connection) -> None:
-    response = post_evolution(evolution_connection, evolution_incoming_message())
+    payload = {
+        "event": "contacts.update",
+        "instance": "acme-main",
+        "data": [{"remoteJid": "5511999990000@s.whatsapp.net", "pushName": "Maria", "profilePicUrl": None}],
+    }
+    response = post_evolution(evolution_connection, payload)
 
     assert response.status_code == 200
     event = WebhookEvent.objects.get()
-    assert (event.status, event.event_type, event.processed_at is not None) == ("ignored", "messages.upsert", True)
-    assert json.loads(event.body)["data"]["message"] == {"conversation": "Oi!"}
+    assert (event.status, event.event_type, event.processed_at is not None) == ("ignored", "contacts.update", True)
+    assert json.loads(event.body)["data"][0]["pushName"] == "Maria"
+
+
+def test_incoming_messages_are_stored_for_processing(evolution_connection: Connection) -> None:
+    response = post_evolution(evolution_connection, evolution_incoming_message())
+
+    assert response.status_code == 200
+    assert response.json()["messages"] == 1
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.event_type) == ("pending", "messages.upsert")
 
 
 def test_duplicates_change_nothing(evolution_connection: Connection, campaign: Campaign, deliveries: Any) -> None:

@@ -19,7 +19,7 @@ from campaigns.models import Campaign, Connection, Delivery, DeliveryEvent, Webh
 from sense import scheduler
 from tests.conftest import ApiClient
 from tests.tracking.conftest import post_evolution, process_all, recount, stats
-from tests.webhook_payloads import evolution_incoming_message, evolution_update
+from tests.webhook_payloads import evolution_message_item, evolution_update, evolution_upsert
 
 
 def prune(*args: str) -> dict[str, int]:
@@ -39,7 +39,8 @@ def history(campaign: Campaign, evolution_connection: Connection, deliveries: An
     first, second = deliveries(campaign, 2)
     post_evolution(evolution_connection, evolution_update(first.provider_message_id, "DELIVERY_ACK"))
     post_evolution(evolution_connection, evolution_update(second.provider_message_id, "READ"))
-    post_evolution(evolution_connection, evolution_incoming_message())
+    # Our own echo: stored as ignored.
+    post_evolution(evolution_connection, evolution_upsert(evolution_message_item({"conversation": "Hi"}, from_me=True)))
     process_all()
     old = list(WebhookEvent.objects.all())
     assert sorted(e.status for e in old) == ["ignored", "processed", "processed"]

@@ -80,6 +80,7 @@ def test_it_prints_before_and_after_and_fixes(campaign: Campaign) -> None:
         "failed": 2,
         "cancelled": 0,
         "unknown": 0,
+        "replied": 0,
     }
     assert "0 differ" in run("--all", "--check")
 

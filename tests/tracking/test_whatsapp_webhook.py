@@ -109,6 +109,7 @@ def test_a_batch_with_many_entries_and_statuses_is_applied_whole(
         "failed": 10,
         "cancelled": 0,
         "unknown": 0,
+        "replied": 0,
     }
     assert DeliveryEvent.objects.count() == 60
 
@@ -139,12 +140,12 @@ def test_another_tenants_message_ids_are_not_touched(
     assert theirs.status == "sent"
 
 
-def test_incoming_messages_are_stored_as_ignored(cloud_connection: Connection) -> None:
+def test_incoming_messages_are_stored_for_processing(cloud_connection: Connection) -> None:
     response = post(cloud_connection, cloud_incoming_message())
 
     assert response.status_code == 200
     event = WebhookEvent.objects.get()
-    assert (event.status, event.event_type) == ("ignored", "messages")
+    assert (event.status, event.event_type) == ("pending", "messages")
 
 
 class TestSignature:
