@@ -40,6 +40,7 @@ from django.conf import settings
 from campaigns.providers.base import (
     DELIVERED,
     FAILED,
+    INBOUND_TYPES,
     MEDIA_TYPES,
     READ,
     SENT,
@@ -188,21 +189,6 @@ def _template_update(field: str, value: dict[str, Any]) -> TemplateUpdate | None
         return TemplateUpdate(status=status, reason=text[:1000], **common) if status else None
     quality = str(value.get("new_quality_score") or "").upper()[:16]
     return TemplateUpdate(quality=quality, **common) if quality else None
-
-
-INBOUND_TYPES = {
-    "text",
-    "image",
-    "audio",
-    "video",
-    "document",
-    "sticker",
-    "location",
-    "contacts",
-    "button",
-    "interactive",
-    "reaction",
-}
 
 
 def _part(message: dict[str, Any], name: str) -> dict[str, Any]:
