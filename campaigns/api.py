@@ -199,7 +199,11 @@ class ConnectionOut(Schema):
     provider: str
     base_url: str
     rate_per_minute: int
+    daily_limit: int | None
     is_active: bool
+    state: str | None
+    state_reason: str
+    state_since: datetime | None
     webhook_url: str | None
     credentials_set: list[str]
     created_at: datetime
@@ -217,12 +221,18 @@ class ConnectionOut(Schema):
         """Which credentials are stored (their values are write-only)."""
         return sorted(k for k, v in obj.credentials.items() if v)
 
+    @staticmethod
+    def resolve_state(obj: Connection) -> str | None:
+        """open, connecting, close or refused as the gateway last reported; None: never told."""
+        return obj.state or None
+
 
 class ConnectionIn(Schema):
     name: str
     provider: str
     base_url: str = ""
     rate_per_minute: int = 60
+    daily_limit: int | None = None
     is_active: bool = True
     credentials: dict[str, str]
 
@@ -231,6 +241,7 @@ class ConnectionPatch(Schema):
     name: str | None = None
     base_url: str | None = None
     rate_per_minute: int | None = None
+    daily_limit: int | None = None
     is_active: bool | None = None
     credentials: dict[str, str] | None = None
 
@@ -279,11 +290,29 @@ class Preparation(Schema):
     total: int | None
 
 
+class SendWindow(Schema):
+    days: list[int] = [1, 2, 3, 4, 5, 6, 7]
+    start: str
+    end: str
+
+
 class CampaignOut(Schema):
     id: UUID
     name: str
     status: str
     connection_id: UUID
+    connection_ids: list[UUID]
+    rotation: str
+    interval_min_seconds: int
+    interval_max_seconds: int
+    pause_every: int
+    pause_seconds: int
+    typing_seconds: int
+    send_window: SendWindow | None
+    skip_dates: list[str]
+    variants: list[str]
+    waiting_reason: str | None
+    next_send_at: datetime | None
     scheduled_at: datetime | None
     started_at: datetime | None
     prepared_at: datetime | None
@@ -296,6 +325,15 @@ class CampaignOut(Schema):
     pause_reason: str
     created_at: datetime
 
+    @staticmethod
+    def resolve_connection_ids(obj: Campaign) -> list[Any]:
+        return obj.all_connection_ids()
+
+    @staticmethod
+    def resolve_waiting_reason(obj: Campaign) -> str | None:
+        """window, daily_limit or connection while a running campaign may not send; else None."""
+        return obj.waiting_reason or None if obj.status == Campaign.Status.RUNNING else None
+
 
 class CampaignPage(Schema):
     count: int
@@ -304,20 +342,40 @@ class CampaignPage(Schema):
 
 class CampaignIn(Schema):
     name: str
-    connection_id: UUID
+    connection_id: UUID | None = None
+    connection_ids: list[UUID] | None = None
     message: str
     media_id: UUID | None = None
     tags: list[str] = []
     scheduled_at: datetime | None = None
+    rotation: str = "round_robin"
+    interval_min_seconds: int = 0
+    interval_max_seconds: int = 0
+    pause_every: int = 0
+    pause_seconds: int = 0
+    typing_seconds: int = 0
+    send_window: dict[str, Any] | None = None
+    skip_dates: list[str] = []
+    variants: list[str] = []
 
 
 class CampaignPatch(Schema):
     name: str | None = None
     connection_id: UUID | None = None
+    connection_ids: list[UUID] | None = None
     message: str | None = None
     media_id: UUID | None = None
     tags: list[str] | None = None
     scheduled_at: datetime | None = None
+    rotation: str | None = None
+    interval_min_seconds: int | None = None
+    interval_max_seconds: int | None = None
+    pause_every: int | None = None
+    pause_seconds: int | None = None
+    typing_seconds: int | None = None
+    send_window: dict[str, Any] | None = None
+    skip_dates: list[str] | None = None
+    variants: list[str] | None = None
 
 
 class DeliveryOut(Schema):
@@ -332,6 +390,8 @@ class DeliveryOut(Schema):
     error: str | None
     error_code: str
     attempts: int
+    connection_id: UUID | None
+    variant: int | None
 
     @staticmethod
     def resolve_error(obj: Delivery) -> str | None:

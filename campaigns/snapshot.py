@@ -17,16 +17,21 @@ from typing import Any
 from django.db import connections
 from django.db.models import (
     BooleanField,
+    Case,
     DateTimeField,
     Expression,
     F,
     Field,
     Func,
+    IntegerField,
     Max,
     TextField,
     UUIDField,
     Value,
+    When,
 )
+from django.db.models.functions import Mod
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from campaigns.models import Campaign, Contact, ContactQuerySet, Delivery
@@ -157,6 +162,27 @@ def message_sql(template: str) -> Expression | F:
     return Func(*parts, template="(%(expressions)s)", arg_joiner=" || ", output_field=TextField())
 
 
+def variant_of(contact_id: int, count: int) -> int:
+    """The variant a contact's delivery carries: the texts are used in turn, by contact id."""
+    return contact_id % count if count > 1 else 0
+
+
+def variant_sql(count: int) -> Expression:
+    """`variant_of` as SQL, for each contact row."""
+    if count <= 1:
+        return Value(0, output_field=IntegerField())
+    return Mod(F("pk"), Value(count), output_field=IntegerField())
+
+
+def texts_sql(texts: list[str]) -> Expression | F:
+    """The text of each contact row's variant (`variant_of`), rendered like `message_sql`."""
+    if len(texts) <= 1:
+        return message_sql(texts[0])
+    variant = variant_sql(len(texts))
+    whens = [When(Exact(variant, Value(i)), then=message_sql(text)) for i, text in enumerate(texts)]
+    return Case(*whens, default=message_sql(texts[0]), output_field=TextField())
+
+
 def audience(campaign: Campaign) -> ContactQuerySet:
     """CAMPAIGN's sendable contacts: its tenant's, with any of its tags, not opted out."""
     contacts: ContactQuerySet = Contact.objects.for_tenant(campaign.tenant_id)
@@ -186,7 +212,8 @@ def insert_deliveries(campaign: Campaign, *, after: int, upto: int) -> int:
         "campaign": Value(campaign.pk, output_field=UUIDField()),
         "contact": F("pk"),
         "phone": F("phone"),
-        "text": message_sql(campaign.message),
+        "text": texts_sql(campaign.texts),
+        "variant": variant_sql(len(campaign.texts)),
         "status": Value(Delivery.Status.PENDING, output_field=TextField()),
         "attempts": Value(0),
         "error_code": Value("", output_field=TextField()),
@@ -206,7 +233,7 @@ def insert_deliveries(campaign: Campaign, *, after: int, upto: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         created = cursor.rowcount
-    keys = attribute_keys(campaign.message)
+    keys = attribute_keys("\n".join(campaign.texts))
     if keys and created:
         _render_in_python(campaign, contacts.filter(UnrenderedAttributes(keys)))
     return created
@@ -220,8 +247,9 @@ def _column(name: str) -> str:
 
 def _render_in_python(campaign: Campaign, contacts: ContactQuerySet) -> None:
     """Give the deliveries of CONTACTS (of this chunk) the text `render_text` makes."""
+    variants = campaign.texts
     texts = {
-        pk: render_text(campaign.message, name=name, phone=phone, attributes=attributes or {})
+        pk: render_text(variants[variant_of(pk, len(variants))], name=name, phone=phone, attributes=attributes or {})
         for pk, name, phone, attributes in contacts.values_list("pk", "name", "phone", "attributes")
     }
     if not texts:

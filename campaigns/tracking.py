@@ -33,6 +33,7 @@ from django.utils import timezone
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, PendingStatus, WebhookEvent
 from campaigns.providers import StatusUpdate, provider_class
+from campaigns.providers.base import ConnectionState
 
 log = logging.getLogger("sense.webhooks")
 
@@ -210,9 +211,11 @@ def _claim(events: QuerySet[WebhookEvent]) -> int:
 def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
     """Apply EVENTS, claimed by the caller in its transaction: every delivery they name
     locked in one statement, every change written once at the end."""
-    parsed = [
-        (event, provider_class(event.provider).parse_webhook(event.body, event.event_type).statuses) for event in events
-    ]
+    webhooks = [(event, provider_class(event.provider).parse_webhook(event.body, event.event_type)) for event in events]
+    for event, webhook in webhooks:
+        if webhook.connection_state is not None:
+            _apply_connection_state(event, webhook.connection_state)
+    parsed = [(event, webhook.statuses) for event, webhook in webhooks]
     writes = Writes(lock_deliveries((event.tenant_id, u.message_id) for event, updates in parsed for u in updates))
     for event, updates in parsed:
         apply_updates(
@@ -224,6 +227,17 @@ def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
             writes=writes,
         )
     writes.flush()
+
+
+def _apply_connection_state(event: WebhookEvent, report: ConnectionState) -> None:
+    from campaigns.pacing import connection_state_apply
+
+    connection_state_apply(
+        connection_id=event.connection_id,
+        state=report.state,
+        reason=report.reason,
+        occurred_at=report.occurred_at or event.received_at,
+    )
 
 
 def process_event(event_id: int) -> Outcome:

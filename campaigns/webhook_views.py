@@ -102,7 +102,7 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
     except UnicodeDecodeError:
         raise _Refused(json_error("Invalid webhook body: not UTF-8.", code="invalid", status=400)) from None
     now = timezone.now()
-    ignored = not parsed.statuses
+    ignored = not parsed.statuses and parsed.connection_state is None
     # One INSERT, committed on its own (autocommit): durable before the answer.
     event = WebhookEvent.objects.create(
         tenant_id=connection.tenant_id,

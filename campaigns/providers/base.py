@@ -62,6 +62,7 @@ class OutgoingMessage:
     phone: str  # E.164, with the +
     text: str
     media: Media | None = None
+    typing_seconds: int = 0  # Evolution shows "typing…" this long before sending (its `delay`)
 
     @property
     def number(self) -> str:
@@ -129,14 +130,26 @@ class StatusUpdate:
     event: str = ""
 
 
+@dataclass(frozen=True)
+class ConnectionState:
+    """The gateway's report on the number's session (Evolution's `connection.update`):
+    `state` is open, connecting, close or refused; `reason` its status reason."""
+
+    state: str
+    reason: str = ""
+    occurred_at: datetime | None = None
+
+
 @dataclass
 class ParsedWebhook:
-    """What a webhook call carries: its event type, Evolution's instance name (or "") and
-    the status updates in it (empty for messages, contacts, presence... which are ignored)."""
+    """What a webhook call carries: its event type, Evolution's instance name (or ""), the
+    status updates in it (empty for messages, contacts, presence... which are ignored) and
+    a connection state report, if it is one."""
 
     event_type: str
     instance: str = ""
     statuses: list[StatusUpdate] = field(default_factory=list)
+    connection_state: ConnectionState | None = None
 
 
 # --- The interface ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from campaigns.providers.base import (
     PENDING,
     READ,
     SENT,
+    ConnectionState,
     Credential,
     OutgoingMessage,
     ParsedWebhook,
@@ -63,6 +64,10 @@ STATUSES = {
     "FAILED": FAILED,
 }
 STATUS_EVENTS = {"messages.update", "send.message"}
+# `connection.update` (whatsapp.baileys.service.ts): data {instance, wuid, state, statusReason}
+# with state open | connecting | close, or refused when the QR code was not read in time.
+CONNECTION_EVENT = "connection.update"
+CONNECTION_STATES = {"open", "connecting", "close", "refused"}
 
 JWT_LEEWAY_SECONDS = 30
 
@@ -130,6 +135,16 @@ def _item(item: Any, event: str, fallback_time: datetime | None) -> StatusUpdate
     return StatusUpdate(message_id, status, occurred_at, error_code, error_message, event)
 
 
+def _connection_state(data: Any, occurred_at: datetime | None) -> ConnectionState | None:
+    if not isinstance(data, dict):
+        raise PayloadError(f"{CONNECTION_EVENT}: data must be an object")
+    state = str(data.get("state") or "").strip().lower()
+    if state not in CONNECTION_STATES:
+        return None  # a state this version does not know: stored, changes nothing
+    reason = data.get("statusReason")
+    return ConnectionState(state=state, reason="" if reason is None else str(reason)[:200], occurred_at=occurred_at)
+
+
 def parse_envelope(payload: Any, *, event_hint: str = "") -> ParsedWebhook:
     """Read an Evolution envelope. EVENT_HINT is the by-event URL's slug (or the stored
     event type) for envelopes without "event". Raises PayloadError."""
@@ -145,6 +160,9 @@ def parse_envelope(payload: Any, *, event_hint: str = "") -> ParsedWebhook:
     if "data" not in payload:
         raise PayloadError("no data")
     parsed = ParsedWebhook(event_type=event[:64], instance=instance)
+    if event == CONNECTION_EVENT:
+        parsed.connection_state = _connection_state(payload["data"], timestamp(payload.get("date_time")))
+        return parsed
     if event not in STATUS_EVENTS:
         return parsed
     data = payload["data"]
@@ -196,6 +214,9 @@ class EvolutionProvider(Provider):
                 "fileName": message.media.file_name,
                 "media": message.media.url,
             }
+        if message.typing_seconds:
+            # Evolution shows "typing…" (or "recording…") for `delay` ms, then sends.
+            body["delay"] = int(message.typing_seconds * 1000)
         response = post(url, headers=headers, body=body)
         data = response_json(response)
         if response.status_code in (200, 201):
