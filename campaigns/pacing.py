@@ -57,15 +57,14 @@ def next_day_start(now: datetime | None = None) -> datetime:
 
 
 def parse_hhmm(value: Any) -> time:
-    """ "09:00" -> time(9, 0); "24:00" is the end of the day. Raises ValueError."""
+    """"09:00" (or "09:00:30") -> time(9, 0); "24:00" is the end of the day. Raises ValueError."""
     text = str(value or "").strip()
-    hours, sep, minutes = text.partition(":")
-    if not sep or not hours.isdigit() or not minutes.isdigit() or len(minutes) != 2:
-        raise ValueError(f"{text!r} is not HH:MM")
-    h, m = int(hours), int(minutes)
-    if (h, m) == (24, 0):
+    if text in ("24:00", "24:00:00"):
         return time.max
-    return time(h, m)  # raises ValueError when out of range
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or any(len(p) != 2 or not p.isdigit() for p in parts):
+        raise ValueError(f"{text!r} is not HH:MM")
+    return time(*(int(p) for p in parts))  # raises ValueError when out of range
 
 
 def window_status(campaign: Campaign, now: datetime | None = None) -> tuple[bool, datetime | None]:

@@ -755,12 +755,12 @@ def campaign_create(
         ids: list[Any] | None = [connection.pk]
     else:
         ids = _connection_ids({"connection_ids": connection_ids, "connection_id": connection_id})
-    if not ids:
+    if not ids and connection_ids is None:
         raise ServiceError("A connection is required.", code="invalid_connection", status=422)
-    if len(ids) == 1 and connection_ids is None:
+    if ids and len(ids) == 1 and connection_ids is None:
         connections = [_connection_for(tenant, ids[0])]  # the one-connection form keeps its 422
     else:
-        connections = _connections_for(tenant, ids)
+        connections = _connections_for(tenant, ids or [])
     fields = campaign_settings_clean(changes=settings_)
     with transaction.atomic():
         campaign = Campaign.objects.create(
