@@ -57,7 +57,7 @@ def next_day_start(now: datetime | None = None) -> datetime:
 
 
 def parse_hhmm(value: Any) -> time:
-    """"09:00" (or "09:00:30") -> time(9, 0); "24:00" is the end of the day. Raises ValueError."""
+    """ "09:00" (or "09:00:30") -> time(9, 0); "24:00" is the end of the day. Raises ValueError."""
     text = str(value or "").strip()
     if text in ("24:00", "24:00:00"):
         return time.max
