@@ -64,7 +64,8 @@ def parse_hhmm(value: Any) -> time:
     parts = text.split(":")
     if len(parts) not in (2, 3) or any(len(p) != 2 or not p.isdigit() for p in parts):
         raise ValueError(f"{text!r} is not HH:MM")
-    return time(*(int(p) for p in parts))  # raises ValueError when out of range
+    numbers = [int(p) for p in parts]
+    return time(numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 0)  # ValueError when out of range
 
 
 def window_status(campaign: Campaign, now: datetime | None = None) -> tuple[bool, datetime | None]:

@@ -28,7 +28,7 @@ def _evolution(tenant: Tenant, name: str, instance: str) -> Connection:
     )
 
 
-ENGINE = {
+ENGINE: dict[str, Any] = {
     "rotation": "least_used",
     "interval_min_seconds": 25,
     "interval_max_seconds": 50,
