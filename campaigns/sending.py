@@ -45,6 +45,8 @@ log = logging.getLogger("sense.campaigns")
 
 SLICE_SECONDS = 20.0
 HEARTBEAT_SECONDS = 5.0
+# A connection reported down (or disabled, or given a new daily limit) is seen this soon.
+STATE_REFRESH_SECONDS = 1.0
 BROADCAST_SECONDS = 1.0
 # Longer waits for rate budget are not slept: the run re-enqueues itself with a delay.
 MAX_SLEEP = 2.0
@@ -330,11 +332,12 @@ class _Run:
         self.last_beat = time.monotonic()
 
     def keep_alive(self) -> None:
-        """The heartbeat every HEARTBEAT_SECONDS (with the connections' states), and live
-        stats every BROADCAST_SECONDS."""
+        """The heartbeat every HEARTBEAT_SECONDS, the connections' states every
+        STATE_REFRESH_SECONDS and live stats every BROADCAST_SECONDS."""
         now = time.monotonic()
         if now - self.last_beat > HEARTBEAT_SECONDS:
             self.beat()
+        if now - self.last_states > STATE_REFRESH_SECONDS:
             self.refresh_connections()
         if now - self.last_broadcast > BROADCAST_SECONDS and (self.outcome.sent or self.outcome.failed):
             broadcast_stats(self.campaign.pk)
@@ -343,8 +346,9 @@ class _Run:
     def refresh_connections(self) -> None:
         """The connections' states and limits as they are now (a webhook may have changed them)."""
         fresh = {c.pk: c for c in Connection.objects.filter(pk__in=[c.pk for c in self.connections])}
-        self.connections = [fresh[c.pk] for c in self.connections if c.pk in fresh]
+        self.connections = [fresh[c.pk] for c in self.connections if c.pk in fresh and fresh[c.pk].is_active]
         self.capped.clear()
+        self.last_states = time.monotonic()
 
     def wait(self, reason: str, until: datetime | None, reschedule_in: float | None) -> None:
         pacing.campaign_wait(self.campaign, reason, until)
