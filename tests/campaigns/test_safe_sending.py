@@ -196,7 +196,9 @@ def _connection_update(client: Any, connection: Connection, state: str, at: date
         "data": {"instance": connection.credentials["instance"], "state": state, "statusReason": 401},
         "date_time": at.isoformat(),
     }
-    response = client.post(f"/api/webhooks/evolution/{connection.webhook_token}/", body, content_type="application/json")
+    response = client.post(
+        f"/api/webhooks/evolution/{connection.webhook_token}/", body, content_type="application/json"
+    )
     assert response.status_code == 200 and response.json()["status"] == "pending", response.content
     tracking.process_all_pending()
 
