@@ -388,7 +388,7 @@ class _Run:
                     max_wait=MAX_SLEEP,
                     lead=PACE_LEAD,
                     every=campaign.pause_every if campaign.pause_seconds else 0,
-                    pause=float(campaign.pause_seconds),
+                    pause=campaign.pause_seconds + pacing.PACE_SLACK,
                 )
                 if not slot.reserved:
                     waits.append(slot.wait)
