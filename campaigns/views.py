@@ -253,14 +253,15 @@ def campaign_create(request: TenantHttpRequest) -> HttpResponse:
                 tenant=request.tenant,
                 user=request.user,
                 name=data["name"],
-                connection=data["connection"],
+                connection_ids=[data["connection"].pk, *[c.pk for c in data["more_connections"] or []]],
                 message=data["message"],
                 media=data["asset"],
                 tags=data["tags"],
                 scheduled_at=data["scheduled_at"],
+                **form.sending_settings(),
             )
         except ServiceError as exc:
-            form.add_error(None, exc.message)
+            form.add_error(form.ERROR_FIELDS.get(exc.code), exc.message)
         else:
             messages.success(request, _("Campaign created."))
             return redirect("campaigns:detail", campaign_id=campaign.id)
