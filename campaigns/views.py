@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from campaigns import services
 from campaigns.forms import CampaignForm, ContactImportForm, parse_tags
-from campaigns.models import Campaign, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
+from campaigns.models import Campaign, Connection, Contact, ContactErasure, ContactImport, Delivery, DeliveryEvent
 from sense.errors import ServiceError
 from sense.pagesupport import render_htmx, tenant_required
 from sense.tenancy import TenantHttpRequest, get_for_tenant
@@ -92,7 +92,9 @@ def timeline(campaign: Campaign, minutes: int = 60) -> dict[str, Any]:
 
 
 def _deliveries(request: TenantHttpRequest, campaign: Campaign) -> dict[str, Any]:
-    deliveries = Delivery.objects.filter(tenant=request.tenant, campaign=campaign).order_by("id")
+    deliveries = (
+        Delivery.objects.filter(tenant=request.tenant, campaign=campaign).select_related("connection").order_by("id")
+    )
     status = request.GET.get("status", "")
     phone = request.GET.get("phone", "").strip()
     if status in Delivery.Status.values:
@@ -119,9 +121,42 @@ def campaign_detail(request: TenantHttpRequest, campaign_id: UUID) -> HttpRespon
     return _detail_page(request, campaign, deliveries)
 
 
+def variant_stats(campaign: Campaign) -> list[dict[str, Any]]:
+    """Sent, delivered, read and replied per text variant, in one GROUP BY (empty for a
+    campaign with one text)."""
+    texts = campaign.texts
+    if len(texts) <= 1:
+        return []
+    reached = [Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.READ]
+    rows = {
+        row["variant"]: row
+        for row in Delivery.objects.filter(campaign=campaign)
+        .values("variant")
+        .annotate(
+            total=Count("pk"),
+            sent=Count("pk", filter=Q(status__in=reached)),
+            delivered=Count("pk", filter=Q(status__in=reached[1:])),
+            read=Count("pk", filter=Q(status=Delivery.Status.READ)),
+            replied=Count("pk", filter=Q(replied_at__isnull=False)),
+        )
+        .order_by()
+    }
+    empty = {"total": 0, "sent": 0, "delivered": 0, "read": 0, "replied": 0}
+    return [{"variant": i, "text": text, **{**empty, **rows.get(i, {})}} for i, text in enumerate(texts)]
+
+
 def _detail_page(request: TenantHttpRequest, campaign: Campaign, deliveries: dict[str, Any]) -> HttpResponse:
     """The whole campaign page (its header shows the connection: CAMPAIGN has it joined)."""
-    context = {"nav": "campaigns", "timeline": timeline(campaign), **campaign_context(campaign), **deliveries}
+    context = {
+        "nav": "campaigns",
+        "timeline": timeline(campaign),
+        "variants": variant_stats(campaign),
+        "connection_names": list(
+            Connection.objects.filter(pk__in=campaign.all_connection_ids()).values_list("name", flat=True)
+        ),
+        **campaign_context(campaign),
+        **deliveries,
+    }
     return render(request, "campaigns/detail.html", context)
 
 

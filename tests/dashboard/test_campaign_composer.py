@@ -63,3 +63,38 @@ def test_the_composer_shows_bad_settings_as_form_errors(alice_client: Client, ac
     response = alice_client.post("/campaigns/new/", {**base, "skip_dates": "tomorrow"})
     assert "is not a date" in response.content.decode()
     assert not Campaign.objects.exists()
+
+
+def test_the_campaign_page_shows_why_it_waits_its_variants_and_each_deliverys_connection(
+    alice_client: Client, acme: Tenant
+) -> None:
+    from django.utils import timezone
+
+    from campaigns import services
+    from campaigns.models import Contact, Delivery
+
+    one = _number(acme, 1)
+    Contact.objects.bulk_create([Contact(tenant=acme, phone=f"+5511910000{i:03d}", name=f"C{i}") for i in range(4)])
+    campaign = services.campaign_create(
+        tenant=acme, name="v", message="A {{name}}", connection=one, variants=["B {{name}}"]
+    )
+    services.campaign_start(campaign=campaign)
+    services.campaign_prepare(campaign_id=campaign.pk)
+    first = Delivery.objects.filter(campaign=campaign).order_by("pk").first()
+    assert first is not None
+    Delivery.objects.filter(pk=first.pk).update(status="sent", connection=one, sent_at=timezone.now())
+    Campaign.objects.filter(pk=campaign.pk).update(waiting_reason="window", next_send_at=timezone.now())
+
+    page = alice_client.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert 'data-waiting="window"' in page and "Outside its send window" in page
+    assert 'data-variant="0"' in page and 'data-variant="1"' in page
+    assert "Number 1" in page
+
+
+def test_the_ops_page_shows_each_connections_state_and_sends_today(alice_client: Client, acme: Tenant) -> None:
+    from django.utils import timezone
+
+    one = _number(acme, 1)
+    Connection.objects.filter(pk=one.pk).update(state="close", state_reason="401", state_since=timezone.now())
+    page = alice_client.get("/ops/").content.decode()
+    assert "Number 1: closed since" in page and "(401)" in page
