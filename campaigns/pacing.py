@@ -96,13 +96,10 @@ def window_status(campaign: Campaign, now: datetime | None = None) -> tuple[bool
 
 # --- Daily counters ---------------------------------------------------------------------
 
-_known_days: set[tuple[Any, date]] = set()
-
 
 def lock_day(connection: Connection, day: date) -> int:
     """Inside the caller's transaction: lock CONNECTION's counter row of DAY (created when
     missing) and return how many it has sent that day."""
-    key = (connection.pk, day)
     row = ConnectionDay.objects.select_for_update().filter(connection_id=connection.pk, day=day)
     sent = row.values_list("sent", flat=True).first()
     if sent is None:
@@ -111,14 +108,21 @@ def lock_day(connection: Connection, day: date) -> int:
             ignore_conflicts=True,
         )
         sent = row.values_list("sent", flat=True).first() or 0
-    _known_days.add(key)
     return int(sent)
 
 
-def count_sends(connection_id: Any, day: date, n: int) -> None:
-    """Add N (negative: give back) to the counter row of DAY (locked by the caller)."""
-    if n:
-        ConnectionDay.objects.filter(connection_id=connection_id, day=day).update(sent=F("sent") + n)
+def count_sends(connection_id: Any, day: date, n: int, *, tenant_id: Any = None) -> None:
+    """Add N (negative: give back) to CONNECTION_ID's counter row of DAY; with TENANT_ID,
+    the row is created when missing."""
+    if not n:
+        return
+    row = ConnectionDay.objects.filter(connection_id=connection_id, day=day)
+    if row.update(sent=F("sent") + n) or tenant_id is None or n < 0:
+        return
+    ConnectionDay.objects.bulk_create(
+        [ConnectionDay(tenant_id=tenant_id, connection_id=connection_id, day=day)], ignore_conflicts=True
+    )
+    row.update(sent=F("sent") + n)
 
 
 def sent_today(connection_ids: Iterable[Any], day: date | None = None) -> dict[Any, int]:
