@@ -409,7 +409,7 @@ def _campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
 
 @campaigns_router.get("/", response=CampaignPage, summary="Campaigns, newest first")
 def list_campaigns(request: TenantHttpRequest, status: str = "", page: int = 1, page_size: int = PAGE_SIZE) -> Any:
-    qs = Campaign.objects.for_tenant(request.tenant).order_by("-created_at")
+    qs = Campaign.objects.for_tenant(request.tenant).prefetch_related("extra_connections").order_by("-created_at")
     if status:
         qs = qs.filter(status=status)
     return paginate(qs, page=page, page_size=page_size)

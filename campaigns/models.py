@@ -473,8 +473,9 @@ class Campaign(TenantOwned):
 
     def all_connection_ids(self) -> list[Any]:
         """The primary connection's id first, then the others' (by name)."""
-        extra = [c for c in self.extra_connections.order_by("name").values_list("pk", flat=True)]
-        return [self.connection_id, *[pk for pk in extra if pk != self.connection_id]]
+        # .all(): served by prefetch_related("extra_connections") on lists.
+        extra = sorted(self.extra_connections.all(), key=lambda c: (c.name, str(c.pk)))
+        return [self.connection_id, *[c.pk for c in extra if c.pk != self.connection_id]]
 
     @property
     def stats(self) -> dict[str, int]:
