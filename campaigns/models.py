@@ -342,6 +342,8 @@ class ConnectionDay(TenantOwned):
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="days")
     day = models.DateField()
     sent = models.PositiveIntegerField(default=0)
+    # When a claim first found the daily limit reached (reported once, in one campaign's log).
+    limit_reached_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["connection", "day"], name="connectionday_unique")]

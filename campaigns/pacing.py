@@ -125,6 +125,20 @@ def count_sends(connection_id: Any, day: date, n: int, *, tenant_id: Any = None)
     row.update(sent=F("sent") + n)
 
 
+def report_limit(campaign: Campaign, connection: Connection, day: date) -> None:
+    """The first time on DAY that CONNECTION's limit stops a claim: one activity line, in
+    CAMPAIGN's log (the campaign that hit it)."""
+    with transaction.atomic():
+        first = ConnectionDay.objects.filter(
+            connection_id=connection.pk, day=day, limit_reached_at__isnull=True
+        ).update(limit_reached_at=timezone.now())
+        if first:
+            message = f"Connection {connection.name} reached its daily limit of {connection.daily_limit}"
+            CampaignActivity.record(
+                campaign, CampaignActivity.Kind.LIMIT, message, connection_id=str(connection.pk), day=day.isoformat()
+            )
+
+
 def sent_today(connection_ids: Iterable[Any], day: date | None = None) -> dict[Any, int]:
     """Sends of each connection today (one query)."""
     rows = ConnectionDay.objects.filter(connection_id__in=list(connection_ids), day=day or today())

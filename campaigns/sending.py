@@ -305,6 +305,7 @@ class _Run:
             items = claim(self.campaign.pk, pick.n, connection=pick.connection)
             if items is None:  # at its daily limit since we last looked
                 self.capped.add(pick.connection.pk)
+                pacing.report_limit(self.campaign, pick.connection, pacing.today())
                 continue
             if not items:
                 if Campaign.finish_if_done(self.campaign.pk):

@@ -157,6 +157,7 @@ def test_the_daily_limit_holds_and_the_campaign_waits_for_the_next_day(
     local = campaign.next_send_at.astimezone(zoneinfo.ZoneInfo(django_settings.TIME_ZONE))
     assert (local.hour, local.minute) == (0, 0)
     assert _kinds(campaign).count("waiting") == 1
+    assert _kinds(campaign).count("limit") == 2  # each connection's limit, reported once
     assert campaign.dispatch_seen_at is not None and campaign.dispatch_seen_at > timezone.now()  # no kick meanwhile
 
 
@@ -249,3 +250,24 @@ def test_variants_rotate_and_each_delivery_records_its_own(
     for delivery in Delivery.objects.filter(campaign=campaign).select_related("contact"):
         letter = "ABC"[delivery.variant or 0]
         assert texts[delivery.phone.lstrip("+")] == f"{letter} {delivery.contact.name}"  # type: ignore[union-attr]
+
+
+def test_live_frames_say_why_a_campaign_waits_and_until_when(
+    monkeypatch: Any, acme: Tenant, numbers: Any, make_contacts: Any
+) -> None:
+    from campaigns import live
+    from sense import realtime
+
+    frames: list[dict[str, Any]] = []
+    monkeypatch.setattr(realtime, "broadcast", lambda tenant_id, frame: frames.append(frame))
+    campaign = _campaign(acme, numbers(1))
+    until = timezone.now() + timedelta(hours=3)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.RUNNING)
+    pacing.campaign_wait(campaign, Campaign.Waiting.WINDOW, until)
+    pacing.campaign_wait(campaign, Campaign.Waiting.WINDOW, until)  # the same wait: no second line
+    live._publish_stats({campaign.pk})
+    assert frames[-1]["waiting_reason"] == "window" and frames[-1]["next_send_at"] == until.isoformat()
+    assert pacing.campaign_continue(campaign) and not pacing.campaign_continue(campaign)
+    live._publish_stats({campaign.pk})
+    assert frames[-1]["waiting_reason"] is None and frames[-1]["next_send_at"] is None
+    assert _kinds(campaign) == ["waiting", "continued"]
