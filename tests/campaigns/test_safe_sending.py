@@ -271,3 +271,30 @@ def test_live_frames_say_why_a_campaign_waits_and_until_when(
     live._publish_stats({campaign.pk})
     assert frames[-1]["waiting_reason"] is None and frames[-1]["next_send_at"] is None
     assert _kinds(campaign) == ["waiting", "continued"]
+
+
+def test_status_webhooks_from_any_of_the_campaigns_connections_update_its_deliveries(
+    client: Any, acme: Tenant, numbers: Any, make_contacts: Any
+) -> None:
+    make_contacts(2)
+    one, two = numbers(2)
+    campaign = _campaign(acme, [one, two])
+    services.campaign_start(campaign=campaign)
+    services.campaign_prepare(campaign_id=campaign.pk)
+    first, second = Delivery.objects.filter(campaign=campaign).order_by("pk")
+    for delivery, connection, message_id in ((first, one, "WA-1"), (second, two, "WA-2")):
+        Delivery.move(
+            delivery.pk,
+            from_status="pending",
+            to_status="sent",
+            connection=connection,
+            provider_message_id=message_id,
+            sent_at=timezone.now(),
+        )
+        record = {"instance": connection.credentials["instance"], "message_id": message_id, "number": delivery.phone}
+        body = ProviderSimulator.evolution_status(record, "DELIVERY_ACK")
+        url = f"/api/webhooks/evolution/{connection.webhook_token}/"
+        assert client.post(url, body, content_type="application/json").status_code == 200
+    tracking.process_all_pending()
+    assert set(Delivery.objects.filter(campaign=campaign).values_list("status", flat=True)) == {"delivered"}
+    assert _refresh(campaign).stat_delivered == 2
