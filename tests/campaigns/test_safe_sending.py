@@ -298,3 +298,28 @@ def test_status_webhooks_from_any_of_the_campaigns_connections_update_its_delive
     tracking.process_all_pending()
     assert set(Delivery.objects.filter(campaign=campaign).values_list("status", flat=True)) == {"delivered"}
     assert _refresh(campaign).stat_delivered == 2
+
+
+def test_rotating_over_three_connections_costs_no_more_queries_per_message_than_one(
+    sim: ProviderSimulator, acme: Tenant, numbers: Any, make_contacts: Any, monkeypatch: Any
+) -> None:
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from campaigns import sending
+
+    monkeypatch.setattr(sending, "STATE_REFRESH_SECONDS", 3600.0)  # timing apart, the same work
+    monkeypatch.setattr(sending, "HEARTBEAT_SECONDS", 3600.0)
+    connections = numbers(3)
+    counts = []
+    for start, used in ((0, connections[:1]), (40, connections)):
+        make_contacts(40, start=start, tags=[f"batch{start}"])
+        campaign = _campaign(acme, used, tags=[f"batch{start}"])
+        services.campaign_start(campaign=campaign)
+        services.campaign_prepare(campaign_id=campaign.pk)
+        with CaptureQueriesContext(db) as queries:
+            sending.dispatch(campaign.pk)
+        assert _refresh(campaign).status == Campaign.Status.FINISHED
+        counts.append(len(queries))
+    assert len(sim.sends) == 80 and {r["instance"] for r in sim.sends[40:]} == {"n1", "n2", "n3"}
+    assert counts[1] <= counts[0] + 2, counts  # the same queries per batch; the run's set-up reads its connections
