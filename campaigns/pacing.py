@@ -17,10 +17,8 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
-import threading
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
@@ -31,6 +29,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from campaigns import ratelimit
 from campaigns.live import broadcast_stats_on_commit
 from campaigns.models import Campaign, CampaignActivity, Connection, ConnectionDay
 
@@ -147,29 +146,17 @@ def sent_today(connection_ids: Iterable[Any], day: date | None = None) -> dict[A
 
 # --- Rotation ----------------------------------------------------------------------------
 
-_turns: dict[Any, itertools.count[int]] = {}
-_turns_lock = threading.Lock()
-
-
-def _turn(campaign_id: Any) -> int:
-    with _turns_lock:
-        counter = _turns.get(campaign_id)
-        if counter is None:
-            if len(_turns) > 10_000:
-                _turns.clear()
-            counter = _turns[campaign_id] = itertools.count(random.randrange(1000))
-        return next(counter)
-
 
 def rotation_order(campaign: Campaign, connections: Sequence[Connection]) -> list[Connection]:
     """CONNECTIONS in the order a sender tries them: round robin (each pick starts one
-    further, per process) or least used (fewest sends today first, one query)."""
+    further, on a counter every process shares) or least used (fewest sends today first,
+    one query)."""
     if len(connections) <= 1:
         return list(connections)
     if campaign.rotation == Campaign.Rotation.LEAST_USED:
         counts = sent_today(c.pk for c in connections)
         return sorted(connections, key=lambda c: (counts.get(c.pk, 0), str(c.pk)))
-    start = _turn(campaign.pk) % len(connections)
+    start = ratelimit.limiter().turn(f"campaign:{campaign.pk}") % len(connections)
     return [*connections[start:], *connections[:start]]
 
 

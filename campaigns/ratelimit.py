@@ -106,6 +106,8 @@ class Limiter(Protocol):
         self, key: str, *, gap: float, max_wait: float, every: int = 0, pause: float = 0.0, lead: float = 0.0
     ) -> Slot: ...
 
+    def turn(self, key: str) -> int: ...
+
 
 def window_seconds() -> float:
     return float(settings.CAMPAIGN_RATE_WINDOW) + float(settings.CAMPAIGN_RATE_SLACK)
@@ -145,6 +147,13 @@ class RedisLimiter:
         )
         return Slot(bool(int(reserved)), float(wait))
 
+    def turn(self, key: str) -> int:
+        """The next number of KEY's shared counter (round-robin rotation across processes)."""
+        pipe = self.client.pipeline()
+        pipe.incr(f"sense:turn:{key}")
+        pipe.expire(f"sense:turn:{key}", 172800)
+        return int(pipe.execute()[0])
+
 
 class LocalLimiter:
     """The same algorithm for one process (embedded mode)."""
@@ -155,6 +164,7 @@ class LocalLimiter:
         self._holds: dict[str, float] = {}
         self._next: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        self._turns: dict[str, int] = {}
 
     def acquire(self, key: str, *, limit: int, window: float, n: int = 1) -> Grant:
         with self._lock:
@@ -198,6 +208,11 @@ class LocalLimiter:
                     gap = max(gap, pause)
             self._next[key] = slot + gap
             return Slot(True, slot - now)
+
+    def turn(self, key: str) -> int:
+        with self._lock:
+            self._turns[key] = self._turns.get(key, 0) + 1
+            return self._turns[key]
 
 
 _lock = threading.Lock()
