@@ -106,7 +106,7 @@ class ConnectionForm(forms.ModelForm, metaclass=_ConnectionFormMetaclass):
 
     class Meta:
         model = Connection
-        fields = ["tenant", "name", "provider", "base_url", "rate_per_minute", "is_active"]
+        fields = ["tenant", "name", "provider", "base_url", "rate_per_minute", "daily_limit", "is_active"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -140,11 +140,22 @@ class ConnectionForm(forms.ModelForm, metaclass=_ConnectionFormMetaclass):
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
-    list_display = ["name", "tenant", "provider", "base_url", "rate_per_minute", "is_active", "created_at"]
-    list_filter = ["provider", "is_active", "tenant"]
+    list_display = [
+        "name",
+        "tenant",
+        "provider",
+        "base_url",
+        "rate_per_minute",
+        "daily_limit",
+        "state",
+        "state_since",
+        "is_active",
+        "created_at",
+    ]
+    list_filter = ["provider", "is_active", "state", "tenant"]
     search_fields = ["name", "base_url"]
     list_select_related = ["tenant"]
-    readonly_fields = ["id", "webhook_url", "created_at"]
+    readonly_fields = ["id", "webhook_url", "state", "state_reason", "state_since", "created_at"]
     actions = ["sync_templates"]
 
     @admin.display(description=_("webhook path"))
@@ -182,8 +193,44 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         return False
 
 
+class CampaignForm(forms.ModelForm):
+    """The safe-sending settings checked as the API and the composer check them."""
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "tenant",
+            "name",
+            "connection",
+            "extra_connections",
+            "message",
+            "media",
+            "template",
+            "template_params",
+            "header_media",
+            "tags",
+            "scheduled_at",
+            *services.SENDING_SETTINGS,
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        changes = {name: data[name] for name in services.SENDING_SETTINGS if name in data}
+        try:
+            data.update(services.campaign_settings_clean(changes=changes))
+        except ServiceError as exc:
+            raise forms.ValidationError(exc.message) from None
+        primary, extra = data.get("connection"), list(data.get("extra_connections") or [])
+        if primary is not None:
+            others = [c for c in extra if c.tenant_id != primary.tenant_id or c.provider != primary.provider]
+            if others or (data.get("tenant") and primary.tenant_id != data["tenant"].pk):
+                raise forms.ValidationError(_("Every connection must be of the campaign's tenant and of one provider."))
+        return data
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignForm
     list_display = [
         "name",
         "tenant",
@@ -202,7 +249,7 @@ class CampaignAdmin(admin.ModelAdmin):
     list_filter = ["status", "tenant"]
     search_fields = ["name"]
     list_select_related = ["tenant"]
-    raw_id_fields = ["connection", "media", "template", "header_media", "created_by"]
+    raw_id_fields = ["connection", "extra_connections", "media", "template", "header_media", "created_by"]
     actions = ["start", "pause", "resume", "cancel", "recalc_stats", "retry_failed"]
     readonly_fields = [
         "status",
@@ -214,14 +261,17 @@ class CampaignAdmin(admin.ModelAdmin):
         "finished_at",
         "created_by",
         "created_at",
+        "waiting_reason",
+        "next_send_at",
         *[f"stat_{n}" for n in Campaign.STAT_NAMES],
     ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> list[str]:
         fields = list(self.readonly_fields)
         if obj is not None and not obj.is_editable:  # only drafts can be edited
-            fields += ["tenant", "name", "connection", "message", "media", "tags", "scheduled_at"]
+            fields += ["tenant", "name", "connection", "extra_connections", "message", "media", "tags", "scheduled_at"]
             fields += ["template", "template_params", "header_media"]
+            fields += list(services.SENDING_SETTINGS)
         return fields
 
     def _run(self, request: HttpRequest, queryset: QuerySet[Campaign], service: Any, verb: str) -> None:

@@ -305,7 +305,11 @@ class ConnectionOut(Schema):
     provider: str
     base_url: str
     rate_per_minute: int
+    daily_limit: int | None
     is_active: bool
+    state: str | None
+    state_reason: str
+    state_since: datetime | None
     webhook_url: str | None
     credentials_set: list[str]
     created_at: datetime
@@ -323,12 +327,18 @@ class ConnectionOut(Schema):
         """Which credentials are stored (their values are write-only)."""
         return sorted(k for k, v in obj.credentials.items() if v)
 
+    @staticmethod
+    def resolve_state(obj: Connection) -> str | None:
+        """open, connecting, close or refused as the gateway last reported; None: never told."""
+        return obj.state or None
+
 
 class ConnectionIn(Schema):
     name: str
     provider: str
     base_url: str = ""
     rate_per_minute: int = 60
+    daily_limit: int | None = None
     is_active: bool = True
     credentials: dict[str, str]
 
@@ -337,6 +347,7 @@ class ConnectionPatch(Schema):
     name: str | None = None
     base_url: str | None = None
     rate_per_minute: int | None = None
+    daily_limit: int | None = None
     is_active: bool | None = None
     credentials: dict[str, str] | None = None
 
@@ -454,11 +465,29 @@ class Preparation(Schema):
     total: int | None
 
 
+class SendWindow(Schema):
+    days: list[int] = [1, 2, 3, 4, 5, 6, 7]
+    start: str
+    end: str
+
+
 class CampaignOut(Schema):
     id: UUID
     name: str
     status: str
     connection_id: UUID
+    connection_ids: list[UUID]
+    rotation: str
+    interval_min_seconds: int
+    interval_max_seconds: int
+    pause_every: int
+    pause_seconds: int
+    typing_seconds: int
+    send_window: SendWindow | None
+    skip_dates: list[str]
+    variants: list[str]
+    waiting_reason: str | None
+    next_send_at: datetime | None
     scheduled_at: datetime | None
     started_at: datetime | None
     prepared_at: datetime | None
@@ -473,6 +502,15 @@ class CampaignOut(Schema):
     tags: list[str]
     pause_reason: str
     created_at: datetime
+
+    @staticmethod
+    def resolve_connection_ids(obj: Campaign) -> list[Any]:
+        return obj.all_connection_ids()
+
+    @staticmethod
+    def resolve_waiting_reason(obj: Campaign) -> str | None:
+        """window, daily_limit or connection while a running campaign may not send; else None."""
+        return obj.waiting_reason or None if obj.status == Campaign.Status.RUNNING else None
 
 
 class CampaignPage(Schema):
@@ -531,7 +569,8 @@ class CampaignDetailOut(CampaignOut):
 
 class CampaignIn(Schema):
     name: str
-    connection_id: UUID
+    connection_id: UUID | None = None
+    connection_ids: list[UUID] | None = None
     message: str = ""  # may be empty with a template
     media_id: UUID | None = None
     template_id: int | None = None
@@ -539,11 +578,21 @@ class CampaignIn(Schema):
     header_media_id: UUID | None = None
     tags: list[str] = []
     scheduled_at: datetime | None = None
+    rotation: str = "round_robin"
+    interval_min_seconds: int = 0
+    interval_max_seconds: int = 0
+    pause_every: int = 0
+    pause_seconds: int = 0
+    typing_seconds: int = 0
+    send_window: dict[str, Any] | None = None
+    skip_dates: list[str] = []
+    variants: list[str] = []
 
 
 class CampaignPatch(Schema):
     name: str | None = None
     connection_id: UUID | None = None
+    connection_ids: list[UUID] | None = None
     message: str | None = None
     media_id: UUID | None = None
     template_id: int | None = None
@@ -551,6 +600,15 @@ class CampaignPatch(Schema):
     header_media_id: UUID | None = None
     tags: list[str] | None = None
     scheduled_at: datetime | None = None
+    rotation: str | None = None
+    interval_min_seconds: int | None = None
+    interval_max_seconds: int | None = None
+    pause_every: int | None = None
+    pause_seconds: int | None = None
+    typing_seconds: int | None = None
+    send_window: dict[str, Any] | None = None
+    skip_dates: list[str] | None = None
+    variants: list[str] | None = None
 
 
 class DeliveryOut(Schema):
@@ -569,6 +627,8 @@ class DeliveryOut(Schema):
     error_guidance: str | None
     retryable_at: datetime | None
     attempts: int
+    connection_id: UUID | None
+    variant: int | None
 
     @staticmethod
     def resolve_error(obj: Delivery) -> str | None:
@@ -600,7 +660,7 @@ def _campaign(request: TenantHttpRequest, campaign_id: UUID) -> Campaign:
 
 @campaigns_router.get("/", response=CampaignPage, summary="Campaigns, newest first")
 def list_campaigns(request: TenantHttpRequest, status: str = "", page: int = 1, page_size: int = PAGE_SIZE) -> Any:
-    qs = Campaign.objects.for_tenant(request.tenant).order_by("-created_at")
+    qs = Campaign.objects.for_tenant(request.tenant).prefetch_related("extra_connections").order_by("-created_at")
     if status:
         qs = qs.filter(status=status)
     return paginate(qs, page=page, page_size=page_size)

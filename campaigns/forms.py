@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from campaigns.models import Connection, MessageTemplate, clean_tags
+from campaigns.models import Campaign, Connection, MessageTemplate, clean_tags
 from media.models import Asset
 from sense.models import Tenant
 
@@ -16,6 +17,17 @@ def parse_tags(raw: str) -> list[str]:
     """Tags typed in a form, separated by commas (or `|`, as in CSV files), cleaned like
     every other way tags come in (`clean_tags`)."""
     return clean_tags(raw.replace("|", ",").split(","))
+
+
+WEEKDAYS = [
+    ("1", _("Mon")),
+    ("2", _("Tue")),
+    ("3", _("Wed")),
+    ("4", _("Thu")),
+    ("5", _("Fri")),
+    ("6", _("Sat")),
+    ("7", _("Sun")),
+]
 
 
 class CampaignForm(forms.Form):
@@ -45,10 +57,61 @@ class CampaignForm(forms.Form):
         help_text=_("Leave empty to keep it as a draft and start it by hand."),
     )
 
+    # Safe sending (campaigns.pacing); checked by campaigns.services.campaign_settings_clean.
+    more_connections = forms.ModelMultipleChoiceField(
+        label=_("More connections"),
+        queryset=Connection.objects.none(),
+        required=False,
+        help_text=_("Numbers of the same provider to rotate across."),
+    )
+    rotation = forms.ChoiceField(
+        label=_("Rotation"), choices=Campaign.Rotation.choices, initial="round_robin", required=False
+    )
+    interval_min_seconds = forms.IntegerField(
+        required=False, label=_("Minimum interval (s)"), min_value=0, max_value=3600, initial=0
+    )
+    interval_max_seconds = forms.IntegerField(
+        required=False,
+        label=_("Maximum interval (s)"),
+        min_value=0,
+        max_value=3600,
+        initial=0,
+        help_text=_("Each number waits a random time in this range between two messages; 0 and 0: no interval."),
+    )
+    pause_every = forms.IntegerField(required=False, label=_("Break after every N messages"), min_value=0, initial=0)
+    pause_seconds = forms.IntegerField(required=False, label=_("Break length (s)"), min_value=0, initial=0)
+    typing_seconds = forms.IntegerField(
+        required=False,
+        label=_("Typing (s)"),
+        min_value=0,
+        max_value=60,
+        initial=0,
+        help_text=_("Evolution shows “typing…” first."),
+    )
+    window_days = forms.MultipleChoiceField(
+        label=_("Send on"),
+        choices=WEEKDAYS,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("None checked: any day and time."),
+    )
+    window_start = forms.TimeField(label=_("From"), required=False, widget=forms.TimeInput(attrs={"type": "time"}))
+    window_end = forms.TimeField(label=_("Until"), required=False, widget=forms.TimeInput(attrs={"type": "time"}))
+    skip_dates = forms.CharField(
+        label=_("Skip dates"), required=False, help_text=_("Comma-separated, YYYY-MM-DD (holidays).")
+    )
+    variants = forms.CharField(
+        label=_("Variants"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("Up to 5 alternative texts, separated by a line with ---; used in turn with the message."),
+    )
+
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         connections = Connection.objects.for_tenant(tenant).filter(is_active=True)
         self.fields["connection"].queryset = connections  # type: ignore[attr-defined]
+        self.fields["more_connections"].queryset = connections  # type: ignore[attr-defined]
         # Files contacts sent stay out of the picker: they are theirs, not the tenant's creatives.
         self.fields["asset"].queryset = Asset.objects.for_tenant(tenant).filter(  # type: ignore[attr-defined]
             status=Asset.Status.READY, origin=Asset.Origin.UPLOAD
@@ -64,6 +127,49 @@ class CampaignForm(forms.Form):
 
     def clean_tags(self) -> list[str]:
         return parse_tags(self.cleaned_data.get("tags") or "")
+
+    def clean_skip_dates(self) -> list[str]:
+        return [d.strip() for d in (self.cleaned_data.get("skip_dates") or "").split(",") if d.strip()]
+
+    def clean_variants(self) -> list[str]:
+        raw = (self.cleaned_data.get("variants") or "").replace("\r\n", "\n")
+        return [part.strip() for part in re.split(r"^\s*---\s*$", raw, flags=re.MULTILINE) if part.strip()]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        days, start, end = data.get("window_days"), data.get("window_start"), data.get("window_end")
+        window = None
+        if days or start or end:
+            if not (start and end):
+                self.add_error("window_end", _("Give both times of the send window."))
+                return data
+            window = {"days": [int(d) for d in days or range(1, 8)], "start": f"{start:%H:%M}", "end": f"{end:%H:%M}"}
+        data["send_window"] = window
+        return data
+
+    def sending_settings(self) -> dict[str, Any]:
+        """The cleaned settings as `campaign_create` takes them."""
+        data = self.cleaned_data
+        names = ["rotation", "interval_min_seconds", "interval_max_seconds", "pause_every", "pause_seconds"]
+        names += ["typing_seconds", "send_window", "skip_dates", "variants"]
+        values = {name: data.get(name) for name in names}
+        values["rotation"] = values["rotation"] or Campaign.Rotation.ROUND_ROBIN
+        for name in names[1:6]:
+            values[name] = values[name] or 0
+        return values
+
+    # Which field shows a service refusal of each code.
+    ERROR_FIELDS = {
+        "invalid_rotation": "rotation",
+        "invalid_interval": "interval_max_seconds",
+        "invalid_pause": "pause_seconds",
+        "invalid_typing": "typing_seconds",
+        "invalid_send_window": "window_end",
+        "invalid_skip_dates": "skip_dates",
+        "invalid_variants": "variants",
+        "mixed_providers": "more_connections",
+        "invalid_connection": "connection",
+    }
 
 
 class ContactImportForm(forms.Form):

@@ -28,7 +28,15 @@ def _publish_stats(campaign_ids: set[Any]) -> None:
     try:
         campaigns = list(
             Campaign.objects.filter(pk__in=campaign_ids).only(
-                "id", "tenant_id", "status", "pause_reason", "prepare_cursor", "audience_count", *names
+                "id",
+                "tenant_id",
+                "status",
+                "pause_reason",
+                "prepare_cursor",
+                "audience_count",
+                "waiting_reason",
+                "next_send_at",
+                *names,
             )
         )
     except Exception as exc:  # a live update must never fail the work that triggered it
@@ -44,6 +52,9 @@ def _publish_stats(campaign_ids: set[Any]) -> None:
                 "pause_reason": campaign.pause_reason,
                 "stats": campaign.stats,
                 "preparation": campaign.preparation,
+                # Why a running campaign does not send now, and when it expects to go on.
+                "waiting_reason": campaign.waiting_reason or None,
+                "next_send_at": campaign.next_send_at.isoformat() if campaign.next_send_at else None,
             },
         )
 

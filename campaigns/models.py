@@ -296,6 +296,24 @@ class Connection(TenantOwned):
     rate_per_minute = models.PositiveIntegerField(_("messages per minute"), default=60)
     webhook_token = models.CharField(max_length=64, unique=True, default=new_webhook_token, editable=False)
     is_active = models.BooleanField(_("active"), default=True)
+    # Messages per calendar day in TIME_ZONE, every campaign together (None: no cap). Counted
+    # in ConnectionDay, claimed with the deliveries.
+    daily_limit = models.PositiveIntegerField(
+        _("messages per day"), null=True, blank=True, help_text=_("empty: no daily cap")
+    )
+
+    class State(models.TextChoices):  # Evolution's connection.update states
+        UNKNOWN = "", _("Unknown")
+        OPEN = "open", _("Open")
+        CONNECTING = "connecting", _("Connecting")
+        CLOSE = "close", _("Closed")
+        REFUSED = "refused", _("Refused")
+
+    # The gateway's last word on the number's session (Evolution's connection.update); only
+    # an unknown or open connection sends.
+    state = models.CharField(_("state"), max_length=16, choices=State.choices, blank=True, default="")
+    state_reason = models.CharField(_("state reason"), max_length=200, blank=True, default="")
+    state_since = models.DateTimeField(_("state since"), null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -309,8 +327,32 @@ class Connection(TenantOwned):
     def credential(self, name: str) -> str:
         return str(self.credentials.get(name) or "")
 
+    @property
+    def can_send(self) -> bool:
+        """Active, and not reported down by its gateway (an unknown state sends)."""
+        return self.is_active and self.state in (self.State.UNKNOWN, self.State.OPEN)
+
     def __repr__(self) -> str:  # credentials stay out of reprs, tracebacks and logs
         return f"<Connection {self.pk} {self.provider} {self.name!r}>"
+
+
+class ConnectionDay(TenantOwned):
+    """How many messages a connection handed to its gateway on one day (TIME_ZONE), every
+    campaign together: the daily cap's counter, moved in the claim's transaction."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="days")
+    day = models.DateField()
+    sent = models.PositiveIntegerField(default=0)
+    # When a claim first found the daily limit reached (reported once, in one campaign's log).
+    limit_reached_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["connection", "day"], name="connectionday_unique")]
+        verbose_name = _("connection day")
+        verbose_name_plural = _("connection days")
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.sent}"
 
 
 class InvalidTransition(Conflict):
@@ -331,7 +373,12 @@ class Campaign(TenantOwned):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(_("name"), max_length=200)
+    # The first (primary) connection; `extra_connections` are the others it rotates across,
+    # all of one provider and tenant (campaigns.services checks).
     connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="campaigns")
+    extra_connections = models.ManyToManyField(
+        Connection, blank=True, related_name="+", verbose_name=_("more connections")
+    )
     message = models.TextField(_("message"))
     media = models.ForeignKey("media.Asset", null=True, blank=True, on_delete=models.PROTECT, related_name="campaigns")
     # Cloud API message template (issue: templates): which template, each of its parameters
@@ -348,6 +395,32 @@ class Campaign(TenantOwned):
     consecutive_errors = models.PositiveIntegerField(default=0)
     # The run of template errors (Cloud 132000-132016) in a row: any other outcome ends it.
     template_errors = models.PositiveIntegerField(default=0, editable=False)
+
+    # Safe sending (campaigns.pacing): rotation, random gaps, breaks, typing, window, variants.
+    class Rotation(models.TextChoices):
+        ROUND_ROBIN = "round_robin", _("Round robin")
+        LEAST_USED = "least_used", _("Least used today")
+
+    rotation = models.CharField(_("rotation"), max_length=16, choices=Rotation.choices, default=Rotation.ROUND_ROBIN)
+    interval_min_seconds = models.PositiveIntegerField(_("minimum interval (s)"), default=0)
+    interval_max_seconds = models.PositiveIntegerField(_("maximum interval (s)"), default=0)
+    pause_every = models.PositiveIntegerField(_("break after every N messages"), default=0)
+    pause_seconds = models.PositiveIntegerField(_("break length (s)"), default=0)
+    typing_seconds = models.PositiveIntegerField(_("typing (s)"), default=0)
+    # {"days": [1..7 ISO weekdays], "start": "09:00", "end": "18:00"} in TIME_ZONE; None: any time.
+    send_window = models.JSONField(_("send window"), null=True, blank=True)
+    skip_dates = models.JSONField(_("skip dates"), default=list, blank=True)
+    # Alternative texts (the main message is variant 0), used in turn.
+    variants = models.JSONField(_("variants"), default=list, blank=True)
+
+    class Waiting(models.TextChoices):
+        WINDOW = "window", _("Outside its send window")
+        DAILY_LIMIT = "daily_limit", _("Every connection reached its daily limit")
+        CONNECTION = "connection", _("No connection can send")
+
+    # Why a running campaign may not send now, and when it expects to go on (None: unknown).
+    waiting_reason = models.CharField(max_length=16, choices=Waiting.choices, blank=True, default="")
+    next_send_at = models.DateTimeField(null=True, blank=True)
 
     stat_total = models.PositiveIntegerField(default=0)
     stat_pending = models.PositiveIntegerField(default=0)
@@ -394,6 +467,21 @@ class Campaign(TenantOwned):
 
     # `replied` counts deliveries with a reply (`Delivery.replied_at`), whatever their status.
     STAT_NAMES = ("total", "pending", "sent", "delivered", "read", "failed", "cancelled", "unknown", "replied")
+
+    @property
+    def texts(self) -> list[str]:
+        """The main message (variant 0) and its variants, in their order."""
+        return [self.message, *[str(v) for v in self.variants or []]]
+
+    @property
+    def is_paced(self) -> bool:
+        return bool(self.interval_max_seconds or self.pause_every and self.pause_seconds)
+
+    def all_connection_ids(self) -> list[Any]:
+        """The primary connection's id first, then the others' (by name)."""
+        # .all(): served by prefetch_related("extra_connections") on lists.
+        extra = sorted(self.extra_connections.all(), key=lambda c: (c.name, str(c.pk)))
+        return [self.connection_id, *[c.pk for c in extra if c.pk != self.connection_id]]
 
     @property
     def stats(self) -> dict[str, int]:

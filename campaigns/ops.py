@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import date, timedelta
 
+from django.conf import settings
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from campaigns.models import WebhookEvent, WebhookRejection
+from campaigns.models import Connection, WebhookEvent, WebhookRejection
+from campaigns.pacing import sent_today
 from sense.models import Tenant
 from sense.ops import OpsFigure
 
@@ -49,4 +52,26 @@ def figures(tenant: Tenant, days: list[date]) -> list[OpsFigure]:
             [float(rejected.get(d, 0)) for d in days],
         ),
         OpsFigure("webhook_backlog", _("Webhook events waiting"), float(backlog), "", "< 1000", backlog < 1000),
+        *connection_figures(tenant),
     ]
+
+
+def connection_figures(tenant: Tenant) -> list[OpsFigure]:
+    """One line per active connection: its sends today against its daily limit, its state
+    (as the gateway last reported it) and since when; not ok when down or at its limit."""
+    connections = list(Connection.objects.for_tenant(tenant).filter(is_active=True).order_by("name"))
+    sent = sent_today(c.pk for c in connections)
+    zone = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    out = []
+    for connection in connections:
+        label = f"{connection.name}: {connection.get_state_display().lower()}"
+        if connection.state_since:
+            label += " " + _("since %(when)s") % {"when": f"{connection.state_since.astimezone(zone):%Y-%m-%d %H:%M}"}
+        if connection.state_reason and not connection.can_send:
+            label += f" ({connection.state_reason})"
+        today = sent.get(connection.pk, 0)
+        limit = connection.daily_limit
+        ok = connection.can_send and (limit is None or today < limit)
+        target = _("≤ %(n)d today") % {"n": limit} if limit is not None else ""
+        out.append(OpsFigure(f"connection_{connection.pk}", label, float(today), " " + _("sent today"), target, ok))
+    return out

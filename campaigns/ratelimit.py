@@ -62,6 +62,35 @@ return 0
 """
 
 
+# Pacing (campaigns with random intervals): one "next send at" per connection. A sender
+# reserves the next slot only when it comes within MAX_WAIT seconds, and moves the
+# connection's next slot GAP seconds after it (or a break of PAUSE seconds after every
+# EVERY-th reserved send), in one script on Redis's clock: any number of workers and
+# campaigns share one connection's pace.
+PACE = """
+local key, count_key = KEYS[1], KEYS[2]
+local gap, max_wait, every, pause = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local lead = tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local slot = math.max(now + lead, tonumber(redis.call('GET', key) or '0'))
+if slot - now > max_wait then return {0, tostring(slot - now)} end
+if every > 0 then
+  local n = redis.call('INCR', count_key)
+  redis.call('EXPIRE', count_key, 172800)
+  if n % every == 0 then gap = math.max(gap, pause) end
+end
+redis.call('SET', key, tostring(slot + gap), 'PX', math.ceil((slot + gap - now) * 1000) + 60000)
+return {1, tostring(slot - now)}
+"""
+
+
+@dataclass(frozen=True)
+class Slot:
+    reserved: bool  # True: this sender's send may go out in `wait` seconds
+    wait: float  # seconds until the slot (reserved), or until the next one (not reserved)
+
+
 @dataclass(frozen=True)
 class Grant:
     granted: int  # sends allowed now (0..asked)
@@ -72,6 +101,12 @@ class Limiter(Protocol):
     def acquire(self, key: str, *, limit: int, window: float, n: int = 1) -> Grant: ...
 
     def hold(self, key: str, seconds: float) -> None: ...
+
+    def pace(
+        self, key: str, *, gap: float, max_wait: float, every: int = 0, pause: float = 0.0, lead: float = 0.0
+    ) -> Slot: ...
+
+    def turn(self, key: str) -> int: ...
 
 
 def window_seconds() -> float:
@@ -87,6 +122,7 @@ class RedisLimiter:
         )
         self.script = self.client.register_script(ACQUIRE)
         self.hold_script = self.client.register_script(HOLD)
+        self.pace_script = self.client.register_script(PACE)
 
     def acquire(self, key: str, *, limit: int, window: float, n: int = 1) -> Grant:
         """Take up to N sends from KEY's budget of LIMIT per WINDOW seconds (LIMIT 0: no limit,
@@ -100,6 +136,24 @@ class RedisLimiter:
         """No sends on KEY for SECONDS (extends, never shortens, a current hold)."""
         self.hold_script(keys=[f"sense:rate:{key}:hold"], args=[max(1, int(seconds * 1000))])
 
+    def pace(
+        self, key: str, *, gap: float, max_wait: float, every: int = 0, pause: float = 0.0, lead: float = 0.0
+    ) -> Slot:
+        """Reserve KEY's next send slot (LEAD seconds from now at the earliest) when it comes
+        within MAX_WAIT seconds; the slot after it then comes GAP seconds later (PAUSE after
+        every EVERY-th send)."""
+        reserved, wait = self.pace_script(
+            keys=[f"sense:pace:{key}", f"sense:pace:{key}:count"], args=[gap, max_wait, every, pause, lead]
+        )
+        return Slot(bool(int(reserved)), float(wait))
+
+    def turn(self, key: str) -> int:
+        """The next number of KEY's shared counter (round-robin rotation across processes)."""
+        pipe = self.client.pipeline()
+        pipe.incr(f"sense:turn:{key}")
+        pipe.expire(f"sense:turn:{key}", 172800)
+        return int(pipe.execute()[0])
+
 
 class LocalLimiter:
     """The same algorithm for one process (embedded mode)."""
@@ -108,6 +162,9 @@ class LocalLimiter:
         self._lock = threading.Lock()
         self._log: dict[str, deque[float]] = {}
         self._holds: dict[str, float] = {}
+        self._next: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._turns: dict[str, int] = {}
 
     def acquire(self, key: str, *, limit: int, window: float, n: int = 1) -> Grant:
         with self._lock:
@@ -136,6 +193,26 @@ class LocalLimiter:
         with self._lock:
             until = time.monotonic() + seconds
             self._holds[key] = max(self._holds.get(key, 0.0), until)
+
+    def pace(
+        self, key: str, *, gap: float, max_wait: float, every: int = 0, pause: float = 0.0, lead: float = 0.0
+    ) -> Slot:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now + lead, self._next.get(key, 0.0))
+            if slot - now > max_wait:
+                return Slot(False, slot - now)
+            if every > 0:
+                self._counts[key] = self._counts.get(key, 0) + 1
+                if self._counts[key] % every == 0:
+                    gap = max(gap, pause)
+            self._next[key] = slot + gap
+            return Slot(True, slot - now)
+
+    def turn(self, key: str) -> int:
+        with self._lock:
+            self._turns[key] = self._turns.get(key, 0) + 1
+            return self._turns[key]
 
 
 _lock = threading.Lock()

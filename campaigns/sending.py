@@ -24,19 +24,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import connection as db_connection
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from campaigns import consent, ratelimit
+from campaigns import consent, pacing, ratelimit
 from campaigns.live import broadcast_stats, broadcast_stats_on_commit
-from campaigns.models import Campaign, CampaignActivity, Delivery, MessageTemplate, PendingStatus
+from campaigns.models import Campaign, CampaignActivity, Connection, Delivery, MessageTemplate, PendingStatus
 from campaigns.providers import (
     Media,
     OutgoingMessage,
@@ -55,9 +56,14 @@ log = logging.getLogger("sense.campaigns")
 
 SLICE_SECONDS = 20.0
 HEARTBEAT_SECONDS = 5.0
+# A connection reported down (or disabled, or given a new daily limit) is seen this soon.
+STATE_REFRESH_SECONDS = 1.0
 BROADCAST_SECONDS = 1.0
 # Longer waits for rate budget are not slept: the run re-enqueues itself with a delay.
 MAX_SLEEP = 2.0
+# A paced send's slot is at least this far ahead when reserved: time to claim its delivery
+# before the slot, so that it leaves at the slot and not a claim's duration later.
+PACE_LEAD = 0.25
 MEDIA_URL_REFRESH = 60.0
 
 
@@ -69,6 +75,7 @@ class Claimed:
     attempts: int
     errors_before: int = 0  # the campaign's run of provider errors when claimed
     template_values: dict[str, str] | None = None  # a template campaign's parameters
+    day: date | None = None  # the day whose counter counted it (given back when not sent)
 
 
 @dataclass
@@ -81,9 +88,19 @@ class Outcome:
     stopped: str = ""
 
 
-def claim(campaign_id: Any, n: int) -> list[Claimed]:
-    """Claim up to N pending deliveries of CAMPAIGN_ID (only while it is running)."""
+def claim(campaign_id: Any, n: int, *, connection: Connection | None = None) -> list[Claimed] | None:
+    """Claim up to N pending deliveries of CAMPAIGN_ID (only while it is running), to go out
+    on CONNECTION: each records it, and its counter row of today (locked first, in this
+    transaction) counts them, so its daily limit holds whatever the number of workers.
+    None when CONNECTION has reached its daily limit."""
     with transaction.atomic():
+        day = pacing.today()
+        if connection is not None and connection.daily_limit is not None:
+            # Locked first: concurrent claims on this connection queue here, each seeing
+            # the count the previous one committed.
+            n = min(n, connection.daily_limit - pacing.lock_day(connection, day))
+            if n <= 0:
+                return None
         rows = list(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(campaign_id=campaign_id, status=Delivery.Status.PENDING, campaign__status=Campaign.Status.RUNNING)
@@ -93,6 +110,7 @@ def claim(campaign_id: Any, n: int) -> list[Claimed]:
         if not rows:
             return []
         ids = [row[0] for row in rows]
+        extra: dict[str, Any] = {"connection_id": connection.pk} if connection is not None else {}
         moved = Delivery.move_many(
             campaign_id=campaign_id,
             from_status=Delivery.Status.PENDING,
@@ -100,11 +118,23 @@ def claim(campaign_id: Any, n: int) -> list[Claimed]:
             ids=ids,
             claimed_at=timezone.now(),
             attempts=F("attempts") + 1,
+            **extra,
         )
         # The rows are locked by this transaction and filtered on status: all of them moved.
         assert moved == len(ids), (moved, ids)
+        if connection is not None:
+            # Without a limit nothing waits for the row: counted last, one statement.
+            pacing.count_sends(connection.pk, day, len(ids), tenant_id=connection.tenant_id)
     return [
-        Claimed(id=pk, phone=phone, text=text, attempts=attempts + 1, errors_before=errors, template_values=values)
+        Claimed(
+            id=pk,
+            phone=phone,
+            text=text,
+            attempts=attempts + 1,
+            errors_before=errors,
+            template_values=values,
+            day=day,
+        )
         for pk, phone, text, attempts, errors, values in rows
     ]
 
@@ -116,18 +146,27 @@ def _unsent_status(campaign_id: Any) -> str:
     return Delivery.Status.CANCELLED if cancelled else Delivery.Status.PENDING
 
 
-def release(campaign_id: Any, ids: list[int]) -> None:
-    """Give claimed-but-unsent deliveries back: pending again, or cancelled if the campaign was."""
-    if not ids:
+def release(campaign_id: Any, items: list[Claimed], connection_id: Any = None) -> None:
+    """Give claimed-but-unsent ITEMS back: pending again, or cancelled if the campaign was;
+    CONNECTION_ID's daily counter gets them back."""
+    if not items:
         return
-    Delivery.move_many(
+    moved = Delivery.move_many(
         campaign_id=campaign_id,
         from_status=Delivery.Status.SENDING,
         to_status=_unsent_status(campaign_id),
-        ids=ids,
+        ids=[i.id for i in items],
         claimed_at=None,
         attempts=F("attempts") - 1,
     )
+    _give_back(connection_id, items[0].day, moved)
+
+
+def _give_back(connection_id: Any, day: date | None, n: int) -> None:
+    # Its own statement, after the deliveries' transaction: claims lock the day row before
+    # the campaign row, so taking them the other way round here could deadlock.
+    if connection_id is not None and day is not None and n:
+        pacing.count_sends(connection_id, day, -n)
 
 
 def record_sent(campaign_id: Any, tenant_id: Any, sent: dict[int, str]) -> None:
@@ -140,11 +179,11 @@ def record_sent(campaign_id: Any, tenant_id: Any, sent: dict[int, str]) -> None:
         for delivery_id, message_id in sent.items()
     }
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if db_connection.vendor == "postgresql":
             # Losing this commit in a database crash leaves the deliveries in `sending` (later
             # `unknown`), never pending: no duplicate. So it need not wait for the WAL flush,
             # which keeps the campaign row's counter lock short. The claim stays synchronous.
-            with connection.cursor() as cursor:
+            with db_connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
         moved = Delivery.move_each(
             campaign_id=campaign_id,
@@ -173,19 +212,23 @@ def record_sent(campaign_id: Any, tenant_id: Any, sent: dict[int, str]) -> None:
                 log.exception("[CAMPAIGN] early status events for delivery %s not applied", delivery_id)
 
 
-def record_failure(campaign: Campaign, item: Claimed, error: ProviderError, outcome: Outcome) -> None:
-    """Move ITEM after ERROR and count the error against the campaign's run of errors. What
-    the provider's code says (providers.error_info) decides the rest: a rate limit is sent
-    again later without counting as an error, a user who stopped marketing messages is
-    opted out, and a run of template errors pauses the campaign."""
+def record_failure(
+    campaign: Campaign, item: Claimed, error: ProviderError, outcome: Outcome, connection_id: Any = None
+) -> None:
+    """Move ITEM (sent on CONNECTION_ID) after ERROR and count the error against the
+    campaign's run of errors. What the provider's code says (providers.error_info) decides
+    the rest: a rate limit is sent again later without counting as an error, a user who
+    stopped marketing messages is opted out, and a run of template errors pauses the campaign."""
+    connection_id = connection_id or campaign.connection_id
     info = error_info(campaign.connection.provider, error.code)
     action = info.action if info is not None else "fail"
     fields = {"error_code": error.code[:64], "error_message": error.message[:2000]}
     if error.kind == "transient" and item.attempts < settings.CAMPAIGN_MAX_ATTEMPTS:
         backoff = error.retry_after if error.retry_after is not None else min(60.0, 2.0 ** min(item.attempts, 6))
-        ratelimit.limiter().hold(str(campaign.connection_id), backoff)
+        ratelimit.limiter().hold(str(connection_id), backoff)
         release_to = _unsent_status(campaign.pk)
-        Delivery.move(item.id, from_status=Delivery.Status.SENDING, to_status=release_to, claimed_at=None, **fields)
+        if Delivery.move(item.id, from_status=Delivery.Status.SENDING, to_status=release_to, claimed_at=None, **fields):
+            _give_back(connection_id, item.day, 1)  # the provider did not take it
         outcome.retried += 1
         outcome.reschedule_in = backoff
         if action == "throttle":
@@ -282,40 +325,70 @@ class MediaUrl:
         return self._value
 
 
-class _Run:
-    """One `dispatch` run of one running campaign: its provider, media, rate budget and
-    the timers of its heartbeat, live updates and pause checks."""
+# Waits longer than this are split: the sender wakes, checks again and re-enqueues itself.
+MAX_DELAY = 3600.0
+# How often a campaign waiting for a connection is looked at again when no webhook says
+# one is back (the stalled-campaign kick does it; its senders stop meanwhile).
+CONNECTION_RECHECK = 60.0
 
-    def __init__(self, campaign: Campaign, slice_seconds: float) -> None:
+
+@dataclass
+class Pick:
+    connection: Connection
+    n: int  # deliveries to claim
+    slot_at: float | None = None  # paced: time.monotonic() at which the send may go out
+
+
+class _Run:
+    """One `dispatch` run of one running campaign: its connections and their providers,
+    media, rate budget and pace, and the timers of its heartbeat, live updates and checks."""
+
+    def __init__(self, campaign: Campaign, connections: list[Connection], slice_seconds: float) -> None:
         self.campaign = campaign
-        self.provider: Provider = provider_for(campaign.connection)
+        self.connections = connections
+        self.providers: dict[Any, Provider] = {}
         self.media = MediaUrl(campaign)
         self.header_media = MediaUrl(campaign, header=True)
         self.limiter = ratelimit.limiter()
         self.outcome = Outcome()
         self.slice_seconds = slice_seconds
-        self.started = self.last_beat = self.last_broadcast = time.monotonic()
+        self.started = self.last_beat = self.last_broadcast = self.last_states = time.monotonic()
         # A success ends the campaign's run of errors; only write that when a run may exist.
         self.errors_seen = campaign.consecutive_errors > 0
+        self.capped: set[Any] = set()  # connections at their daily limit (this run)
+        self.sent_at_beat = 0
+
+    def provider(self, connection: Connection) -> Provider:
+        if connection.pk not in self.providers:
+            self.providers[connection.pk] = provider_for(connection)
+        return self.providers[connection.pk]
 
     def loop(self) -> None:
-        """Take budget, claim, send, record, until the slice ends or something stops it."""
+        """Pick a connection, claim, send, record, until the slice ends or something stops it."""
         self.beat()
         while not self.slice_over():
             self.keep_alive()
-            granted = self.budget()
-            if granted is None:
+            if not self.window_open():
                 break
-            if not granted:
+            pick = self.pick()
+            if pick is None:
+                break
+            if not pick.n:
                 continue
-            items = claim(self.campaign.pk, granted)
+            items = claim(self.campaign.pk, pick.n, connection=pick.connection)
+            if items is None:  # at its daily limit since we last looked
+                self.capped.add(pick.connection.pk)
+                pacing.report_limit(self.campaign, pick.connection, pacing.today())
+                continue
             if not items:
                 if Campaign.finish_if_done(self.campaign.pk):
                     broadcast_stats_on_commit(self.campaign.pk)
                 break
             if items[0].errors_before:
                 self.errors_seen = True
-            self.send_batch(items)
+            if self.campaign.waiting_reason:
+                pacing.campaign_continue(self.campaign)
+            self.send_batch(items, pick)
             if self.outcome.stopped:
                 self.outcome.reschedule_in = None
                 break
@@ -334,58 +407,117 @@ class _Run:
         self.last_beat = time.monotonic()
 
     def keep_alive(self) -> None:
-        """The heartbeat every HEARTBEAT_SECONDS, and live stats every BROADCAST_SECONDS."""
+        """The heartbeat every HEARTBEAT_SECONDS, the connections' states every
+        STATE_REFRESH_SECONDS and live stats every BROADCAST_SECONDS."""
         now = time.monotonic()
         if now - self.last_beat > HEARTBEAT_SECONDS:
             self.beat()
+        if now - self.last_states > STATE_REFRESH_SECONDS:
+            self.refresh_connections()
         if now - self.last_broadcast > BROADCAST_SECONDS and (self.outcome.sent or self.outcome.failed):
             broadcast_stats(self.campaign.pk)
             self.last_broadcast = now
 
-    def budget(self) -> int | None:
-        """How many sends the connection's rate allows now (0: slept, ask again); None when
-        the wait is long enough to hand over to a delayed message instead."""
-        connection = self.campaign.connection
-        grant = self.limiter.acquire(
-            str(connection.pk),
-            limit=connection.rate_per_minute,
-            window=ratelimit.window_seconds(),
-            n=settings.CAMPAIGN_CLAIM_BATCH,
-        )
-        if grant.granted:
-            return grant.granted
-        if grant.wait > MAX_SLEEP:
-            self.outcome.reschedule_in = grant.wait
-            return None
-        time.sleep(grant.wait)
-        return 0
+    def refresh_connections(self) -> None:
+        """The connections' states and limits as they are now (a webhook may have changed them)."""
+        fresh = {c.pk: c for c in Connection.objects.filter(pk__in=[c.pk for c in self.connections])}
+        self.connections = [fresh[c.pk] for c in self.connections if c.pk in fresh and fresh[c.pk].is_active]
+        self.capped.clear()
+        self.last_states = time.monotonic()
 
-    def send_batch(self, items: list[Claimed]) -> None:
-        """Send claimed ITEMS in order, then record the sends together (one counter update per
-        batch); a worker killed before that leaves them in `sending`, later `unknown`: never
-        sent twice. A pause, a stop or a transient error gives the rest back unsent."""
-        campaign, outcome = self.campaign, self.outcome
+    def wait(self, reason: str, until: datetime | None, reschedule_in: float | None) -> None:
+        pacing.campaign_wait(self.campaign, reason, until)
+        self.outcome.reschedule_in = None if reschedule_in is None else min(max(reschedule_in, 0.5), MAX_DELAY)
+
+    def window_open(self, now: datetime | None = None) -> bool:
+        """False (the campaign waits for its window, the run ends) outside the send window."""
+        is_open, opens = pacing.window_status(self.campaign, now)
+        if is_open:
+            return True
+        delay = (opens - timezone.now()).total_seconds() if opens else MAX_DELAY
+        self.wait(Campaign.Waiting.WINDOW, opens, delay)
+        return False
+
+    def pick(self) -> Pick | None:
+        """The connection to send on next and how many to claim (n 0: slept, ask again);
+        None when the run should end (waiting, or a wait long enough to hand over to a
+        delayed message: `outcome.reschedule_in`)."""
+        campaign = self.campaign
+        usable = [c for c in self.connections if c.can_send]
+        if not usable:
+            self.wait(Campaign.Waiting.CONNECTION, None, None)
+            return None
+        candidates = [c for c in usable if c.pk not in self.capped]
+        if not candidates:
+            until = pacing.next_day_start()
+            self.wait(Campaign.Waiting.DAILY_LIMIT, until, (until - timezone.now()).total_seconds() + 1)
+            return None
+        waits: list[float] = []
+        paced = campaign.is_paced
+        for connection in pacing.rotation_order(campaign, candidates):
+            slot_at = None
+            if paced:
+                slot = self.limiter.pace(
+                    str(connection.pk),
+                    gap=pacing.random_gap(campaign),
+                    max_wait=MAX_SLEEP,
+                    lead=PACE_LEAD,
+                    every=campaign.pause_every if campaign.pause_seconds else 0,
+                    pause=campaign.pause_seconds + pacing.PACE_SLACK,
+                )
+                if not slot.reserved:
+                    waits.append(slot.wait)
+                    continue
+                slot_at = time.monotonic() + slot.wait
+            grant = self.limiter.acquire(
+                str(connection.pk),
+                limit=connection.rate_per_minute,
+                window=ratelimit.window_seconds(),
+                n=1 if paced else settings.CAMPAIGN_CLAIM_BATCH,
+            )
+            if grant.granted:
+                return Pick(connection, grant.granted, slot_at)
+            waits.append(grant.wait)
+        wait = min(waits)
+        if wait > MAX_SLEEP:
+            self.outcome.reschedule_in = min(wait, MAX_DELAY)
+            return None
+        time.sleep(wait)
+        return Pick(candidates[0], 0)
+
+    def send_batch(self, items: list[Claimed], pick: Pick) -> None:
+        """Send claimed ITEMS in order on the picked connection, then record the sends
+        together (one counter update per batch); a worker killed before that leaves them in
+        `sending`, later `unknown`: never sent twice. A pause, a stop, the end of the send
+        window or a transient error gives the rest back unsent."""
+        campaign, outcome, connection = self.campaign, self.outcome, pick.connection
+        provider = self.provider(connection)
         sent: dict[int, str] = {}
         checked_at = time.monotonic()
+        if pick.slot_at is not None and pick.slot_at > time.monotonic():
+            time.sleep(pick.slot_at - time.monotonic())
         for index, item in enumerate(items):
             # The claim checked the status; later items of a batch re-check it at most every
             # 0.3 s (not before each send: that query would cost as much as recording the
             # sends), so that a pause still stops new sends within a second.
             if time.monotonic() - checked_at > 0.3:
                 if _stopped(campaign.pk):
-                    release(campaign.pk, [i.id for i in items[index:]])
+                    release(campaign.pk, items[index:], connection.pk)
                     outcome.stopped = "stopped"
                     break
                 checked_at = time.monotonic()
+            if (campaign.send_window or campaign.skip_dates) and not pacing.window_status(campaign)[0]:
+                release(campaign.pk, items[index:], connection.pk)
+                break  # the next pass of the loop waits for the window
             message = self.message(item)
             try:
-                result = self.provider.send(message)
+                result = provider.send(message)
             except ProviderError as error:
                 log.info("[CAMPAIGN] delivery %s: %s error %s", item.id, error.kind, error.code)
-                record_failure(campaign, item, error, outcome)
+                record_failure(campaign, item, error, outcome, connection.pk)
                 self.errors_seen = True
                 if outcome.stopped or error.kind == "transient":
-                    release(campaign.pk, [i.id for i in items[index + 1 :]])
+                    release(campaign.pk, items[index + 1 :], connection.pk)
                     break
                 continue
             sent[item.id] = result.message_id
@@ -396,11 +528,11 @@ class _Run:
         record_sent(campaign.pk, campaign.tenant_id, sent)
 
     def message(self, item: Claimed) -> OutgoingMessage:
-        template = self.campaign.template
+        template, typing = self.campaign.template, self.campaign.typing_seconds
         if template is None:
-            return OutgoingMessage(phone=item.phone, text=item.text, media=self.media.get())
+            return OutgoingMessage(phone=item.phone, text=item.text, media=self.media.get(), typing_seconds=typing)
         outgoing = template_message(template, item.template_values or {}, self.header_media.get())
-        return OutgoingMessage(phone=item.phone, text=item.text, template=outgoing)
+        return OutgoingMessage(phone=item.phone, text=item.text, template=outgoing, typing_seconds=typing)
 
 
 def _template_refusal(campaign: Campaign) -> str:
@@ -409,6 +541,13 @@ def _template_refusal(campaign: Campaign) -> str:
     if template is None or template.is_approved:
         return ""
     return template.blocked_reason()
+
+
+def campaign_connections(campaign: Campaign) -> list[Connection]:
+    """CAMPAIGN's connections, the primary first (one query)."""
+    ids = campaign.all_connection_ids()
+    found = {c.pk: c for c in Connection.objects.filter(pk__in=ids)}
+    return [found[pk] for pk in ids if pk in found]
 
 
 def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -> Outcome:
@@ -421,10 +560,12 @@ def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -
     )
     if campaign is None or campaign.status != Campaign.Status.RUNNING:
         return Outcome()
-    connection = campaign.connection
-    refusal = (
-        provider_class(connection.provider).disabled_reason() if connection.is_active else "The connection is disabled."
-    ) or _template_refusal(campaign)
+    connections = campaign_connections(campaign)
+    active = [c for c in connections if c.is_active]
+    refusal = provider_class(connections[0].provider).disabled_reason() if active else ""
+    if not active:
+        refusal = "The connection is disabled." if len(connections) == 1 else "Every connection is disabled."
+    refusal = refusal or _template_refusal(campaign)
     if refusal:
         with transaction.atomic():
             campaign.pause(refusal)
@@ -440,7 +581,7 @@ def dispatch(campaign_id: UUID | str, *, slice_seconds: float = SLICE_SECONDS) -
                 CampaignActivity.record(campaign, "paused", refusal, reason="connection")
             broadcast_stats_on_commit(campaign.pk)
         return Outcome()
-    run = _Run(campaign, slice_seconds)
+    run = _Run(campaign, active, slice_seconds)
     run.loop()
     if run.outcome.reschedule_in is not None:
         Campaign.objects.filter(pk=campaign.pk).update(

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import IO, Any
 from uuid import UUID
 
@@ -28,6 +28,7 @@ from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db import connection as db
@@ -36,7 +37,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import csv_import, ratelimit, retention, snapshot
+from campaigns import csv_import, pacing, ratelimit, retention, snapshot
 from campaigns.consent import contact_consent_change as contact_consent_change
 from campaigns.consent import contacts_opt_out_by_provider as contacts_opt_out_by_provider
 from campaigns.csv_import import ImportResult, import_contacts
@@ -497,6 +498,7 @@ def connection_create(
     credentials: dict[str, str],
     base_url: str = "",
     rate_per_minute: int = 60,
+    daily_limit: int | None = None,
     is_active: bool = True,
 ) -> Connection:
     """A new connection with the credentials its provider declares (`Provider.credentials`:
@@ -512,6 +514,7 @@ def connection_create(
         raise ServiceError("base_url must be an http(s) URL.", code="invalid_base_url")
     if rate_per_minute < 0:
         raise ServiceError("rate_per_minute must be 0 (no limit) or more.", code="invalid_rate")
+    _check_daily_limit(daily_limit)
     connection = Connection.objects.create(
         tenant=tenant,
         name=name.strip() or provider,
@@ -519,6 +522,7 @@ def connection_create(
         base_url=base_url.rstrip("/"),
         credentials=creds,
         rate_per_minute=rate_per_minute,
+        daily_limit=daily_limit,
         is_active=is_active,
     )
     log.info("[CAMPAIGN] connection %s (%s) created for tenant %s", connection.pk, provider, tenant.slug)
@@ -541,11 +545,18 @@ def connection_update(
         changes["credentials"] = connection.credentials
     if changes.get("rate_per_minute") is not None and changes["rate_per_minute"] < 0:
         raise ServiceError("rate_per_minute must be 0 (no limit) or more.", code="invalid_rate")
+    if "daily_limit" in changes:
+        _check_daily_limit(changes["daily_limit"])
     for field, value in changes.items():
         setattr(connection, field, value)
     if changes:
         connection.save(update_fields=list(changes))
     return connection
+
+
+def _check_daily_limit(value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ServiceError("daily_limit must be 1 or more, or null for no daily cap.", code="invalid_daily_limit")
 
 
 def connection_webhook_path(connection: Connection) -> str:
@@ -789,6 +800,147 @@ def _user(user: AbstractBaseUser | AnonymousUser | None) -> Any:
     return user if user is not None and user.is_authenticated else None
 
 
+# The safe-sending settings of a campaign (campaigns.pacing), as the API and forms name them.
+SENDING_SETTINGS = (
+    "rotation",
+    "interval_min_seconds",
+    "interval_max_seconds",
+    "pause_every",
+    "pause_seconds",
+    "typing_seconds",
+    "send_window",
+    "skip_dates",
+    "variants",
+)
+MAX_INTERVAL_SECONDS = 3600
+MAX_TYPING_SECONDS = 60
+MAX_VARIANTS = 5
+
+
+def _connections_for(tenant: Tenant, ids: Sequence[UUID | str]) -> list[Connection]:
+    """The connections IDS names, in their order: one or more, of TENANT, of one provider."""
+    unique = list(dict.fromkeys(str(i) for i in ids))
+    if not unique:
+        raise ServiceError("A connection is required.", code="invalid_connection")
+    try:
+        found = {str(c.pk): c for c in Connection.objects.filter(tenant=tenant, pk__in=unique)}
+    except (ValueError, TypeError, ValidationError):
+        found = {}
+    missing = [i for i in unique if i not in found]
+    if missing:
+        raise ServiceError(f"No such connection: {', '.join(missing)}.", code="invalid_connection")
+    connections = [found[i] for i in unique]
+    if len({c.provider for c in connections}) > 1:
+        raise ServiceError("A campaign's connections must all be of one provider.", code="mixed_providers")
+    return connections
+
+
+def _seconds(changes: dict[str, Any], name: str, *, maximum: int, code: str) -> int:
+    value = changes[name]
+    if value is None:
+        value = 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise ServiceError(f"{name} must be a whole number from 0 to {maximum}.", code=code)
+    return value
+
+
+def _send_window(value: Any) -> dict[str, Any] | None:
+    if value in (None, {}, ""):
+        return None
+    if not isinstance(value, dict) or set(value) - {"days", "start", "end"}:
+        raise ServiceError(
+            'send_window is {"days": [1..7], "start": "HH:MM", "end": "HH:MM"}.', code="invalid_send_window"
+        )
+    days = value.get("days", [1, 2, 3, 4, 5, 6, 7])
+    if (
+        not isinstance(days, list)
+        or not days
+        or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 7 for d in days)
+    ):
+        raise ServiceError("send_window.days are ISO weekdays, 1 (Monday) to 7 (Sunday).", code="invalid_send_window")
+    try:
+        start, end = pacing.parse_hhmm(value.get("start", "")), pacing.parse_hhmm(value.get("end", ""))
+    except ValueError:
+        raise ServiceError("send_window.start and .end are times as HH:MM.", code="invalid_send_window") from None
+    if start >= end:
+        raise ServiceError("send_window.start must come before its end.", code="invalid_send_window")
+    return {"days": sorted(set(days)), "start": str(value["start"]).strip(), "end": str(value["end"]).strip()}
+
+
+def _skip_dates(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ServiceError("skip_dates is a list of dates (YYYY-MM-DD).", code="invalid_skip_dates")
+    dates = []
+    for item in value:
+        try:
+            dates.append(date.fromisoformat(str(item).strip()).isoformat())
+        except ValueError:
+            raise ServiceError(f"skip_dates: {item!r} is not a date (YYYY-MM-DD).", code="invalid_skip_dates") from None
+    return sorted(set(dates))
+
+
+def _variants(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+        raise ServiceError("variants is a list of texts.", code="invalid_variants")
+    if len(value) > MAX_VARIANTS:
+        raise ServiceError(f"At most {MAX_VARIANTS} variants.", code="invalid_variants")
+    if any(not v.strip() or len(v) > 4096 for v in value):
+        raise ServiceError("Each variant is a text of 1 to 4096 characters.", code="invalid_variants")
+    return list(value)
+
+
+def campaign_settings_clean(*, changes: dict[str, Any], current: Campaign | None = None) -> dict[str, Any]:
+    """The SENDING_SETTINGS among CHANGES, checked and normalized into Campaign fields
+    (CURRENT gives the values not changed, for the checks across fields). Raises
+    ServiceError with a code per setting (400)."""
+    out: dict[str, Any] = {}
+    if "rotation" in changes:
+        if changes["rotation"] not in Campaign.Rotation.values:
+            choices = ", ".join(Campaign.Rotation.values)
+            raise ServiceError(f"rotation is one of {choices}.", code="invalid_rotation")
+        out["rotation"] = changes["rotation"]
+    for name in ("interval_min_seconds", "interval_max_seconds"):
+        if name in changes:
+            out[name] = _seconds(changes, name, maximum=MAX_INTERVAL_SECONDS, code="invalid_interval")
+    for name in ("pause_every", "pause_seconds"):
+        if name in changes:
+            limit = 100_000 if name == "pause_every" else 24 * 3600
+            out[name] = _seconds(changes, name, maximum=limit, code="invalid_pause")
+    if "typing_seconds" in changes:
+        out["typing_seconds"] = _seconds(changes, "typing_seconds", maximum=MAX_TYPING_SECONDS, code="invalid_typing")
+    if "send_window" in changes:
+        out["send_window"] = _send_window(changes["send_window"])
+    if "skip_dates" in changes:
+        out["skip_dates"] = _skip_dates(changes["skip_dates"])
+    if "variants" in changes:
+        out["variants"] = _variants(changes["variants"])
+
+    def value(name: str) -> Any:
+        return out[name] if name in out else getattr(current, name, 0) if current is not None else 0
+
+    if value("interval_min_seconds") > value("interval_max_seconds"):
+        raise ServiceError("interval_min_seconds must not exceed interval_max_seconds.", code="invalid_interval")
+    if bool(value("pause_every")) != bool(value("pause_seconds")):
+        raise ServiceError("pause_every and pause_seconds go together (both 0: no breaks).", code="invalid_pause")
+    return out
+
+
+def _connection_ids(changes: dict[str, Any]) -> list[Any] | None:
+    """`connection_ids` or, as a list of one, `connection_id` (None when neither is given)."""
+    ids = changes.get("connection_ids")
+    if ids is not None:
+        if not isinstance(ids, list | tuple):
+            raise ServiceError("connection_ids is a list of connection ids.", code="invalid_connection")
+        return list(ids)
+    if changes.get("connection_id") is not None:
+        return [changes["connection_id"]]
+    return None
+
+
 def campaign_create(
     *,
     tenant: Tenant,
@@ -796,6 +948,7 @@ def campaign_create(
     message: str,
     connection_id: UUID | str | None = None,
     connection: Connection | None = None,
+    connection_ids: Sequence[UUID | str] | None = None,
     media_id: UUID | str | None = None,
     media: Asset | None = None,
     tags: list[str] | None = None,
@@ -804,20 +957,34 @@ def campaign_create(
     template_id: int | None = None,
     template_params: dict[str, str] | None = None,
     header_media_id: UUID | str | None = None,
+    **settings_: Any,
 ) -> Campaign:
-    """A new draft campaign on a connection (CONNECTION or CONNECTION_ID) of TENANT, with an
-    optional ready media asset (MEDIA or MEDIA_ID), or a Cloud API message template
-    (TEMPLATE_ID, its TEMPLATE_PARAMS and HEADER_MEDIA_ID; see campaign_template_check)."""
+    """A new draft campaign on one or more connections (CONNECTION, CONNECTION_ID or
+    CONNECTION_IDS, the first being its primary) of TENANT, with an optional ready media
+    asset (MEDIA or MEDIA_ID) or a Cloud API message template (TEMPLATE_ID, its
+    TEMPLATE_PARAMS and HEADER_MEDIA_ID; see campaign_template_check), and the
+    SENDING_SETTINGS given."""
     template = _template_for(tenant, template_id)
     if template is None and not message.strip():
         raise ServiceError("The message is empty.", code="invalid_message", status=422)
-    connection_ref = connection.pk if connection is not None else connection_id
-    if connection_ref is None:
+    unknown = set(settings_) - set(SENDING_SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown campaign settings: {sorted(unknown)}")
+    if connection is not None:
+        ids: list[Any] | None = [connection.pk]
+    else:
+        ids = _connection_ids({"connection_ids": connection_ids, "connection_id": connection_id})
+    if not ids and connection_ids is None:
         raise ServiceError("A connection is required.", code="invalid_connection", status=422)
+    if ids and len(ids) == 1 and connection_ids is None:
+        connections = [_connection_for(tenant, ids[0])]  # the one-connection form keeps its 422
+    else:
+        connections = _connections_for(tenant, ids or [])
+    fields = campaign_settings_clean(changes=settings_)
     campaign = Campaign(
         tenant=tenant,
         name=name.strip() or "Untitled campaign",
-        connection=_connection_for(tenant, connection_ref),
+        connection=connections[0],
         message=message,
         media=_media_for(tenant, media.pk if media is not None else media_id),
         tags=clean_tags(tags or []),
@@ -826,17 +993,22 @@ def campaign_create(
         template=template,
         template_params=_clean_params(template_params),
         header_media=_media_for(tenant, header_media_id),
+        **fields,
     )
     campaign_template_check(campaign=campaign)
-    campaign.save(force_insert=True)
-    CampaignActivity.record(campaign, "created", "Created as a draft.", user=user)
+    with transaction.atomic():
+        campaign.save(force_insert=True)
+        if len(connections) > 1:
+            campaign.extra_connections.set(connections[1:])
+        CampaignActivity.record(campaign, "created", "Created as a draft.", user=user)
     log.info("[CAMPAIGN] %s created (tenant %s)", campaign.pk, tenant.slug)
     return campaign
 
 
 def campaign_update(*, campaign: Campaign, user: Any = None, **changes: Any) -> Campaign:
-    """Edit a draft: NAME, CONNECTION_ID, MESSAGE, MEDIA_ID, TAGS, SCHEDULED_AT, and
-    TEMPLATE_ID (None: none), TEMPLATE_PARAMS, HEADER_MEDIA_ID."""
+    """Edit a draft: NAME, CONNECTION_ID or CONNECTION_IDS, MESSAGE, MEDIA_ID, TAGS,
+    SCHEDULED_AT, TEMPLATE_ID (None: none), TEMPLATE_PARAMS, HEADER_MEDIA_ID and the
+    SENDING_SETTINGS."""
     if not campaign.is_editable:
         raise Conflict("Only draft campaigns can be edited.", code="not_editable")
     updates: dict[str, Any] = {}
@@ -857,8 +1029,14 @@ def campaign_update(*, campaign: Campaign, user: Any = None, **changes: Any) -> 
         if not (changes["message"] or "").strip() and campaign.template is None:
             raise ServiceError("The message is empty.", code="invalid_message", status=422)
         campaign.message = updates["message"] = changes["message"] or ""
-    if "connection_id" in changes:
-        campaign.connection = _connection_for(campaign.tenant, changes["connection_id"])
+    connections: list[Connection] | None = None
+    ids = _connection_ids(changes)
+    if ids is not None:
+        if "connection_ids" not in changes or changes.get("connection_ids") is None:
+            connections = [_connection_for(campaign.tenant, ids[0])]
+        else:
+            connections = _connections_for(campaign.tenant, ids)
+        campaign.connection = connections[0]
         updates["connection_id"] = campaign.connection.pk
     if "media_id" in changes:
         campaign.media = _media_for(campaign.tenant, changes["media_id"])
@@ -870,16 +1048,26 @@ def campaign_update(*, campaign: Campaign, user: Any = None, **changes: Any) -> 
     if campaign.template is None and not campaign.message.strip():
         raise ServiceError("The message is empty.", code="invalid_message", status=422)
     campaign_template_check(campaign=campaign)
-    # Conditional on still being a draft: a start that wins the race is not edited behind its back.
+    fields = campaign_settings_clean(
+        changes={k: v for k, v in changes.items() if k in SENDING_SETTINGS}, current=campaign
+    )
+    for name, value in fields.items():
+        setattr(campaign, name, value)
+    updates.update(fields)
     with transaction.atomic():
+        # Conditional on still being a draft: a start that wins the race is not edited behind its back.
         edited = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.DRAFT).update(
             updated_at=timezone.now(), **updates
         )
         if not edited:
             raise Conflict("Only draft campaigns can be edited.", code="not_editable")
+        if connections is not None:
+            campaign.extra_connections.set(connections[1:])
         if updates:
-            fields = sorted(name.removesuffix("_id") for name in updates)
-            CampaignActivity.record(campaign, "edited", f"Edited: {', '.join(fields)}.", user=user, fields=fields)
+            edited_fields = sorted(name.removesuffix("_id") for name in updates)
+            CampaignActivity.record(
+                campaign, "edited", f"Edited: {', '.join(edited_fields)}.", user=user, fields=edited_fields
+            )
     return campaign
 
 
@@ -994,7 +1182,7 @@ def campaign_start(*, campaign: Campaign, user: Any = None) -> Campaign:
     if campaign.status != Campaign.Status.DRAFT:
         raise_invalid("start", campaign)
     campaign_template_check(campaign=campaign)
-    if not campaign.connection.is_active:
+    if not campaign.connection.is_active and not campaign.extra_connections.filter(is_active=True).exists():
         raise Conflict("The campaign's connection is disabled.", code="connection_inactive")
     reason = _provider(campaign.connection.provider).disabled_reason()
     if reason:
@@ -1308,6 +1496,8 @@ DUPLICATE_SKIPS = frozenset(
         "started_at",
         "finished_at",
         "dispatch_seen_at",
+        "waiting_reason",
+        "next_send_at",
         "prepared_at",
         "audience_count",
         "prepare_cursor",

@@ -22,17 +22,21 @@ from typing import Any
 from django.db import connections
 from django.db.models import (
     BooleanField,
+    Case,
     DateTimeField,
     Expression,
     F,
     Field,
     Func,
+    IntegerField,
     Max,
     TextField,
     UUIDField,
     Value,
+    When,
 )
-from django.db.models.functions import JSONObject
+from django.db.models.functions import JSONObject, Mod
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from campaigns.models import TEMPLATE_PLACEHOLDER, Campaign, Contact, ContactQuerySet, Delivery, MessageTemplate
@@ -182,6 +186,27 @@ def message_sql(template: str) -> Expression | F:
     return Func(*parts, template="(%(expressions)s)", arg_joiner=" || ", output_field=TextField())
 
 
+def variant_of(contact_id: int, count: int) -> int:
+    """The variant a contact's delivery carries: the texts are used in turn, by contact id."""
+    return contact_id % count if count > 1 else 0
+
+
+def variant_sql(count: int) -> Expression:
+    """`variant_of` as SQL, for each contact row."""
+    if count <= 1:
+        return Value(0, output_field=IntegerField())
+    return Mod(F("pk"), Value(count), output_field=IntegerField())
+
+
+def texts_sql(texts: list[str]) -> Expression | F:
+    """The text of each contact row's variant (`variant_of`), rendered like `message_sql`."""
+    if len(texts) <= 1:
+        return message_sql(texts[0])
+    variant = variant_sql(len(texts))
+    whens = [When(Exact(variant, Value(i)), then=message_sql(text)) for i, text in enumerate(texts)]
+    return Case(*whens, default=message_sql(texts[0]), output_field=TextField())
+
+
 def audience(campaign: Campaign) -> ContactQuerySet:
     """CAMPAIGN's sendable contacts: its tenant's, with any of its tags, not opted out."""
     contacts: ContactQuerySet = Contact.objects.for_tenant(campaign.tenant_id)
@@ -203,18 +228,22 @@ def insert_deliveries(campaign: Campaign, *, after: int, upto: int) -> int:
     """Create the pending deliveries of CAMPAIGN's audience contacts with AFTER < id <= UPTO
     in one INSERT ... SELECT (once per contact: ON CONFLICT DO NOTHING on the campaign and
     contact), then render in Python the few texts SQL cannot. Returns how many it created.
-    Run it inside the transaction that counts them."""
+    Run it inside the transaction that counts them. The texts (the main message and its
+    variants, used in turn: `variant_of`) are rendered by the database; a template
+    campaign has one text, its body, and its parameters rendered the same way."""
     contacts = audience(campaign).filter(pk__gt=after, pk__lte=upto)
     now = timezone.now()
-    message, sources = campaign.message, None
+    texts, sources = campaign.texts, None
     if campaign.template is not None:
         message, sources = template_sources(campaign.template, campaign.template_params or {})
+        texts = [message]
     values: dict[str, Expression | F] = {  # delivery field -> its value for each contact row
         "tenant": F("tenant_id"),
         "campaign": Value(campaign.pk, output_field=UUIDField()),
         "contact": F("pk"),
         "phone": F("phone"),
-        "text": message_sql(message),
+        "text": texts_sql(texts),
+        "variant": variant_sql(len(texts)),
         "status": Value(Delivery.Status.PENDING, output_field=TextField()),
         "attempts": Value(0),
         "error_code": Value("", output_field=TextField()),
@@ -237,13 +266,9 @@ def insert_deliveries(campaign: Campaign, *, after: int, upto: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         created = cursor.rowcount
-    keys = attribute_keys(" ".join([message, *(sources or {}).values()]))
+    keys = attribute_keys("\n".join([*texts, *(sources or {}).values()]))
     if keys and created:
-        unrendered = contacts.filter(UnrenderedAttributes(keys))
-        if sources is None:
-            _render_in_python(campaign, unrendered)
-        else:
-            _render_in_python(campaign, unrendered, message=message, sources=sources)
+        _render_in_python(campaign, contacts.filter(UnrenderedAttributes(keys)), texts=texts, sources=sources)
     return created
 
 
@@ -254,10 +279,15 @@ def _column(name: str) -> str:
 
 
 def _render_in_python(
-    campaign: Campaign, contacts: ContactQuerySet, *, message: str | None = None, sources: dict[str, str] | None = None
+    campaign: Campaign,
+    contacts: ContactQuerySet,
+    *,
+    texts: list[str] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> None:
-    """Give the deliveries of CONTACTS (of this chunk) the text (and template parameters)
-    `render_text` makes."""
+    """Give the deliveries of CONTACTS (of this chunk) the text of their variant among TEXTS
+    (default: the campaign's) and the template parameters of SOURCES that `render_text` makes."""
+    texts = texts or campaign.texts
     rows = {
         pk: (name, phone, attributes or {})
         for pk, name, phone, attributes in contacts.values_list("pk", "name", "phone", "attributes")
@@ -267,9 +297,8 @@ def _render_in_python(
     deliveries = list(Delivery.objects.filter(campaign=campaign, contact_id__in=list(rows)).only("pk", "contact_id"))
     for delivery in deliveries:
         name, phone, attributes = rows[delivery.contact_id]  # type: ignore[index]
-        delivery.text = render_text(
-            campaign.message if message is None else message, name=name, phone=phone, attributes=attributes
-        )
+        text = texts[variant_of(delivery.contact_id, len(texts))]  # type: ignore[arg-type]
+        delivery.text = render_text(text, name=name, phone=phone, attributes=attributes)
         if sources is not None:
             delivery.template_values = render_template_values(sources, name=name, phone=phone, attributes=attributes)
     Delivery.objects.bulk_update(

@@ -34,8 +34,16 @@ from django.utils import timezone
 
 from campaigns import consent, inbound
 from campaigns.live import broadcast_stats_on_commit
-from campaigns.models import STAGE_FIELDS, Delivery, DeliveryEvent, MessageTemplate, PendingStatus, WebhookEvent
+from campaigns.models import (
+    STAGE_FIELDS,
+    Delivery,
+    DeliveryEvent,
+    MessageTemplate,
+    PendingStatus,
+    WebhookEvent,
+)
 from campaigns.providers import StatusUpdate, TemplateUpdate, provider_class, registry
+from campaigns.providers.base import ConnectionState
 
 log = logging.getLogger("sense.webhooks")
 
@@ -244,9 +252,11 @@ def _apply_claimed(events: Sequence[WebhookEvent]) -> None:
     """Apply EVENTS, claimed by the caller in its transaction: every delivery they name
     (by a status, or answered by an inbound message) locked in one statement, every change
     written once at the end; then the inbound messages (`campaigns.inbound`) and consent
-    changes they carry. Template status news is applied first."""
+    changes they carry. Connection states and template status news are applied first."""
     parsed = [(event, provider_class(event.provider).parse_webhook(event.body, event.event_type)) for event in events]
     for event, p in parsed:
+        if p.connection_state is not None:
+            _apply_connection_state(event, p.connection_state)
         if p.templates:
             apply_template_updates(event.connection_id, p.templates)
     replies = inbound.plan([(event, m) for event, p in parsed for m in p.messages])
@@ -286,6 +296,17 @@ def apply_template_updates(connection_id: UUID, updates: Sequence[TemplateUpdate
             for campaign_id in found.pause_campaigns():
                 log.warning("[CAMPAIGN] %s paused: its template %s is %s", campaign_id, found.name, found.status)
                 broadcast_stats_on_commit(campaign_id)
+
+
+def _apply_connection_state(event: WebhookEvent, report: ConnectionState) -> None:
+    from campaigns.pacing import connection_state_apply
+
+    connection_state_apply(
+        connection_id=event.connection_id,
+        state=report.state,
+        reason=report.reason,
+        occurred_at=report.occurred_at or event.received_at,
+    )
 
 
 def process_event(event_id: int) -> Outcome:

@@ -117,7 +117,9 @@ def timeline(campaign: Campaign, minutes: int = 60) -> dict[str, Any]:
 
 
 def _deliveries(request: TenantHttpRequest, campaign: Campaign) -> dict[str, Any]:
-    deliveries = Delivery.objects.filter(tenant=request.tenant, campaign=campaign).order_by("id")
+    deliveries = (
+        Delivery.objects.filter(tenant=request.tenant, campaign=campaign).select_related("connection").order_by("id")
+    )
     status = request.GET.get("status", "")
     phone = request.GET.get("phone", "").strip()
     if status in Delivery.Status.values:
@@ -144,6 +146,30 @@ def campaign_detail(request: TenantHttpRequest, campaign_id: UUID) -> HttpRespon
     return _detail_page(request, campaign, deliveries)
 
 
+def variant_stats(campaign: Campaign) -> list[dict[str, Any]]:
+    """Sent, delivered, read and replied per text variant, in one GROUP BY (empty for a
+    campaign with one text)."""
+    texts = campaign.texts
+    if len(texts) <= 1:
+        return []
+    reached = [Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.READ]
+    rows = {
+        row["variant"]: row
+        for row in Delivery.objects.filter(campaign=campaign)
+        .values("variant")
+        .annotate(
+            total=Count("pk"),
+            sent=Count("pk", filter=Q(status__in=reached)),
+            delivered=Count("pk", filter=Q(status__in=reached[1:])),
+            read=Count("pk", filter=Q(status=Delivery.Status.READ)),
+            replied=Count("pk", filter=Q(replied_at__isnull=False)),
+        )
+        .order_by()
+    }
+    empty = {"total": 0, "sent": 0, "delivered": 0, "read": 0, "replied": 0}
+    return [{"variant": i, "text": text, **{**empty, **rows.get(i, {})}} for i, text in enumerate(texts)]
+
+
 def _detail_page(request: TenantHttpRequest, campaign: Campaign, deliveries: dict[str, Any]) -> HttpResponse:
     """The whole campaign page (its header shows the connection: CAMPAIGN has it joined)."""
     billable = reports.billable_by_category(campaign)
@@ -151,6 +177,10 @@ def _detail_page(request: TenantHttpRequest, campaign: Campaign, deliveries: dic
         "nav": "campaigns",
         "timeline": timeline(campaign),
         "replies": replies(request, campaign),
+        "variants": variant_stats(campaign),
+        "connection_names": list(
+            Connection.objects.filter(pk__in=campaign.all_connection_ids()).values_list("name", flat=True)
+        ),
         "failures": reports.failures_by_code(campaign),
         "billable": billable,
         "cost": reports.cost(campaign, billable),
@@ -374,7 +404,7 @@ def campaign_create(request: TenantHttpRequest) -> HttpResponse:
                 tenant=request.tenant,
                 user=request.user,
                 name=data["name"],
-                connection=data["connection"],
+                connection_ids=[data["connection"].pk, *[c.pk for c in data["more_connections"] or []]],
                 message=data["message"],
                 media=data["asset"],
                 tags=data["tags"],
@@ -382,9 +412,10 @@ def campaign_create(request: TenantHttpRequest) -> HttpResponse:
                 template_id=data["template"].pk if data["template"] else None,
                 template_params=form.template_params(),
                 header_media_id=data["header_asset"].pk if data["header_asset"] else None,
+                **form.sending_settings(),
             )
         except ServiceError as exc:
-            form.add_error(None, exc.message)
+            form.add_error(form.ERROR_FIELDS.get(exc.code), exc.message)
         else:
             messages.success(request, _("Campaign created."))
             return redirect("campaigns:detail", campaign_id=campaign.id)

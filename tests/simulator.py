@@ -777,6 +777,7 @@ class ProviderSimulator:
         else:
             text = str(payload.get("text") or "")
         base = _request_record("evolution", number, text, media, instance=instance, at=at, headers=headers)
+        base["delay"] = payload.get("delay")
         if self.api_keys is not None and headers.get("apikey") not in self.api_keys:
             self._record({**base, "message_id": None, "status": 401}, accepted=False)
             return 401, evolution_error_body(401, "Unauthorized"), {}, None

@@ -103,6 +103,7 @@ class OutgoingMessage:
     text: str  # what the contact reads (a template's body with its parameters filled in)
     media: Media | None = None
     template: TemplateMessage | None = None  # sent instead of TEXT and MEDIA when set
+    typing_seconds: int = 0  # Evolution shows "typing…" this long before sending (its `delay`)
 
     @property
     def number(self) -> str:
@@ -279,12 +280,22 @@ class ConsentUpdate:
     occurred_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class ConnectionState:
+    """The gateway's report on the number's session (Evolution's `connection.update`):
+    `state` is open, connecting, close or refused; `reason` its status reason."""
+
+    state: str
+    reason: str = ""
+    occurred_at: datetime | None = None
+
+
 @dataclass
 class ParsedWebhook:
     """What a webhook call carries: its event type, Evolution's instance name (or ""), the
     status updates, template status or quality changes, inbound messages and consent changes
-    in it (all empty for contacts, presence, group messages, our own echoes... which are
-    stored as ignored)."""
+    in it, and a connection state report if it is one (all empty for contacts, presence,
+    group messages, our own echoes... which are stored as ignored)."""
 
     event_type: str
     instance: str = ""
@@ -292,11 +303,14 @@ class ParsedWebhook:
     templates: list[TemplateUpdate] = field(default_factory=list)
     messages: list[InboundUpdate] = field(default_factory=list)
     consents: list[ConsentUpdate] = field(default_factory=list)
+    connection_state: ConnectionState | None = None
 
     @property
     def actionable(self) -> bool:
         """Whether applying it can change anything (else it is stored as ignored)."""
-        return bool(self.statuses or self.templates or self.messages or self.consents)
+        return bool(
+            self.statuses or self.templates or self.messages or self.consents or self.connection_state is not None
+        )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from campaigns.providers.base import (
     PENDING,
     READ,
     SENT,
+    ConnectionState,
     Credential,
     InboundMedia,
     InboundUpdate,
@@ -111,6 +112,11 @@ WRAPPERS = (
 )
 # Chats that are not a conversation with one person.
 NOT_A_PERSON = ("@g.us", "@broadcast", "@newsletter")
+
+# `connection.update` (whatsapp.baileys.service.ts): data {instance, wuid, state, statusReason}
+# with state open | connecting | close, or refused when the QR code was not read in time.
+CONNECTION_EVENT = "connection.update"
+CONNECTION_STATES = {"open", "connecting", "close", "refused"}
 
 JWT_LEEWAY_SECONDS = 30
 # How a send to a number that is not on WhatsApp is described (Delivery.NOT_ON_WHATSAPP_TEXT).
@@ -308,6 +314,16 @@ def media_base64(body: bytes | str, message_id: str) -> str | None:
     return None
 
 
+def _connection_state(data: Any, occurred_at: datetime | None) -> ConnectionState | None:
+    if not isinstance(data, dict):
+        raise PayloadError(f"{CONNECTION_EVENT}: data must be an object")
+    state = str(data.get("state") or "").strip().lower()
+    if state not in CONNECTION_STATES:
+        return None  # a state this version does not know: stored, changes nothing
+    reason = data.get("statusReason")
+    return ConnectionState(state=state, reason="" if reason is None else str(reason)[:200], occurred_at=occurred_at)
+
+
 def parse_envelope(payload: Any, *, event_hint: str = "") -> ParsedWebhook:
     """Read an Evolution envelope. EVENT_HINT is the by-event URL's slug (or the stored
     event type) for envelopes without "event". Raises PayloadError."""
@@ -323,6 +339,9 @@ def parse_envelope(payload: Any, *, event_hint: str = "") -> ParsedWebhook:
     if "data" not in payload:
         raise PayloadError("no data")
     parsed = ParsedWebhook(event_type=event[:64], instance=instance)
+    if event == CONNECTION_EVENT:
+        parsed.connection_state = _connection_state(payload["data"], timestamp(payload.get("date_time")))
+        return parsed
     if event not in STATUS_EVENTS and event != INBOUND_EVENT:
         return parsed
     data = payload["data"]
@@ -380,6 +399,9 @@ class EvolutionProvider(Provider):
                 "fileName": message.media.file_name,
                 "media": message.media.url,
             }
+        if message.typing_seconds:
+            # Evolution shows "typing…" (or "recording…") for `delay` ms, then sends.
+            body["delay"] = int(message.typing_seconds * 1000)
         response = post(url, headers=headers, body=body)
         data = response_json(response)
         if response.status_code in (200, 201):

@@ -126,3 +126,29 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_evolution_connection_update_is_read_as_a_connection_state() -> None:
+    from campaigns.providers.evolution import parse_envelope
+
+    parsed = parse_envelope(
+        {
+            "event": "CONNECTION_UPDATE",
+            "instance": "acme-1",
+            "data": {"instance": "acme-1", "wuid": "5511@s.whatsapp.net", "state": "close", "statusReason": 401},
+            "date_time": "2026-12-01T10:00:00.000Z",
+        }
+    )
+    assert parsed.event_type == "connection.update" and parsed.statuses == []
+    state = parsed.connection_state
+    assert state is not None and (state.state, state.reason) == ("close", "401")
+    assert state.occurred_at is not None and state.occurred_at.isoformat().startswith("2026-12-01T10:00:00")
+    unknown = parse_envelope({"event": "connection.update", "data": {"state": "sleeping"}})
+    assert unknown.connection_state is None
+
+
+def test_evolution_typing_is_sent_as_its_delay_in_milliseconds(sim: Any, evolution: Any) -> None:
+    from campaigns.providers import OutgoingMessage, provider_for
+
+    provider_for(evolution).send(OutgoingMessage(phone="+5511910000001", text="hi", typing_seconds=4))
+    assert sim.sends[-1]["delay"] == 4000

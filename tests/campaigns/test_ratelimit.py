@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -74,3 +75,24 @@ def test_a_hold_is_extended_never_shortened_even_by_senders_at_the_same_moment(l
 
     grant = limiter.acquire("test-key", limit=0, window=60, n=1)
     assert grant.granted == 0 and grant.wait > 50
+
+
+def test_pacing_reserves_one_slot_per_gap_and_a_break_after_every_n(limiter: Any) -> None:
+    key = f"pace-{uuid.uuid4().hex}"
+    first = limiter.pace(key, gap=1.0, max_wait=2.0, lead=0.1)
+    assert first.reserved and 0.05 < first.wait <= 0.1
+    second = limiter.pace(key, gap=1.0, max_wait=2.0)
+    assert second.reserved and 1.0 < second.wait <= 1.1  # one gap after the first slot
+    refused = limiter.pace(key, gap=1.0, max_wait=0.5)
+    assert not refused.reserved and 1.5 < refused.wait <= 2.1  # too far: nothing reserved
+    again = limiter.pace(key, gap=1.0, max_wait=2.5)
+    assert again.reserved and abs(again.wait - refused.wait) < 0.05
+
+    breaks = f"pace-{uuid.uuid4().hex}"
+    waits = [limiter.pace(breaks, gap=0.0, max_wait=100.0, every=2, pause=10.0).wait for _ in range(4)]
+    assert waits[0] < 0.05 and waits[1] < 0.05 and 9.9 < waits[2] < 10.05 and abs(waits[3] - waits[2]) < 0.05
+
+
+def test_turns_are_shared_and_count_up(limiter: Any) -> None:
+    key = f"turn-{uuid.uuid4().hex}"
+    assert [limiter.turn(key) for _ in range(3)] == [1, 2, 3]

@@ -131,3 +131,56 @@ def test_a_worker_killed_while_preparing_is_replaced_by_the_sweeper_without_dupl
     assert len(contacts) == len(set(contacts)) == total
     assert campaign.stat_total == campaign.stat_pending == campaign.audience_count == total
     assert services.campaign_recalc_stats(campaign_ids=[campaign.pk], fix=False) == []
+
+
+def test_two_worker_processes_keep_three_connections_daily_limits_and_intervals(
+    worker_processes: Any, sim: ProviderSimulator, acme: Any, make_contacts: Any
+) -> None:
+    from collections import Counter
+
+    from campaigns.models import Connection
+
+    workers = [worker_processes(CAMPAIGN_SENDERS="4"), worker_processes(CAMPAIGN_SENDERS="4")]
+    wait_for(lambda: queue_consumers(settings.CAMPAIGN_QUEUE) >= 2, timeout=30, what="two workers consuming")
+    connections = [
+        Connection.objects.create(
+            tenant=acme,
+            name=f"Number {i}",
+            provider=Connection.Provider.EVOLUTION,
+            base_url=sim.base_url,
+            credentials={"instance": f"n{i}", "api_key": "k"},
+            rate_per_minute=0,
+            daily_limit=4,
+        )
+        for i in (1, 2, 3)
+    ]
+    make_contacts(20)
+    campaign = services.campaign_create(
+        tenant=acme,
+        name="Two workers",
+        message="Hi {{name}}",
+        connection_ids=[c.pk for c in connections],
+        interval_min_seconds=1,
+        interval_max_seconds=2,
+    )
+    services.campaign_start(campaign=campaign)
+
+    ports: dict[int, set[int]] = {0: set(), 1: set()}
+
+    def capped() -> bool:
+        for i, worker in enumerate(workers):
+            ports[i] |= tcp_ports_of_group(worker.proc.pid)
+        campaign.refresh_from_db()
+        return campaign.waiting_reason == "daily_limit"
+
+    wait_for(capped, timeout=90, interval=0.2, what="every connection at its daily limit")
+    assert Counter(r["instance"] for r in sim.sends) == {"n1": 4, "n2": 4, "n3": 4}
+    assert max(sim.count_by_number().values()) == 1
+    for instance in ("n1", "n2", "n3"):
+        times = sorted(r["at"] for r in sim.sends if r["instance"] == instance)
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert min(gaps) >= 1.0, (instance, gaps)
+    assert campaign.stat_sent == 12 and campaign.stat_pending == 8 and campaign.status == "running"
+    senders = {r["client_port"] for r in sim.sends}
+    assert senders & ports[0] and senders & ports[1]  # both processes sent
+    assert services.campaign_recalc_stats(campaign_ids=[campaign.pk], fix=False) == []
