@@ -467,12 +467,17 @@ class TestProviderOptOuts:
         assert WebhookEvent.objects.get().status == "processed"
 
     def test_a_send_failed_with_131050_opts_out(
-        self, cloud_connection: Connection, cloud_campaign: Campaign, maria: Contact
+        self,
+        cloud_connection: Connection,
+        cloud_campaign: Campaign,
+        maria: Contact,
+        django_capture_on_commit_callbacks: Any,
     ) -> None:
         delivery = contact_delivery(cloud_campaign, maria)
         item = cloud_status(delivery.provider_message_id, "failed", error=(131050, "User stopped marketing messages"))
         post_cloud(cloud_connection, cloud_notification([item]))
-        process_all()
+        with django_capture_on_commit_callbacks(execute=True):  # the opt-out follows the batch's commit
+            process_all()
 
         maria.refresh_from_db()
         assert (maria.opted_out, maria.opt_out_source) == (True, "provider")
