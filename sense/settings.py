@@ -182,6 +182,9 @@ AUTHENTICATION_BACKENDS = [
 ROOT_URLCONF = "sense.urls"
 WSGI_APPLICATION = "sense.wsgi.application"
 ASGI_APPLICATION = "sense.asgi.application"
+# Threads per web process that run Django's sync code for plain HTTP (sense.serving): a
+# request waits for a free one, so keep it at or under DATABASE_POOL_MAX.
+WEB_THREADS = _read("WEB_THREADS", _int(1), 8)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Django 6 makes https the default scheme of form URL fields; opt in now.
 FORMS_URLFIELD_ASSUME_HTTPS = True
