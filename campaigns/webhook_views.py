@@ -29,6 +29,7 @@ from campaigns.tasks import process_webhook_events
 from sense.errors import json_error
 from sense.lib.broker import send_nowait
 from sense.lib.coalesce import Coalescer
+from sense.lib.groupcommit import GroupCommit
 
 log = logging.getLogger("sense.webhooks")
 
@@ -103,8 +104,7 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
         raise _Refused(json_error("Invalid webhook body: not UTF-8.", code="invalid", status=400)) from None
     now = timezone.now()
     ignored = not parsed.statuses
-    # One INSERT, committed on its own (autocommit): durable before the answer.
-    event = WebhookEvent.objects.create(
+    event = WebhookEvent(
         tenant_id=connection.tenant_id,
         connection_id=connection.pk,
         provider=connection.provider,
@@ -114,9 +114,28 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
         received_at=now,
         processed_at=now if ignored else None,
     )
+    # Committed, alone or in one INSERT with the events of concurrent requests, before the
+    # answer: a 200 means the raw body is durable. A thread waiting for another's INSERT must
+    # not hold a pooled connection (the connection lookup above may have taken one) that the
+    # writing thread may need.
+    if not transaction.get_connection().in_atomic_block:
+        transaction.get_connection().close()
+    _events.submit(event)
     if not ignored:
         transaction.on_commit(_enqueue)
     return event
+
+
+def _insert_events(events: list[WebhookEvent]) -> None:
+    if len(events) == 1:
+        events[0].save(force_insert=True)  # one statement in autocommit: no BEGIN, no COMMIT
+    else:
+        WebhookEvent.objects.bulk_create(events)  # one INSERT in one transaction
+
+
+_events: GroupCommit[WebhookEvent] = GroupCommit(
+    _insert_events, writers=settings.WEBHOOK_INSERT_WRITERS, max_rows=settings.WEBHOOK_INSERT_BATCH
+)
 
 
 def _wake_workers(_: set[object]) -> None:

@@ -116,8 +116,7 @@ class ThreadPoolHttp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             raise ValueError(f"ThreadPoolHttp serves http scopes, not {scope['type']!r}")
-        body = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
-        try:
+        with tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b") as body:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -135,8 +134,6 @@ class ThreadPoolHttp:
                 await send({"type": "http.response.body", "body": content})
                 return
             await self._stream(response, send, loop)
-        finally:
-            body.close()
 
     async def _stream(self, response: Any, send: Send, loop: asyncio.AbstractEventLoop) -> None:
         """A streaming response's chunks: an async iterator on the loop, a sync one chunk by
