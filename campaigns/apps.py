@@ -10,8 +10,7 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         from campaigns import ops as campaign_ops
         from campaigns import retention
-        from sense import ops, realtime
+        from sense import ops
 
         ops.register(campaign_ops.figures)
         ops.register(retention.figures)
-        realtime.coalesce_by("campaign.stats", "campaign_id")
