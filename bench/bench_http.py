@@ -135,11 +135,20 @@ def wrk(url: str, seconds: float, script: str | None = None, tmp: str = "/tmp") 
     return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "errors": errors}
 
 
-async def open_loop(port: int, path: str, rate: float, seconds: float, first: int) -> tuple[list[float], int]:
+async def open_loop(
+    port: int,
+    path: str,
+    rate: float,
+    seconds: float,
+    first: int,
+    *,
+    status: str = "READ",
+    answered: list[float] | None = None,
+) -> tuple[list[float], int]:
     """POST webhooks to PATH at RATE per second for SECONDS over 64 keep-alive connections
     (raw asyncio streams: the client must cost far less than the server), each timed from when
     it was due; returns (latencies in s, non-200 count). Deliveries FIRST, FIRST + 1, ... get
-    their READ."""
+    STATUS; ANSWERED, if given, gets the time.monotonic() of every 200."""
     connections = 64
     latencies: list[float] = []
     errors = 0
@@ -155,15 +164,17 @@ async def open_loop(port: int, path: str, rate: float, seconds: float, first: in
                 f"Content-Length: {len(body)}\r\n\r\n"
             )
             writer.write(head.encode() + body)
-            status = await reader.readline()
+            line_one = await reader.readline()
             length = 0
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - due)
-            if not status.startswith(b"HTTP/1.1 200"):
+            if not line_one.startswith(b"HTTP/1.1 200"):
                 errors += 1
+            elif answered is not None:
+                answered.append(time.monotonic())
         writer.close()
 
     workers = [asyncio.create_task(connection(q)) for q in queues]
@@ -174,7 +185,7 @@ async def open_loop(port: int, path: str, rate: float, seconds: float, first: in
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        queues[n % connections].put_nowait((due, _event(f"3EB0BENCH{(first + n) % DELIVERIES:010d}", "READ")))
+        queues[n % connections].put_nowait((due, _event(f"3EB0BENCH{(first + n) % DELIVERIES:010d}", status)))
     for queue in queues:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
