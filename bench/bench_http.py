@@ -211,7 +211,9 @@ def check(campaign_id: str) -> tuple[bool, str]:
             "FROM campaigns_delivery WHERE campaign_id = %s",
             [campaign_id],
         ).fetchone()
-        events = dict(conn.execute("SELECT status, count(*) FROM campaigns_webhookevent GROUP BY status").fetchall())
+        events: dict[str, int] = dict(
+            conn.execute("SELECT status, count(*) FROM campaigns_webhookevent GROUP BY status").fetchall()
+        )
     ok = stats == truth and events.get("pending", 0) == 0
     return ok, f"counters {stats}, recount {truth}, stored events {events}"
 

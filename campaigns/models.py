@@ -762,11 +762,12 @@ class Delivery(TenantOwned):
 
             def per_row(name: str, values: list[Any]) -> models.Case:
                 field = cls._meta.get_field(name)
+                assert isinstance(field, models.Field)
                 whens = [
-                    models.When(pk=row[0], then=models.Value(value, output_field=field))  # type: ignore[misc]
+                    models.When(pk=row[0], then=models.Value(value, output_field=field))
                     for row, value in zip(rows, values, strict=True)
                 ]
-                return models.Case(*whens, output_field=field)  # type: ignore[misc]
+                return models.Case(*whens, output_field=field)
 
             changes = {"status": per_row("status", [row[2] for row in rows])}
             for name in shape:

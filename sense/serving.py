@@ -70,7 +70,7 @@ class _Handler(WSGIHandler):
         signals.request_started.send(sender=WSGIHandler, environ=environ)
         request = WSGIRequest(environ)
         response = self.get_response(request)
-        response._handler_class = WSGIHandler
+        response._handler_class = WSGIHandler  # type: ignore[attr-defined]
         return response
 
 

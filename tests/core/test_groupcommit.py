@@ -119,7 +119,12 @@ def test_every_row_is_written_exactly_once_under_contention(writers: int) -> Non
             written.extend(rows)
 
     group = GroupCommit(write, writers=writers)
-    threads = [threading.Thread(target=lambda k=k: [group.submit(k * 100 + i) for i in range(50)]) for k in range(16)]
+
+    def submitter(k: int) -> None:
+        for i in range(50):
+            group.submit(k * 100 + i)
+
+    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:

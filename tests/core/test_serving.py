@@ -81,7 +81,7 @@ def test_streaming_responses_go_out_chunk_by_chunk_and_are_closed(kind: str) -> 
 
     response = StreamingHttpResponse(rows() if kind == "sync" else arows())
     closed: list[bool] = []
-    response._resource_closers.append(lambda: closed.append(True))
+    response._resource_closers.append(lambda: closed.append(True))  # type: ignore[attr-defined]
     messages: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
