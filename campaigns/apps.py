@@ -13,11 +13,10 @@ class CampaignsConfig(AppConfig):
         from campaigns.models import Delivery
         from campaigns.providers import registry
         from campaigns.providers.base import ErrorAction
-        from sense import ops, realtime
+        from sense import ops
 
         ops.register(campaign_ops.figures)
         ops.register(retention.figures)
-        realtime.coalesce_by("campaign.stats", "campaign_id")
         actions: tuple[ErrorAction, ...] = ("fail", "throttle", "retry", "wait", "opt_out", "template")
         Delivery.ERROR_ACTIONS = {
             action: frozenset(code for cls in registry.values() for code in cls.codes_with_action(action))

@@ -58,7 +58,6 @@ SLICE_SECONDS = 20.0
 HEARTBEAT_SECONDS = 5.0
 # A connection reported down (or disabled, or given a new daily limit) is seen this soon.
 STATE_REFRESH_SECONDS = 1.0
-BROADCAST_SECONDS = 1.0
 # Longer waits for rate budget are not slept: the run re-enqueues itself with a delay.
 MAX_SLEEP = 2.0
 # A paced send's slot is at least this far ahead when reserved: time to claim its delivery
@@ -352,7 +351,7 @@ class _Run:
         self.limiter = ratelimit.limiter()
         self.outcome = Outcome()
         self.slice_seconds = slice_seconds
-        self.started = self.last_beat = self.last_broadcast = self.last_states = time.monotonic()
+        self.started = self.last_beat = self.last_states = time.monotonic()
         # A success ends the campaign's run of errors; only write that when a run may exist.
         self.errors_seen = campaign.consecutive_errors > 0
         self.capped: set[Any] = set()  # connections at their daily limit (this run)
@@ -389,6 +388,7 @@ class _Run:
             if self.campaign.waiting_reason:
                 pacing.campaign_continue(self.campaign)
             self.send_batch(items, pick)
+            broadcast_stats(self.campaign.pk)  # coalesced in campaigns.live: at most 4 frames/s
             if self.outcome.stopped:
                 self.outcome.reschedule_in = None
                 break
@@ -407,16 +407,13 @@ class _Run:
         self.last_beat = time.monotonic()
 
     def keep_alive(self) -> None:
-        """The heartbeat every HEARTBEAT_SECONDS, the connections' states every
-        STATE_REFRESH_SECONDS and live stats every BROADCAST_SECONDS."""
+        """The heartbeat every HEARTBEAT_SECONDS and the connections' states every
+        STATE_REFRESH_SECONDS."""
         now = time.monotonic()
         if now - self.last_beat > HEARTBEAT_SECONDS:
             self.beat()
         if now - self.last_states > STATE_REFRESH_SECONDS:
             self.refresh_connections()
-        if now - self.last_broadcast > BROADCAST_SECONDS and (self.outcome.sent or self.outcome.failed):
-            broadcast_stats(self.campaign.pk)
-            self.last_broadcast = now
 
     def refresh_connections(self) -> None:
         """The connections' states and limits as they are now (a webhook may have changed them)."""

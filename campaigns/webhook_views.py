@@ -17,7 +17,7 @@ import logging
 import time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -29,6 +29,7 @@ from campaigns.tasks import process_webhook_events
 from sense.errors import json_error
 from sense.lib.broker import send_nowait
 from sense.lib.coalesce import Coalescer
+from sense.lib.groupcommit import GroupCommit
 
 log = logging.getLogger("sense.webhooks")
 
@@ -103,8 +104,7 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
         raise _Refused(json_error("Invalid webhook body: not UTF-8.", code="invalid", status=400)) from None
     now = timezone.now()
     ignored = not parsed.actionable
-    # One INSERT, committed on its own (autocommit): durable before the answer.
-    event = WebhookEvent.objects.create(
+    event = WebhookEvent(
         tenant_id=connection.tenant_id,
         connection_id=connection.pk,
         provider=connection.provider,
@@ -114,9 +114,36 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
         received_at=now,
         processed_at=now if ignored else None,
     )
+    # Committed, alone or in one INSERT with the events of concurrent requests, before the
+    # answer: a 200 means the raw body is durable. A thread waiting for another's INSERT must
+    # not hold a pooled connection (the connection lookup above may have taken one) that the
+    # writing thread may need.
+    if not transaction.get_connection().in_atomic_block:
+        transaction.get_connection().close()
+    _events.submit(event)
     if not ignored:
         transaction.on_commit(_enqueue)
     return event
+
+
+def _insert_events(events: list[WebhookEvent]) -> None:
+    """EVENTS in one INSERT statement. In autocommit a statement commits on its own, so unlike
+    bulk_create (which wraps it in BEGIN ... COMMIT) it costs one round trip for the batch."""
+    opts = WebhookEvent._meta
+    fields = [f for f in opts.concrete_fields if not f.generated and not isinstance(f, models.AutoField)]
+    returned = WebhookEvent.objects._insert(  # type: ignore[attr-defined]
+        events, fields=fields, returning_fields=opts.db_returning_fields
+    )
+    for event, values in zip(events, returned, strict=True):
+        for value, field in zip(values, opts.db_returning_fields, strict=True):
+            setattr(event, field.attname, value)
+        event._state.adding = False
+        event._state.db = "default"
+
+
+_events: GroupCommit[WebhookEvent] = GroupCommit(
+    _insert_events, writers=settings.WEBHOOK_INSERT_WRITERS, max_rows=settings.WEBHOOK_INSERT_BATCH
+)
 
 
 def _wake_workers(_: set[object]) -> None:

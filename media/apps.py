@@ -13,11 +13,10 @@ class MediaConfig(AppConfig):
 
         from media import ops as media_ops
         from media.counters import MediaCollector
-        from sense import ops, realtime
+        from sense import ops
         from sense.lib import images, metrics
 
         # Decompression bombs raise everywhere in the process (uploads, jobs, commands).
         images.harden(settings.MEDIA_MAX_IMAGE_PIXELS)
         metrics.register(MediaCollector(), name="media")
         ops.register(media_ops.figures)
-        realtime.coalesce_by("media.updated", "id")

@@ -1,23 +1,34 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels."""
+"""ASGI entry point: HTTP through Django on a fixed pool of threads, WebSockets through Channels.
+
+One public port serves pages, the API, webhooks and `/ws/` (a PaaS gives one port). Plain
+HTTP runs Django's sync handler on WEB_THREADS long-lived threads (sense.serving): Django's
+own ASGI handler would create a thread for every request. Webhook routes run a shorter
+middleware stack (sense.serving.LEAN_MIDDLEWARE).
+"""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sense.settings")
 
+import django  # noqa: E402
+
+django.setup(set_prefix=False)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.core.asgi import get_asgi_application  # noqa: E402
-
-django_asgi_app = get_asgi_application()
+from django.conf import settings  # noqa: E402
 
 from sense.routing import websocket_urlpatterns  # noqa: E402
+from sense.serving import ThreadPoolHttp  # noqa: E402
 from sense.worker import start_embedded_worker  # noqa: E402
+
+http_app = ThreadPoolHttp(threads=settings.WEB_THREADS, lean_prefixes=("/api/webhooks/",))
 
 start_embedded_worker()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         # The Origin check is the consumer's: it applies to session-authenticated sockets only.
         "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }

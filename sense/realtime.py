@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -31,31 +30,28 @@ log = logging.getLogger("sense.realtime")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-# At most 4 frames a second per object: 0.3 s apart leaves room for network jitter to bunch
-# frames at the browser. The latest state is always sent, at most this long after the change
-# that produced it.
-COALESCE_SECONDS = 0.3
-
-# Frame type -> the payload field naming the object it is about (see coalesce_by).
-_coalesced: dict[str, str] = {}
-
-
-def coalesce_by(kind: str, field: str) -> None:
-    """Frames of type KIND about the same `payload[FIELD]` replace each other while they wait
-    (they carry the full state: the latest wins). Apps call it from AppConfig.ready()."""
-    _coalesced[kind] = field
-
-
-def coalesce_key(payload: dict[str, Any]) -> tuple[str, str] | None:
-    """The key under which frames replace each other, or None for frames always sent."""
-    kind = payload.get("type")
-    if not isinstance(kind, str) or kind not in _coalesced:
-        return None
-    return (kind, str(payload.get(_coalesced[kind])))
 
 
 def group_name(tenant_id: Any) -> str:
     return f"tenant.{tenant_id}"
+
+
+_publisher_lock = threading.Lock()
+_publisher: tuple[int, asyncio.AbstractEventLoop, threading.Thread] | None = None
+
+
+def _publisher_loop() -> asyncio.AbstractEventLoop:
+    """This process's event loop for publishing (a thread of its own, started on first use):
+    one loop, so one channel-layer connection, for every frame the process sends, instead of
+    a loop and a Redis connection made per frame."""
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None or _publisher[0] != os.getpid() or not _publisher[2].is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="sense-live-publisher", daemon=True)
+            thread.start()
+            _publisher = (os.getpid(), loop, thread)
+        return _publisher[1]
 
 
 def broadcast(tenant_id: Any, message: dict[str, Any]) -> None:
@@ -65,22 +61,12 @@ def broadcast(tenant_id: Any, message: dict[str, Any]) -> None:
     if layer is None:
         return
     event = {"type": "tenant.event", "payload": message}
-
-    def send() -> None:
-        try:
-            async_to_sync(layer.group_send)(group_name(tenant_id), event)
-        except Exception as exc:
-            log.warning("live update for tenant %s not sent: %s", tenant_id, exc.__class__.__name__)
-
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        send()  # the usual case: a sync view, actor or command
-        return
-    # Called from a thread that runs an event loop: async_to_sync cannot block it.
-    thread = threading.Thread(target=send, daemon=True)
-    thread.start()
-    thread.join(timeout=2)
+        asyncio.run_coroutine_threadsafe(layer.group_send(group_name(tenant_id), event), _publisher_loop()).result(
+            timeout=2
+        )
+    except Exception as exc:
+        log.warning("live update for tenant %s not sent: %s", tenant_id, exc.__class__.__name__)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -128,19 +114,13 @@ def _resolve(scope: dict[str, Any], tenant_id: str) -> tuple[int | None, bool, b
 
 
 class TenantConsumer(AsyncJsonWebsocketConsumer):
-    """Forwards the tenant group's events to one socket, coalescing bursts per object.
+    """Forwards the tenant group's events to one socket as they come.
 
     Every web process receives every event of the group (channels-redis in full-stack
-    mode), so a change made in a worker reaches a browser connected anywhere. Coalescing
-    happens here, per socket: the first frame of a burst goes out at once, later ones wait
-    until COALESCE_SECONDS after the previous frame and only the latest is sent.
+    mode), so a change made in a worker reaches a browser connected anywhere. Frames are
+    coalesced once, where they are made (campaigns.live: at most 4 a second per campaign,
+    the latest state last); waiting again here would only add latency.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._last_sent: dict[tuple[str, str], float] = {}
-        self._waiting: dict[tuple[str, str], dict[str, Any]] = {}
-        self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def connect(self) -> None:
         tenant_id = str(self.scope["url_route"]["kwargs"]["tenant_id"])
@@ -159,8 +139,6 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        for task in self._timers.values():
-            task.cancel()
         group = getattr(self, "group", None)
         if group:
             await self.channel_layer.group_discard(group, self.channel_name)
@@ -171,25 +149,4 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def tenant_event(self, event: dict[str, Any]) -> None:
-        payload = event["payload"]
-        key = coalesce_key(payload)
-        if key is None:
-            await self.send_json(payload)
-            return
-        now = time.monotonic()
-        due = self._last_sent.get(key, 0.0) + COALESCE_SECONDS
-        if now >= due and key not in self._timers:
-            self._last_sent[key] = now
-            await self.send_json(payload)
-            return
-        self._waiting[key] = payload
-        if key not in self._timers:
-            self._timers[key] = asyncio.ensure_future(self._flush_later(key, max(0.0, due - now)))
-
-    async def _flush_later(self, key: tuple[str, str], delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._timers.pop(key, None)
-        payload = self._waiting.pop(key, None)
-        if payload is not None:
-            self._last_sent[key] = time.monotonic()
-            await self.send_json(payload)
+        await self.send_json(event["payload"])

@@ -215,6 +215,10 @@ AUTHENTICATION_BACKENDS = [
 ROOT_URLCONF = "sense.urls"
 WSGI_APPLICATION = "sense.wsgi.application"
 ASGI_APPLICATION = "sense.asgi.application"
+# Threads per web process that run Django's sync code for plain HTTP (sense.serving): a
+# request waits for a free one. Webhook requests mostly wait for a group commit (no database
+# connection of their own); other requests beyond DATABASE_POOL_MAX wait for a connection.
+WEB_THREADS = _read("WEB_THREADS", _int(1), 32)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Django 6 makes https the default scheme of form URL fields; opt in now.
 FORMS_URLFIELD_ASSUME_HTTPS = True
@@ -303,6 +307,10 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sense"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Live frames (campaigns.live): a campaign's first change goes out at once, later ones at
+# most this often per web or worker process, the latest state always last (0.26 s: 4 a
+# second with 40 ms to spare for frames bunched on their way to the browser).
+LIVE_FRAME_INTERVAL_SECONDS = _read("LIVE_FRAME_INTERVAL_SECONDS", _float, 0.26)
 
 # --- Files ----------------------------------------------------------------------------
 
@@ -483,6 +491,11 @@ MEDIA_METRICS_FLUSH_SECONDS = _read("MEDIA_METRICS_FLUSH_SECONDS", _float, 5.0)
 # --- Delivery tracking (webhooks) ---
 # Bodies over this are refused with 413 (checked on Content-Length and on the bytes read).
 WEBHOOK_MAX_BODY_BYTES = _read("WEBHOOK_MAX_BODY_BYTES", _int(1024), 1024 * 1024)
+# Group commit (sense.lib.groupcommit): each web process writes received events with at most
+# WEBHOOK_INSERT_WRITERS INSERTs in flight; events arriving meanwhile share the next INSERT
+# (at most WEBHOOK_INSERT_BATCH rows). Every event is committed before its 200.
+WEBHOOK_INSERT_WRITERS = _read("WEBHOOK_INSERT_WRITERS", _int(1), 2)
+WEBHOOK_INSERT_BATCH = _read("WEBHOOK_INSERT_BATCH", _int(1), 200)
 # A stored event whose processing keeps failing is marked failed after this many attempts.
 WEBHOOK_MAX_ATTEMPTS = _read("WEBHOOK_MAX_ATTEMPTS", _int(1), 5)
 # Each web process wakes the workers for new events at once, then at most once per this

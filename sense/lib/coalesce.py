@@ -18,9 +18,11 @@ log = logging.getLogger("sense.coalesce")
 
 class Coalescer:
     """Calls `flush(keys)` from one background thread per process with every key marked since
-    the previous call, at most once per `interval`. A storm of marks of one key then costs
-    one flush per interval instead of one per mark (e.g. one stats query and one publish),
-    and the latest state still goes out at most `interval` after the last mark."""
+    the previous call, at most once per `interval`, leading edge: a mark after a quiet
+    interval is flushed at once; marks while the thread waits out the interval are flushed
+    together when it ends. A storm of marks of one key then costs one flush per interval
+    instead of one per mark (e.g. one stats query and one publish), and every mark is
+    followed by a flush that starts after it, at most `interval` later."""
 
     def __init__(
         self, flush: Callable[[set[Any]], None], interval: float = 0.1, *, name: str = "live", uses_db: bool = True

@@ -49,9 +49,8 @@
     });
     // An open delivery modal of this campaign, and its delivery log (with the filters and
     // page shown), show their rows again.
-    var modal = document.querySelector('[data-modal-campaign="' + frame.campaign_id + '"]');
-    if (modal) throttledRefresh(modal);
-    document.querySelectorAll('[data-deliveries-campaign="' + frame.campaign_id + '"]').forEach(throttledRefresh);
+    refreshLatest('[data-modal-campaign="' + frame.campaign_id + '"]');
+    refreshLatest('[data-deliveries-campaign="' + frame.campaign_id + '"]');
   }
 
   // The audience snapshot's progress while a started campaign prepares; once it is over the
@@ -75,16 +74,30 @@
     });
   }
 
-  var pending = new WeakMap();
-  function throttledRefresh(el) {
-    if (pending.get(el)) return;
-    pending.set(el, true);
-    setTimeout(function () { pending.delete(el); refresh(el); }, 500);
+  // Frames come coalesced by the server (at most 4 a second per campaign): fetch the fragments
+  // matching SELECTOR at once, and if frames arrive while that fetch is in flight, once more
+  // when it ends (the latest state always last; never two fetches of one fragment at once).
+  // Keyed by selector: the swap replaces the element, the selector finds its successor.
+  var inFlight = {};
+  function refreshLatest(selector) {
+    if (inFlight[selector]) { inFlight[selector].again = true; return; }
+    var requests = [];
+    document.querySelectorAll(selector).forEach(function (el) {
+      var request = refresh(el);
+      if (request && request.then) requests.push(request);
+    });
+    if (!requests.length) return;
+    var state = inFlight[selector] = { again: false };
+    var done = function () {
+      delete inFlight[selector];
+      if (state.again) refreshLatest(selector);
+    };
+    Promise.all(requests).then(done, done);
   }
 
   function refresh(el) {
-    if (!window.htmx || !el.dataset.liveRefresh) return;
-    window.htmx.ajax("GET", el.dataset.liveRefresh, { target: el, swap: "outerHTML" });
+    if (!window.htmx || !el.dataset.liveRefresh) return null;
+    return window.htmx.ajax("GET", el.dataset.liveRefresh, { target: el, swap: "outerHTML" });
   }
 
   function applyMedia(frame) {

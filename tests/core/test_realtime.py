@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
-from unittest import mock
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
 from sense.asgi import application
 from sense.models import Tenant
-from sense.realtime import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, TenantConsumer, broadcast
+from sense.realtime import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, broadcast
 from tests.conftest import PASSWORD, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,58 +86,78 @@ def test_an_api_client_with_a_token_receives_broadcasts(alice: User, acme: Tenan
     assert got == [{"type": "campaign.stats", "campaign_id": "mine"}]
 
 
-async def burst(path: str, tenant_id: Any, count: int) -> tuple[list[dict[str, Any]], list[float]]:
-    """Broadcast COUNT stats of one campaign; the frames the socket got until the last state,
-    and when the consumer sent each (stamped at the sender: a reader held up by a busy loop
-    would bunch its receive times together)."""
+async def burst(path: str, tenant_id: Any, count: int) -> tuple[list[dict[str, Any]], list[float], float]:
+    """COUNT changes of one campaign's stats over about a second, each marked on a coalescer
+    that broadcasts the latest state (as campaigns.live does); the frames the socket got
+    until the last state, when each was published, and when the first change was marked."""
+    from sense.lib.coalesce import Coalescer
+
     loop = asyncio.get_running_loop()
-    sent_at: list[float] = []
-    send_json = TenantConsumer.send_json
+    published: list[float] = []
+    state = {"sent": -1}
 
-    async def stamped(self: TenantConsumer, content: Any, close: bool = False) -> None:
-        if isinstance(content, dict) and content.get("type") == "campaign.stats":
-            sent_at.append(loop.time())
-        await send_json(self, content, close)
+    def publish(keys: set[Any]) -> None:
+        published.append(time.monotonic())
+        broadcast(tenant_id, {"type": "campaign.stats", "campaign_id": "c1", "stats": dict(state)})
 
-    with mock.patch.object(TenantConsumer, "send_json", stamped):
-        communicator = WebsocketCommunicator(application, path, headers=HEADERS)
-        connected, _ = await communicator.connect(timeout=5)
-        assert connected
+    coalescer = Coalescer(publish, interval=settings.LIVE_FRAME_INTERVAL_SECONDS, uses_db=False)
+
+    def changes() -> float:
+        started = time.monotonic()
+        for n in range(count):
+            state["sent"] = n
+            coalescer.mark("c1")
+            time.sleep(1.0 / count)
+        return started
+
+    communicator = WebsocketCommunicator(application, path, headers=HEADERS)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    await communicator.send_json_to({"type": "ping"})
+    await communicator.receive_json_from(timeout=5)
+    frames: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        while not frames or frames[-1]["stats"] != {"sent": count - 1}:
+            frames.append(await communicator.receive_json_from(timeout=30))
+
+    reader = asyncio.ensure_future(read())
+    first_change = await loop.run_in_executor(None, changes)
+    await reader
+    # Nothing after the last state either.
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+    return frames, published, first_change
+
+
+def test_a_burst_is_coalesced_once_leading_edge_and_the_last_state_always_arrives(alice: User, acme: Tenant) -> None:
+    token = token_for(alice, acme)
+    frames, published, first_change = asyncio.run(burst(f"/ws/tenant/{acme.id}/?token={token}", acme.id, 200))
+    assert frames[-1]["stats"] == {"sent": 199}  # the final state is never dropped
+    assert len(frames) == len(published) < 20  # coalesced once; the socket forwards each frame
+    assert [f["stats"]["sent"] for f in frames] == sorted(f["stats"]["sent"] for f in frames)
+    assert published[0] - first_change < 0.05  # the first change goes out at once
+    # Never more than 4 frames in any one-second window.
+    assert all(sum(1 for t in published if s <= t < s + 1.0) <= 4 for s in published)
+
+
+def test_the_socket_forwards_every_frame_as_it_comes(alice: User, acme: Tenant) -> None:
+    token = token_for(alice, acme)
+
+    async def frames() -> list[dict[str, Any]]:
+        communicator = WebsocketCommunicator(application, f"/ws/tenant/{acme.id}/?token={token}", headers=HEADERS)
+        assert (await communicator.connect(timeout=5))[0]
         await communicator.send_json_to({"type": "ping"})
         await communicator.receive_json_from(timeout=5)
-        frames: list[dict[str, Any]] = []
-
-        async def read() -> None:
-            while not frames or frames[-1]["stats"] != {"sent": count - 1}:
-                frames.append(await communicator.receive_json_from(timeout=30))
-
-        reader = asyncio.ensure_future(read())
-        for n in range(count):
+        loop = asyncio.get_running_loop()
+        for n in range(5):
             message = {"type": "campaign.stats", "campaign_id": "c1", "stats": {"sent": n}}
-            await loop.run_in_executor(None, broadcast, tenant_id, message)
-        await reader
-        # Nothing after the last state either.
-        assert await communicator.receive_nothing(timeout=0.5)
+            await loop.run_in_executor(None, broadcast, acme.id, message)
+        got = [await communicator.receive_json_from(timeout=2) for _ in range(5)]
         await communicator.disconnect()
-    return frames, sent_at
+        return got
 
-
-def test_a_burst_is_coalesced_and_the_last_state_always_arrives(alice: User, acme: Tenant) -> None:
-    token = token_for(alice, acme)
-    frames, sent_at = asyncio.run(burst(f"/ws/tenant/{acme.id}/?token={token}", acme.id, 200))
-    assert frames[-1]["stats"] == {"sent": 199}  # the final state is never dropped
-    assert len(frames) < 200  # the burst was coalesced
-    assert len(sent_at) == len(frames)
-    # Never more than 4 frames in any one-second window.
-    assert all(sum(1 for t in sent_at if s <= t < s + 1.0) <= 4 for s in sent_at)
-
-
-def test_the_apps_register_which_frames_replace_each_other() -> None:
-    from sense.realtime import coalesce_key
-
-    assert coalesce_key({"type": "campaign.stats", "campaign_id": 7, "stats": {}}) == ("campaign.stats", "7")
-    assert coalesce_key({"type": "media.updated", "id": "a1", "status": "ready"}) == ("media.updated", "a1")
-    assert coalesce_key({"type": "pong"}) is None  # anything unregistered goes out as it comes
+    assert [f["stats"]["sent"] for f in asyncio.run(frames())] == [0, 1, 2, 3, 4]
 
 
 def test_the_coalescer_flushes_a_burst_in_few_calls_and_never_drops_a_key() -> None:
@@ -153,6 +174,33 @@ def test_the_coalescer_flushes_a_burst_in_few_calls_and_never_drops_a_key() -> N
     coalescer.mark("campaign-a")  # a later change is flushed too
     coalescer.drain()
     assert flushed[-1] == {"campaign-a"}
+
+
+def test_the_coalescer_is_leading_edge_then_at_most_once_per_interval_with_the_latest_state_last() -> None:
+    from sense.lib.coalesce import Coalescer
+
+    state = {"value": 0}
+    flushes: list[tuple[float, int]] = []
+    coalescer = Coalescer(lambda keys: flushes.append((time.monotonic(), state["value"])), interval=0.25, uses_db=False)
+    started = time.monotonic()
+    coalescer.mark("c")
+    time.sleep(0.05)
+    assert len(flushes) == 1 and flushes[0][0] - started < 0.05  # the first change at once
+    while time.monotonic() - started < 1.3:  # a steady stream of changes
+        state["value"] += 1
+        coalescer.mark("c")
+        time.sleep(0.005)
+    last = state["value"]
+    coalescer.drain()
+    times = [t for t, _ in flushes]
+    assert all(b - a >= 0.24 for a, b in zip(times, times[1:], strict=False))  # at most 4 a second
+    assert len(flushes) >= 5  # but one every interval while changes keep coming
+    assert flushes[-1][1] == last  # the latest state is always the last one flushed
+    time.sleep(0.3)
+    coalescer.mark("c")  # after a quiet interval: at once again
+    marked = time.monotonic()
+    time.sleep(0.05)
+    assert flushes[-1][0] - marked < 0.05
 
 
 def test_a_client_without_an_origin_receives_broadcasts_with_a_token_in_the_query(

@@ -48,6 +48,23 @@ def test_a_batch_applies_every_event_with_one_counter_update_per_campaign(
     assert tracking.process_pending() == 0
 
 
+def test_a_batch_updates_its_deliveries_with_one_statement_per_kind_of_change(
+    evolution_connection: Connection, campaign: Campaign, deliveries: Any
+) -> None:
+    rows = deliveries(campaign, 12)
+    for delivery in rows[:8]:
+        post(evolution_connection, evolution_update(delivery.provider_message_id, "DELIVERY_ACK"))
+    for delivery in rows[8:]:
+        post(evolution_connection, evolution_update(delivery.provider_message_id, "READ"))
+
+    with CaptureQueriesContext(connection) as queries:
+        assert tracking.process_pending(limit=100) == 12
+    delivery_updates = [q for q in queries.captured_queries if q["sql"].startswith('UPDATE "campaigns_delivery"')]
+    assert len(delivery_updates) <= 2  # delivered, read: not one per delivery
+    assert stats(campaign)["delivered"] == 12 and stats(campaign)["read"] == 4
+    assert stats(campaign) == recount(campaign)
+
+
 def test_a_bad_event_fails_alone_and_the_rest_of_its_batch_applies(
     evolution_connection: Connection, campaign: Campaign, deliveries: Any
 ) -> None:

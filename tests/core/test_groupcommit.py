@@ -1,0 +1,132 @@
+"""Group commit: concurrent submitters share one write, each returns after its row's write."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from sense.lib.groupcommit import GroupCommit
+
+
+def test_a_lone_row_is_written_at_once() -> None:
+    writes: list[list[int]] = []
+    group = GroupCommit(writes.append)
+    group.submit(1)
+    group.submit(2)
+    assert writes == [[1], [2]]
+
+
+def test_rows_arriving_during_a_write_share_the_next_one() -> None:
+    writes: list[list[int]] = []
+    first_started, release = threading.Event(), threading.Event()
+    returned: dict[int, float] = {}
+
+    def write(rows: list[int]) -> None:
+        if not writes:
+            first_started.set()
+            release.wait(5)
+        writes.append(list(rows))
+        time.sleep(0.01)
+
+    group = GroupCommit(write, writers=1)
+
+    def submit(n: int) -> None:
+        group.submit(n)
+        returned[n] = time.monotonic()
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    assert first_started.wait(5)
+    others = [threading.Thread(target=submit, args=(n,)) for n in range(1, 6)]
+    for thread in others:
+        thread.start()
+    time.sleep(0.1)
+    assert returned == {}  # nobody answers before its row is written
+    released = time.monotonic()
+    release.set()
+    for thread in [first, *others]:
+        thread.join(5)
+    assert writes[0] == [0]
+    assert sorted(writes[1]) == [1, 2, 3, 4, 5] and len(writes) == 2
+    assert all(at >= released for at in returned.values())
+
+
+def test_a_failed_write_fails_every_row_of_its_batch_and_not_the_next() -> None:
+    started, release = threading.Event(), threading.Event()
+    calls: list[list[int]] = []
+
+    def write(rows: list[int]) -> None:
+        calls.append(list(rows))
+        if len(calls) == 1:
+            started.set()
+            release.wait(5)
+        elif len(calls) == 2:
+            raise RuntimeError("database down")
+
+    group = GroupCommit(write, writers=1)
+    errors: dict[int, str] = {}
+
+    def submit(n: int) -> None:
+        try:
+            group.submit(n)
+        except RuntimeError as exc:
+            errors[n] = str(exc)
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    assert started.wait(5)
+    others = [threading.Thread(target=submit, args=(n,)) for n in (1, 2)]
+    for thread in others:
+        thread.start()
+    time.sleep(0.1)
+    release.set()
+    for thread in [first, *others]:
+        thread.join(5)
+    assert errors == {1: "database down", 2: "database down"}
+    group.submit(3)
+    assert calls[-1] == [3]
+
+
+def test_batches_hold_at_most_max_rows() -> None:
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    def write(rows: list[int]) -> None:
+        gate.wait(5)
+        sizes.append(len(rows))
+
+    group = GroupCommit(write, writers=1, max_rows=3)
+    threads = [threading.Thread(target=group.submit, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert sum(sizes) == 10 and max(sizes) <= 3
+
+
+@pytest.mark.parametrize("writers", [1, 2, 4])
+def test_every_row_is_written_exactly_once_under_contention(writers: int) -> None:
+    written: list[int] = []
+    lock = threading.Lock()
+
+    def write(rows: list[int]) -> None:
+        time.sleep(0.001)
+        with lock:
+            written.extend(rows)
+
+    group = GroupCommit(write, writers=writers)
+
+    def submitter(k: int) -> None:
+        for i in range(50):
+            group.submit(k * 100 + i)
+
+    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(written) == sorted(k * 100 + i for k in range(16) for i in range(50))
