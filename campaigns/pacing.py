@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+import dramatiq
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -260,9 +261,9 @@ def connection_state_apply(*, connection_id: Any, state: str, reason: str, occur
 
 
 def _wake(campaign: Campaign) -> None:
-    """Enqueue CAMPAIGN's senders on commit (a campaign waiting for a connection)."""
-    from campaigns.tasks import dispatch_campaign
-
+    """Enqueue CAMPAIGN's senders on commit (a campaign waiting for a connection). The actor
+    is looked up by name: campaigns.tasks imports the webhook worker, which imports this."""
+    dispatch_campaign = dramatiq.get_broker().get_actor("dispatch_campaign")
     Campaign.objects.filter(pk=campaign.pk).update(dispatch_seen_at=timezone.now())
     campaign_id = str(campaign.pk)
 

@@ -107,9 +107,9 @@ def test_only_values_sql_cannot_spell_are_rendered_in_python(acme: Tenant, monke
     rendered: list[str] = []
     original = snapshot._render_in_python
 
-    def spy(campaign: Campaign, contacts: Any) -> None:
+    def spy(campaign: Campaign, contacts: Any, **kwargs: Any) -> None:
         rendered.extend(contacts.values_list("name", flat=True))
-        original(campaign, contacts)
+        original(campaign, contacts, **kwargs)
 
     monkeypatch.setattr(snapshot, "_render_in_python", spy)
     campaign = Campaign.objects.create(tenant=acme, name="r", connection=connection, message="{{v}}/{{n}}")

@@ -166,8 +166,13 @@ class World:
 
 
 class _AcceptingProvider:
+    """Accepts every send; has no profile picture for anyone (the avatar is initials)."""
+
     def send(self, message: OutgoingMessage) -> SendResult:
         return SendResult(message_id="wamid.test", status_code=200)
+
+    def profile_picture_url(self, phone: str) -> str | None:
+        return None
 
 
 @pytest.fixture
