@@ -234,13 +234,7 @@ def apply(plan: Plan, locked: dict[tuple[UUID, str], Delivery]) -> list[InboundM
     for message in created:
         if message.media_status == InboundMessage.MediaStatus.PENDING:
             transaction.on_commit(partial(_enqueue_media, message.pk))
-        frame = {
-            "type": FRAME,
-            "contact_id": message.contact_id,
-            "campaign_id": str(message.campaign_id) if message.campaign_id else None,
-            "id": message.pk,
-        }
-        transaction.on_commit(partial(realtime.broadcast, message.tenant_id, frame))
+        _broadcast_on_commit(message)
     return created
 
 
@@ -334,6 +328,17 @@ CONFIRMATION_ACTOR = "send_consent_confirmation"
 
 def _actor(name: str) -> Any:
     return dramatiq.get_broker().get_actor(name)
+
+
+def _broadcast_on_commit(message: InboundMessage) -> None:
+    """The `inbound.message` frame of MESSAGE to its tenant's socket, once committed."""
+    frame = {
+        "type": FRAME,
+        "contact_id": message.contact_id,
+        "campaign_id": str(message.campaign_id) if message.campaign_id else None,
+        "id": message.pk,
+    }
+    transaction.on_commit(partial(realtime.broadcast, message.tenant_id, frame))
 
 
 def _enqueue_media(inbound_id: int) -> None:
@@ -441,13 +446,7 @@ def inbound_media_fetch(*, inbound_id: int) -> str:
     with transaction.atomic():
         if not mine.update(media=asset, media_status=InboundMessage.MediaStatus.STORED):
             return "skipped"  # given up on meanwhile; the asset stays in the library
-        frame = {
-            "type": FRAME,
-            "contact_id": message.contact_id,
-            "campaign_id": str(message.campaign_id) if message.campaign_id else None,
-            "id": message.pk,
-        }
-        transaction.on_commit(partial(realtime.broadcast, message.tenant_id, frame))
+        _broadcast_on_commit(message)
     log.info("[INBOUND] attachment of message %s stored as asset %s", inbound_id, asset.pk)
     return "stored"
 

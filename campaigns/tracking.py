@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache, partial
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -42,7 +42,7 @@ from campaigns.models import (
     PendingStatus,
     WebhookEvent,
 )
-from campaigns.providers import StatusUpdate, TemplateUpdate, provider_class, registry
+from campaigns.providers import StatusUpdate, TemplateUpdate, provider_class
 from campaigns.providers.base import ConnectionState
 
 log = logging.getLogger("sense.webhooks")
@@ -145,7 +145,11 @@ def apply_update(
             fields["billable"] = update.billable
         if update.pricing_category and update.pricing_category != delivery.pricing_category:
             fields["pricing_category"] = update.pricing_category[:32]
-    if update.error_code and fields.get("error_code") == update.error_code and update.error_code in opt_out_codes():
+    if (
+        update.error_code
+        and fields.get("error_code") == update.error_code
+        and update.error_code in Delivery.ERROR_ACTIONS.get("opt_out", ())
+    ):
         writes.opt_outs.add(delivery.pk)
     if new is not None or fields:
         writes.move(delivery, new or delivery.status, fields)
@@ -163,12 +167,6 @@ def apply_update(
         )
     )
     writes.campaigns.add(delivery.campaign_id)
-
-
-@cache
-def opt_out_codes() -> frozenset[str]:
-    """Every provider's error codes meaning "the user stopped marketing messages"."""
-    return frozenset(code for cls in registry.values() for code in cls.codes_with_action("opt_out"))
 
 
 # --- Applying stored events -------------------------------------------------------------------
