@@ -967,6 +967,48 @@ class Delivery(TenantOwned):
     def _move_rows(cls, rows: list[tuple[int, str, str, dict[str, Any]]], shape: tuple[str, ...], now: Any) -> None:
         """One UPDATE for ROWS (id, from status, to status, fields), whose fields all have the
         names SHAPE; raises if any row was no longer in its from status."""
+        db = connections[cls.objects.db]
+        if db.vendor == "postgresql" and len(rows) > 1:
+            changed = cls._move_rows_unnest(db, rows, shape, now)
+        else:
+            changed = cls._move_rows_orm(rows, shape, now)
+        if changed != len(rows):
+            raise OperationalError(f"deliveries {[row[0] for row in rows]} changed under a lock")
+
+    @classmethod
+    def _move_rows_unnest(
+        cls, db: Any, rows: list[tuple[int, str, str, dict[str, Any]]], shape: tuple[str, ...], now: Any
+    ) -> int:
+        """`_move_rows` on PostgreSQL: the rows' values as one array per column, joined with
+        `unnest` (the ORM's CASE WHEN per row and column costs more Python than the batch's
+        every other statement together). Returns how many rows changed."""
+        qn = db.ops.quote_name
+        status = cls._meta.get_field("status")
+        columns: list[tuple[str, Any, list[Any]]] = [
+            ("id", cls._meta.pk, [row[0] for row in rows]),
+            ("from_status", status, [row[1] for row in rows]),
+            ("to_status", status, [row[2] for row in rows]),
+        ]
+        for name in shape:
+            field = cls._meta.get_field(name)
+            columns.append((field.column, field, [row[3][name] for row in rows]))
+        arrays = ", ".join(f"%s::{field.db_type(db)}[]" for _, field, _ in columns)
+        values = [[field.get_db_prep_value(v, db) for v in column] for _, field, column in columns]
+        assignments = ", ".join(f"{qn(column)} = v.{qn(column)}" for column, _, _ in columns[3:])
+        table = qn(cls._meta.db_table)
+        sql = (
+            f"UPDATE {table} AS d SET {qn('updated_at')} = %s, {qn('status')} = v.to_status"
+            + (f", {assignments}" if assignments else "")
+            + f" FROM unnest({arrays}) AS v({', '.join(qn(c) for c, _, _ in columns)})"
+            + f" WHERE d.{qn('id')} = v.{qn('id')} AND d.{qn('status')} = v.from_status"
+        )
+        with db.cursor() as cursor:
+            cursor.execute(sql, [now, *values])
+            return int(cursor.rowcount)
+
+    @classmethod
+    def _move_rows_orm(cls, rows: list[tuple[int, str, str, dict[str, Any]]], shape: tuple[str, ...], now: Any) -> int:
+        """`_move_rows` on any database: CASE WHEN per changed column. Returns how many rows changed."""
         if len(rows) == 1:
             delivery_id, from_status, to_status, fields = rows[0]
             changes: dict[str, Any] = {"status": to_status, **fields}
@@ -985,8 +1027,7 @@ class Delivery(TenantOwned):
             for name in shape:
                 changes[name] = per_row(name, [row[3][name] for row in rows])
         where = reduce(operator.or_, (models.Q(pk=row[0], status=row[1]) for row in rows))
-        if cls.objects.filter(where).update(updated_at=now, **changes) != len(rows):
-            raise OperationalError(f"deliveries {[row[0] for row in rows]} changed under a lock")
+        return cls.objects.filter(where).update(updated_at=now, **changes)
 
     @classmethod
     def move_each(

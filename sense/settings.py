@@ -500,7 +500,7 @@ WEBHOOK_INSERT_BATCH = _read("WEBHOOK_INSERT_BATCH", _int(1), 200)
 WEBHOOK_MAX_ATTEMPTS = _read("WEBHOOK_MAX_ATTEMPTS", _int(1), 5)
 # Each web process wakes the workers for new events at once, then at most once per this
 # interval while more arrive (workers apply everything pending in batches).
-WEBHOOK_WAKE_INTERVAL_SECONDS = _read("WEBHOOK_WAKE_INTERVAL_SECONDS", _float, 0.05)
+WEBHOOK_WAKE_INTERVAL_SECONDS = _read("WEBHOOK_WAKE_INTERVAL_SECONDS", _float, 0.02)
 # The sweeper's interval, and how old a stored event must be before it takes it over
 # from the actor (events are normally processed within milliseconds).
 WEBHOOK_SWEEP_SECONDS = _read("WEBHOOK_SWEEP_SECONDS", _float, 10.0)

@@ -163,3 +163,70 @@ def test_a_database_error_on_one_event_counts_its_attempts_instead_of_failing_th
     assert (bad.status, bad.attempts) == ("failed", 2)  # visible, no longer retried
     assert WebhookEvent.objects.filter(pk__in=ids[1:], status="processed").count() == 3
     assert stats(campaign)["read"] == 3 and stats(campaign) == recount(campaign)
+
+
+@pytest.mark.parametrize("writer", ["_move_rows_unnest", "_move_rows_orm"])
+def test_both_ways_of_writing_a_batch_write_the_same_rows(
+    campaign: Campaign, deliveries: Any, writer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL writes a batch's moves with unnest, other databases with CASE WHEN: the same
+    values land, NULLs and booleans included, and a row moved meanwhile fails the whole write."""
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from campaigns.models import Delivery
+
+    if writer == "_move_rows_orm":  # what SQLite (the embedded default) runs
+        monkeypatch.setattr(
+            Delivery, "_move_rows_unnest", lambda db, rows, shape, now: Delivery._move_rows_orm(rows, shape, now)
+        )
+    rows = deliveries(campaign, 3)
+    at = timezone.now() - timedelta(minutes=5)
+    moves = [
+        (
+            rows[0].pk,
+            campaign.pk,
+            "sent",
+            "failed",
+            {"failed_at": at, "error_code": "131026", "error_message": 'l\'été "x"', "billable": None},
+        ),
+        (
+            rows[1].pk,
+            campaign.pk,
+            "sent",
+            "failed",
+            {"failed_at": at, "error_code": "", "error_message": "", "billable": False},
+        ),
+        (
+            rows[2].pk,
+            campaign.pk,
+            "sent",
+            "delivered",
+            {"delivered_at": at, "billable": True, "pricing_category": "marketing"},
+        ),
+    ]
+    with transaction.atomic():
+        Delivery.move_locked(moves)
+
+    got = {d.pk: d for d in Delivery.objects.filter(pk__in=[r.pk for r in rows])}
+    assert (got[rows[0].pk].status, got[rows[0].pk].error_code, got[rows[0].pk].error_message) == (
+        "failed",
+        "131026",
+        'l\'été "x"',
+    )
+    assert got[rows[0].pk].failed_at == at and got[rows[0].pk].billable is None
+    assert got[rows[1].pk].billable is False and got[rows[1].pk].error_code == ""
+    assert (got[rows[2].pk].status, got[rows[2].pk].delivered_at, got[rows[2].pk].billable) == ("delivered", at, True)
+    assert got[rows[2].pk].pricing_category == "marketing"
+    assert stats(campaign) == recount(campaign)
+
+    # A delivery no longer in its from status: the write raises and its transaction undoes it all.
+    stale = [
+        (rows[1].pk, campaign.pk, "failed", "sent", {"error_code": "x"}),
+        (rows[2].pk, campaign.pk, "sent", "read", {"error_code": "y"}),  # it is delivered now
+    ]
+    with pytest.raises(OperationalError), transaction.atomic():
+        Delivery.move_locked(stale)
+    assert Delivery.objects.get(pk=rows[1].pk).error_code == "" and stats(campaign) == recount(campaign)
