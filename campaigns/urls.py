@@ -1,5 +1,5 @@
 """Every route of the campaigns app: its pages (namespace `campaigns`) and the provider
-webhooks (`webhook_urlpatterns`, un-namespaced, included at the root by sense/urls.py).
+webhooks (`webhook_urlpatterns`, un-namespaced, included under `api/` by sense/urls.py).
 The JSON API's routers are in campaigns/api.py."""
 
 from django.urls import path, re_path
@@ -50,15 +50,15 @@ urlpatterns = [
 # it: Evolution's by-event URLs (.../<token>/messages-update, doubled slashes included) and
 # the URL typed without its trailing slash (a POST cannot be redirected to it).
 webhook_urlpatterns = [
-    path("api/webhooks/evolution/<str:token>/", webhook_views.evolution, name="webhook-evolution"),
+    path("webhooks/evolution/<str:token>/", webhook_views.evolution, name="webhook-evolution"),
     re_path(
-        r"^api/webhooks/evolution/(?P<token>[\w-]+)/+(?P<event>[\w.-]+)/?$",
+        r"^webhooks/evolution/(?P<token>[\w-]+)/+(?P<event>[\w.-]+)/?$",
         webhook_views.evolution,
         name="webhook-evolution-event",
     ),
-    re_path(r"^api/webhooks/evolution/(?P<token>[\w-]+)$", webhook_views.evolution, name="webhook-evolution-noslash"),
-    path("api/webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
-    re_path(r"^api/webhooks/whatsapp/(?P<token>[\w-]+)$", webhook_views.whatsapp, name="webhook-whatsapp-noslash"),
+    re_path(r"^webhooks/evolution/(?P<token>[\w-]+)$", webhook_views.evolution, name="webhook-evolution-noslash"),
+    path("webhooks/whatsapp/<str:token>/", webhook_views.whatsapp, name="webhook-whatsapp"),
+    re_path(r"^webhooks/whatsapp/(?P<token>[\w-]+)$", webhook_views.whatsapp, name="webhook-whatsapp-noslash"),
     # Only Sense's own sandbox workers call this one, with the exact URL.
-    path("api/webhooks/sandbox/<str:token>/", webhook_views.sandbox, name="webhook-sandbox"),
+    path("webhooks/sandbox/<str:token>/", webhook_views.sandbox, name="webhook-sandbox"),
 ]

@@ -35,6 +35,19 @@ handler404 = "sense.views.not_found"
 handler500 = "sense.views.server_error"
 
 urlpatterns = [
+    # Machine traffic first, under one prefix: URLs are tried in order, and webhooks (the
+    # busiest route) and API calls should not be matched against every page pattern first.
+    path(
+        "api/",
+        include(
+            [
+                *webhook_urlpatterns,  # provider webhooks (campaigns/urls.py)
+                *media_api_urlpatterns,  # upload, media proxy, file and thumbnail URLs
+                path("health/probe.png", health.probe_image, name="probe_image"),
+                path("", api.urls),
+            ]
+        ),
+    ),
     path("", sense_views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(template_name="account/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -53,10 +66,6 @@ urlpatterns = [
     path("", include("campaigns.urls")),
     path("", include("media.urls")),
     path("admin/", admin.site.urls),
-    *webhook_urlpatterns,  # provider webhooks (campaigns/urls.py)
-    path("api/", include(media_api_urlpatterns)),  # upload, media proxy, file and thumbnail URLs
-    path("api/health/probe.png", health.probe_image, name="probe_image"),
-    path("api/", api.urls),
     path("metrics", metrics_view, name="metrics"),
     path("i18n/", include("django.conf.urls.i18n")),
 ]
