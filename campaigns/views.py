@@ -4,7 +4,7 @@ of its page template and every hx-get has a real href, so pages work without Jav
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -45,6 +45,7 @@ from campaigns.models import (
     DeliveryEvent,
     InboundMessage,
     MessageTemplate,
+    WebhookEvent,
 )
 from campaigns.providers import provider_class
 from campaigns.snapshot import render_template_values, template_sources
@@ -577,6 +578,10 @@ def template_sync(request: TenantHttpRequest, connection_id: UUID) -> HttpRespon
 
 CONNECTIONS_PER_PAGE = 50
 CONNECTION_CAMPAIGNS_PER_PAGE = 25
+# How far back the pages look for a connection's last webhook: the tenant's events of the last
+# hour (its index on tenant and received_at), as the ops page counts them. Over all time
+# would read every stored event of a connection that has gone quiet.
+LAST_WEBHOOK_WINDOW = timedelta(hours=1)
 
 
 @dataclass
@@ -588,6 +593,7 @@ class ConnectionRow:
     supports_templates: bool
     templates: int = 0  # not DELETED
     approved: int = 0
+    last_webhook: datetime | None = None  # within LAST_WEBHOOK_WINDOW
 
     @property
     def limit_reached(self) -> bool:
@@ -596,10 +602,24 @@ class ConnectionRow:
 
 
 def connection_rows(tenant: Any, connections: list[Connection]) -> list[ConnectionRow]:
-    """CONNECTIONS with today's sends (the daily cap's counters) and, for those whose provider
-    has templates, how many: two queries for any number of connections."""
-    sent = pacing.sent_today(c.pk for c in connections)
-    rows = [ConnectionRow(c, sent.get(c.pk, 0), provider_class(c.provider).supports_templates) for c in connections]
+    """CONNECTIONS with today's sends (the daily cap's counters), their last webhook received
+    within LAST_WEBHOOK_WINDOW and, for those whose provider has templates, how many: at most
+    three queries for any number of connections."""
+    ids = [c.pk for c in connections]
+    sent = pacing.sent_today(ids)
+    last = dict(
+        WebhookEvent.objects.filter(
+            tenant=tenant, connection_id__in=ids, received_at__gte=timezone.now() - LAST_WEBHOOK_WINDOW
+        )
+        .values("connection_id")
+        .annotate(last=Max("received_at"))
+        .values_list("connection_id", "last")
+        .order_by()
+    )
+    rows = [
+        ConnectionRow(c, sent.get(c.pk, 0), provider_class(c.provider).supports_templates, last_webhook=last.get(c.pk))
+        for c in connections
+    ]
     with_templates = [row.connection.pk for row in rows if row.supports_templates]
     if with_templates:
         counts = {

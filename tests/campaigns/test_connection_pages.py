@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from campaigns import pacing
-from campaigns.models import Campaign, Connection, ConnectionDay, MessageTemplate
+from campaigns.models import Campaign, Connection, ConnectionDay, MessageTemplate, WebhookEvent
 from sense.models import Tenant
 from tests.dashboard.conftest import login
 
@@ -30,6 +30,17 @@ def page(client: Client, url: str, **kwargs: Any) -> str:
 def assert_no_credentials(html: str) -> None:
     for value in SECRETS:
         assert value not in html, f"credential {value!r} in the page"
+
+
+def webhook(connection: Connection, *, minutes_ago: float) -> WebhookEvent:
+    return WebhookEvent.objects.create(
+        tenant=connection.tenant,
+        connection=connection,
+        provider=connection.provider,
+        event_type="messages.update",
+        body="{}",
+        received_at=timezone.now() - timedelta(minutes=minutes_ago),
+    )
 
 
 @pytest.fixture
@@ -77,6 +88,21 @@ def test_the_list_shows_state_todays_sends_against_the_limit_and_templates(
     assert_no_credentials(html)
 
 
+def test_the_list_shows_the_last_webhook_received_within_the_hour(
+    alice: Any, evolution: Connection, cloud: Connection, acme: Tenant
+) -> None:
+    quiet = Connection.objects.create(tenant=acme, name="Quiet", provider="evolution", base_url="http://x")
+    webhook(evolution, minutes_ago=30)
+    webhook(evolution, minutes_ago=5)
+    webhook(cloud, minutes_ago=90)  # older than the window: not looked for
+
+    html = page(login("alice"), "/connections/")
+
+    row = {c.pk: html.split(f'data-connection="{c.pk}"')[1].split("</tr>")[0] for c in (evolution, cloud, quiet)}
+    assert "5\xa0minutes ago" in row[evolution.pk] and "30\xa0minutes" not in row[evolution.pk]
+    assert "none in the last hour" in row[cloud.pk] and "none in the last hour" in row[quiet.pk]
+
+
 def test_a_member_sees_the_list_without_the_sync_button(bob: Any, cloud_with_templates: Connection) -> None:
     html = page(login("bob"), "/connections/")
 
@@ -100,6 +126,7 @@ def test_the_list_queries_the_same_for_many_connections(alice: Any, acme: Tenant
                 )
                 ConnectionDay.objects.create(tenant=acme, connection=c, day=pacing.today(), sent=i)
                 MessageTemplate.objects.create(tenant=acme, connection=c, name="t", language="en", components=[])
+                webhook(c, minutes_ago=i)
 
     add(1)
     few = queries()
