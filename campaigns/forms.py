@@ -258,3 +258,23 @@ class TestSendForm(forms.Form):
         max_length=32,
         widget=forms.TextInput(attrs={"placeholder": "+5511999999999", "inputmode": "tel", "autocomplete": "tel"}),
     )
+
+
+class ConnectionForm(forms.Form):
+    """The connection page's settings an admin may change there (credentials, the base URL and
+    the rate stay with the API and the admin). Checked again by `services.connection_update`."""
+
+    name = forms.CharField(label=_("Name"), max_length=200)
+    daily_limit = forms.IntegerField(
+        label=_("Messages per day"),
+        required=False,
+        min_value=1,
+        help_text=_("Every campaign together, per calendar day. Empty: no daily cap."),
+    )
+    is_active = forms.BooleanField(
+        label=_("Active"), required=False, help_text=_("An inactive connection sends nothing and refuses webhooks.")
+    )
+
+    @staticmethod
+    def initial_for(connection: Connection) -> dict[str, Any]:
+        return {"name": connection.name, "daily_limit": connection.daily_limit, "is_active": connection.is_active}

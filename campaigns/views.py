@@ -3,7 +3,8 @@ of its page template and every hx-get has a real href, so pages work without Jav
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -12,7 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -21,9 +22,10 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from campaigns import conversations, reports, services
+from campaigns import conversations, pacing, reports, services
 from campaigns.forms import (
     CampaignForm,
+    ConnectionForm,
     ConsentActionForm,
     ConsentSettingsForm,
     ContactImportForm,
@@ -43,6 +45,7 @@ from campaigns.models import (
     DeliveryEvent,
     InboundMessage,
     MessageTemplate,
+    WebhookEvent,
 )
 from campaigns.providers import provider_class
 from campaigns.snapshot import render_template_values, template_sources
@@ -525,12 +528,12 @@ def campaign_preview(request: TenantHttpRequest) -> HttpResponse:
 @tenant_required
 def template_list(request: TenantHttpRequest) -> HttpResponse:
     """Each connection that has templates, with its templates as Meta last described them."""
-    connections = [
-        c
-        for c in Connection.objects.for_tenant(request.tenant).order_by("name")
-        if provider_class(c.provider).supports_templates
-    ]
+    connections = Connection.objects.for_tenant(request.tenant).order_by("name")
     templates = MessageTemplate.objects.for_tenant(request.tenant).order_by("name", "language")
+    connection_id = _uuid(request.GET.get("connection", ""))
+    if connection_id is not None:  # one connection's templates (the connections page links here)
+        connections = connections.filter(pk=connection_id)
+        templates = templates.filter(connection_id=connection_id)
     status = request.GET.get("status", "").upper()
     if status:
         templates = templates.filter(status=status)
@@ -539,7 +542,10 @@ def template_list(request: TenantHttpRequest) -> HttpResponse:
         by_connection.setdefault(template.connection_id, []).append(template)
     context = {
         "nav": "templates",
-        "sections": [(c, by_connection.get(c.pk, [])) for c in connections],
+        "sections": [
+            (c, by_connection.get(c.pk, [])) for c in connections if provider_class(c.provider).supports_templates
+        ],
+        "connection_id": connection_id,
         "status": status,
         "statuses": MessageTemplate.Status.choices,
         "can_sync": request.membership.is_admin,
@@ -565,7 +571,137 @@ def template_sync(request: TenantHttpRequest, connection_id: UUID) -> HttpRespon
             _("%(synced)d templates listed by Meta: %(created)d new, %(updated)d changed, %(deleted)d deleted.")
             % result.as_dict(),
         )
-    return redirect("campaigns:templates")
+    return redirect(reverse("campaigns:templates") + f"?connection={connection.pk}")
+
+
+# --- Connections --------------------------------------------------------------------------------
+
+CONNECTIONS_PER_PAGE = 50
+CONNECTION_CAMPAIGNS_PER_PAGE = 25
+# How far back the pages look for a connection's last webhook: the tenant's events of the last
+# hour (its index on tenant and received_at), as the ops page counts them. Over all time
+# would read every stored event of a connection that has gone quiet.
+LAST_WEBHOOK_WINDOW = timedelta(hours=1)
+
+
+@dataclass
+class ConnectionRow:
+    """A connection with its figures for the connections pages."""
+
+    connection: Connection
+    sent_today: int
+    supports_templates: bool
+    templates: int = 0  # not DELETED
+    approved: int = 0
+    last_webhook: datetime | None = None  # within LAST_WEBHOOK_WINDOW
+
+    @property
+    def limit_reached(self) -> bool:
+        limit = self.connection.daily_limit
+        return limit is not None and self.sent_today >= limit
+
+
+def connection_rows(tenant: Any, connections: list[Connection]) -> list[ConnectionRow]:
+    """CONNECTIONS with today's sends (the daily cap's counters), their last webhook received
+    within LAST_WEBHOOK_WINDOW and, for those whose provider has templates, how many: at most
+    three queries for any number of connections."""
+    ids = [c.pk for c in connections]
+    sent = pacing.sent_today(ids)
+    last = dict(
+        WebhookEvent.objects.filter(
+            tenant=tenant, connection_id__in=ids, received_at__gte=timezone.now() - LAST_WEBHOOK_WINDOW
+        )
+        .values("connection_id")
+        .annotate(last=Max("received_at"))
+        .values_list("connection_id", "last")
+        .order_by()
+    )
+    rows = [
+        ConnectionRow(c, sent.get(c.pk, 0), provider_class(c.provider).supports_templates, last_webhook=last.get(c.pk))
+        for c in connections
+    ]
+    with_templates = [row.connection.pk for row in rows if row.supports_templates]
+    if with_templates:
+        counts = {
+            r["connection_id"]: r
+            for r in MessageTemplate.objects.filter(tenant=tenant, connection_id__in=with_templates)
+            .exclude(status=MessageTemplate.Status.DELETED)
+            .values("connection_id")
+            .annotate(total=Count("pk"), approved=Count("pk", filter=Q(status=MessageTemplate.Status.APPROVED)))
+            .order_by()
+        }
+        for row in rows:
+            found = counts.get(row.connection.pk)
+            if found:
+                row.templates, row.approved = found["total"], found["approved"]
+    return rows
+
+
+@require_GET
+@login_required
+@tenant_required
+def connection_list(request: TenantHttpRequest) -> HttpResponse:
+    """The tenant's WhatsApp connections: state, today's sends against the daily limit, templates."""
+    page = _page(request, Connection.objects.for_tenant(request.tenant).order_by("name", "pk"), CONNECTIONS_PER_PAGE)
+    context = {
+        "nav": "connections",
+        "page": page,
+        "rows": connection_rows(request.tenant, list(page)),
+        "can_sync": request.membership.is_admin,
+    }
+    return render_htmx(request, "campaigns/connections.html", "#table", context)
+
+
+def connection_campaigns(connection: Connection) -> QuerySet[Campaign]:
+    """The campaigns that send through CONNECTION, as their first connection or in rotation
+    (`extra_connections`), newest first; `is_primary` says which."""
+    rotating = Campaign.extra_connections.through.objects.filter(connection_id=connection.pk).values("campaign_id")
+    return (
+        Campaign.objects.filter(tenant_id=connection.tenant_id)
+        .filter(Q(connection_id=connection.pk) | Q(pk__in=rotating))
+        .annotate(is_primary=Q(connection_id=connection.pk))
+        .order_by("-created_at", "pk")
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@tenant_required
+def connection_detail(request: TenantHttpRequest, connection_id: UUID) -> HttpResponse:
+    """One connection: its state and figures, the webhook URL to give its gateway and the
+    settings form (admins: the webhook URL holds the connection's secret token, and changing
+    a connection is theirs, as in the API), and the campaigns that use it."""
+    connection = get_for_tenant(Connection, request.tenant, pk=connection_id)
+    can_edit = request.membership.is_admin
+    form = None
+    if request.method == "POST":
+        if not can_edit:
+            raise PermissionDenied(_("Only tenant admins may manage connections."))
+        form = ConnectionForm(request.POST)
+        if form.is_valid():
+            try:
+                services.connection_update(connection=connection, **form.cleaned_data)
+            except ServiceError as exc:
+                form.add_error(None, exc.message)
+                connection.refresh_from_db()  # the page shows what is stored, not what was refused
+            else:
+                messages.success(request, _("Connection saved."))
+                return redirect("campaigns:connection", connection_id=connection.pk)
+    elif can_edit:
+        form = ConnectionForm(initial=ConnectionForm.initial_for(connection))
+    path = services.connection_webhook_path(connection)
+    context = {
+        "nav": "connections",
+        "row": connection_rows(request.tenant, [connection])[0],
+        "connection": connection,
+        "form": form,
+        "can_edit": can_edit,
+        "webhook_url": request.build_absolute_uri(path) if can_edit else None,
+        "campaigns": Paginator(connection_campaigns(connection), CONNECTION_CAMPAIGNS_PER_PAGE).get_page(
+            request.GET.get("page")
+        ),
+    }
+    return render_htmx(request, "campaigns/connection_detail.html", "#campaigns", context)
 
 
 @require_GET

@@ -118,6 +118,7 @@ CSRF_FORMS = [
     Form("delete", "/api/media/{asset}/", encoding="json"),
     Form("post", "/api/connections/{cloud_connection}/templates/sync/", encoding="json"),
     Form("post", "/templates/sync/{cloud_connection}/"),
+    Form("post", "/connections/{connection}/", {"name": "Renamed", "daily_limit": "10", "is_active": "on"}),
     Form("post", "/api/ops/worker-ping/", encoding="json", changes=False),
 ]
 # Page URLs that take a POST (not 405) but are no form: they do the same for every method.

@@ -82,6 +82,11 @@ OPERATIONS = [
     Op(Req("patch", "/api/connections/{connection}/", API, {"rate_per_minute": 100_000}), ADMIN),
     Op(Req("get", "/api/connections/", API), MEMBER),
     Op(Req("get", "/api/connections/{connection}/", API), MEMBER),
+    Op(Req("get", "/connections/", PAGE), MEMBER),
+    Op(Req("get", "/connections/{connection}/", PAGE), MEMBER),  # the webhook URL for admins only
+    Op(Req("get", "/connections/{cloud_connection}/", PAGE), MEMBER),
+    Op(Req("post", "/connections/{connection}/", PAGE, {"name": "Renamed", "daily_limit": "10"}), ADMIN),
+    Op(Req("post", "/connections/{connection}/", PAGE, {"name": "Acme secret number", "is_active": ""}), ADMIN),
     # Message templates: members read them; admins sync them (the connection's token at work)
     Op(Req("post", "/api/connections/{cloud_connection}/templates/sync/", API), ADMIN),
     Op(Req("post", "/templates/sync/{cloud_connection}/", PAGE), ADMIN),
@@ -308,6 +313,19 @@ def test_the_webhook_url_is_shown_to_admins_only(roles_world: World) -> None:
     assert alice.json()["webhook_url"] == f"/api/webhooks/evolution/{roles_world.connection.webhook_token}/"
     assert bob.json()["webhook_url"] is None
     assert bob.json()["credentials_set"] == ["api_key", "instance", "jwt_key"]  # which are set, not their values
+
+
+def test_the_connection_page_shows_the_webhook_url_to_admins_only(roles_world: World) -> None:
+    """The page follows the API: the URL to paste into the gateway for admins, no credential
+    value for anyone."""
+    detail = Op(Req("get", "/connections/{connection}/", PAGE), MEMBER)
+    alice = shown(perform(login("alice"), detail, roles_world, None))
+    bob = shown(perform(login("bob"), detail, roles_world, None))
+
+    assert f"http://testserver/api/webhooks/evolution/{roles_world.connection.webhook_token}/" in alice
+    assert roles_world.connection.webhook_token not in bob
+    for value in CREDENTIALS.values():
+        assert value not in alice and value not in bob
 
 
 def test_every_api_operation_has_a_role() -> None:

@@ -78,6 +78,10 @@ OBJECT_URLS = [
     Req("get", "/contacts/imports/{contact_import}/", PAGE),
     Req("get", "/contacts/imports/{contact_import}/", PAGE, headers=HX),  # the progress partial
     Req("get", "/contacts/imports/{contact_import}/errors/", PAGE),
+    Req("get", "/connections/{connection}/", PAGE),
+    Req("get", "/connections/{cloud_connection}/", PAGE),
+    Req("get", "/connections/{connection}/?page=1", PAGE, headers=HX),  # the campaigns partial
+    Req("post", "/connections/{connection}/", PAGE, {"name": "Hijacked", "daily_limit": "1"}),
     # JSON API
     Req("get", "/api/campaigns/{campaign}/", API),
     Req("patch", "/api/campaigns/{campaign}/", API, {"name": "Hijacked", "message": "pwned"}, setup="draft"),
@@ -195,6 +199,9 @@ LISTINGS = [
     Listing(Req("get", "/api/media/", API), "acme-secret.png"),
     Listing(Req("get", "/api/templates/", API), "acme_secret_template"),
     Listing(Req("get", "/templates/", PAGE), "acme_secret_template"),
+    Listing(Req("get", "/templates/?connection={cloud_connection}", PAGE), "acme_secret_template"),
+    Listing(Req("get", "/connections/", PAGE), "Acme secret number"),
+    Listing(Req("get", "/connections/", PAGE, headers=HX), "Acme secret cloud number"),
     Listing(
         Req("get", "/campaigns/template-fields/?connection={cloud_connection}", PAGE, headers=HX),
         "acme_secret_template",
