@@ -21,7 +21,8 @@ from sense.tenancy import get_for_tenant
 log = logging.getLogger("sense.campaigns")
 
 
-def _user(user: Any) -> Any:
+def acting_user(user: Any) -> Any:
+    """USER when it is a signed-in user (what an audit row may point at), else None."""
     return user if user is not None and user.is_authenticated else None
 
 
@@ -62,7 +63,7 @@ def contact_consent_change(
             opted_out=opted_out,
             source=source,
             inbound=inbound,
-            user=_user(user),
+            user=acting_user(user),
             reason=reason,
             at=now,
         )

@@ -991,7 +991,8 @@ class Delivery(TenantOwned):
         ]
         for name in shape:
             field = cls._meta.get_field(name)
-            columns.append((field.column, field, [row[3][name] for row in rows]))
+            assert isinstance(field, models.Field)
+            columns.append((str(field.column), field, [row[3][name] for row in rows]))
         arrays = ", ".join(f"%s::{field.db_type(db)}[]" for _, field, _ in columns)
         values = [[field.get_db_prep_value(v, db) for v in column] for _, field, column in columns]
         assignments = ", ".join(f"{qn(column)} = v.{qn(column)}" for column, _, _ in columns[3:])

@@ -38,6 +38,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns import csv_import, pacing, ratelimit, retention, snapshot
+from campaigns.consent import acting_user
 from campaigns.consent import contact_consent_change as contact_consent_change
 from campaigns.consent import contacts_opt_out_by_provider as contacts_opt_out_by_provider
 from campaigns.csv_import import ImportResult, import_contacts
@@ -118,7 +119,7 @@ def contact_create(
             )
             if opted_out:
                 ConsentEvent.objects.create(
-                    tenant=tenant, contact=contact, opted_out=True, source=source, user=_user(user), at=now
+                    tenant=tenant, contact=contact, opted_out=True, source=source, user=acting_user(user), at=now
                 )
             return contact
     except IntegrityError:
@@ -239,7 +240,7 @@ def contact_erase(*, contact: Contact, user: Any = None, via: str = ContactErasu
             content_type=ContentType.objects.get_for_model(Contact), object_id=str(contact.pk)
         ).update(object_repr=ERASED_PHONE)
         contact.delete()
-        who = _user(user)
+        who = acting_user(user)
         erasure = ContactErasure.objects.create(
             tenant=tenant,
             erased_by=who,
@@ -796,10 +797,6 @@ def campaign_template_check(*, campaign: Campaign) -> None:
         )
 
 
-def _user(user: AbstractBaseUser | AnonymousUser | None) -> Any:
-    return user if user is not None and user.is_authenticated else None
-
-
 # The safe-sending settings of a campaign (campaigns.pacing), as the API and forms name them.
 SENDING_SETTINGS = (
     "rotation",
@@ -989,7 +986,7 @@ def campaign_create(
         media=_media_for(tenant, media.pk if media is not None else media_id),
         tags=clean_tags(tags or []),
         scheduled_at=scheduled_at,
-        created_by=_user(user),
+        created_by=acting_user(user),
         template=template,
         template_params=_clean_params(template_params),
         header_media=_media_for(tenant, header_media_id),
@@ -1510,7 +1507,7 @@ def campaign_duplicate(*, campaign: Campaign, user: Any = None) -> Campaign:
     """A new draft with CAMPAIGN's settings and audience rules: every concrete editable field
     (fields added later are copied too) and many-to-many relations, without its status,
     stats, schedule, snapshot or times; named "… (copy)". Recorded on both campaigns."""
-    copy = Campaign(status=Campaign.Status.DRAFT, created_by=_user(user))
+    copy = Campaign(status=Campaign.Status.DRAFT, created_by=acting_user(user))
     for field in Campaign._meta.concrete_fields:
         if field.primary_key or field.name in DUPLICATE_SKIPS or field.name.startswith("stat_"):
             continue
