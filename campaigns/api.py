@@ -626,6 +626,7 @@ class DeliveryOut(Schema):
     error_title: str | None
     error_guidance: str | None
     retryable_at: datetime | None
+    not_retryable_reason: str | None
     attempts: int
     connection_id: UUID | None
     variant: int | None
@@ -647,6 +648,10 @@ class DeliveryOut(Schema):
     @staticmethod
     def resolve_retryable_at(obj: Delivery) -> datetime | None:
         return obj.retryable_at()
+
+    @staticmethod
+    def resolve_not_retryable_reason(obj: Delivery) -> str | None:
+        return obj.not_retryable_reason() or None
 
 
 class DeliveryPage(Schema):
@@ -806,8 +811,8 @@ def list_deliveries(
     request: TenantHttpRequest, campaign_id: UUID, status: str = "", page: int = 1, page_size: int = PAGE_SIZE
 ) -> dict[str, Any]:
     campaign = _campaign(request, campaign_id)
-    qs = Delivery.objects.filter(campaign=campaign, tenant=request.tenant).select_related("campaign__connection")
-    qs = qs.order_by("pk")
+    qs = Delivery.objects.filter(campaign=campaign, tenant=request.tenant)
+    qs = qs.select_related("campaign__connection", "contact").order_by("pk")
     if status:
         if status not in Delivery.Status.values:
             raise ServiceError(f"Unknown status {status!r}.", code="invalid", status=422)
@@ -818,7 +823,7 @@ def list_deliveries(
 @campaigns_router.get("/{uuid:campaign_id}/deliveries/{int:delivery_id}/", response=DeliveryOut)
 def get_delivery(request: TenantHttpRequest, campaign_id: UUID, delivery_id: int) -> Delivery:
     campaign = _campaign(request, campaign_id)
-    deliveries = Delivery.objects.filter(campaign=campaign).select_related("campaign__connection")
+    deliveries = Delivery.objects.filter(campaign=campaign).select_related("campaign__connection", "contact")
     return get_for_tenant(deliveries, request.tenant, pk=delivery_id)
 
 

@@ -1,3 +1,5 @@
+from typing import get_args
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
 
@@ -17,8 +19,7 @@ class CampaignsConfig(AppConfig):
 
         ops.register(campaign_ops.figures)
         ops.register(retention.figures)
-        actions: tuple[ErrorAction, ...] = ("fail", "throttle", "retry", "wait", "opt_out", "template")
         Delivery.ERROR_ACTIONS = {
             action: frozenset(code for cls in registry.values() for code in cls.codes_with_action(action))
-            for action in actions
+            for action in get_args(ErrorAction)
         }

@@ -26,6 +26,7 @@ from django.db import OperationalError, connections, models, transaction
 from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from sense.errors import Conflict
@@ -726,34 +727,13 @@ class Campaign(TenantOwned):
 
 class DeliveryQuerySet(TenantQuerySet):
     def retryable(self, now: datetime) -> DeliveryQuerySet:
-        """Failed deliveries that may succeed if sent again at NOW (`Delivery.RETRY_NEVER`,
-        `Delivery.RETRY_AFTER`): not to an opted-out or erased contact, not refused with a
-        code that says stop, and past the wait some codes need."""
-        qs = self.filter(status=Delivery.Status.FAILED, contact__opted_out=False)
-        qs = qs.exclude(error_code__in=Delivery.RETRY_NEVER)
-        # Evolution rows recorded before it reported `not_on_whatsapp` as a code.
-        qs = qs.exclude(error_message__startswith=Delivery.NOT_ON_WHATSAPP_TEXT)
-        # Free text outside the customer service window is refused again for as long as
-        # the campaign sends free text; a template campaign's retry is a template message.
-        qs = qs.exclude(error_code__in=Delivery.RETRY_NEVER_FREE_TEXT, campaign__template__isnull=True)
-        for code, wait in Delivery.RETRY_AFTER.items():
-            qs = qs.exclude(Q(error_code=code) & (Q(failed_at__isnull=True) | Q(failed_at__gt=now - wait)))
-        return qs
+        """The deliveries a retry of failed deliveries sends again at NOW: exactly those whose
+        `Delivery.retryable_at()` is NOW or earlier (`Delivery.retryable_filter`)."""
+        return self.filter(Delivery.retryable_filter(now))
 
 
 class Delivery(TenantOwned):
     """One message of a campaign to one contact."""
-
-    # Provider error codes that say "stop": sending the same message again fails the same way
-    # (developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/). 131050: the
-    # user stopped marketing messages; 131026: undeliverable (not on WhatsApp, old app, or
-    # blocked us); `not_on_whatsapp`: Evolution's unknown number.
-    RETRY_NEVER = frozenset({"131050", "131026", "not_on_whatsapp"})
-    # 131047: more than 24 h since the user last wrote (re-engagement): never for free text.
-    RETRY_NEVER_FREE_TEXT = frozenset({"131047"})
-    # 131049: Meta held back a marketing message for the user's experience; retry no sooner.
-    RETRY_AFTER = {"131049": timedelta(hours=24)}
-    NOT_ON_WHATSAPP_TEXT = "number is not on WhatsApp"
 
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending")
@@ -875,28 +855,51 @@ class Delivery(TenantOwned):
         return new, fields
 
     # --- Retrying failures ----------------------------------------------------------------
-    # The rule a retry of failed deliveries applies: most failures may be sent again at once;
-    # Meta's per-user marketing cap (Cloud 131049, action "wait") not before RETRY_WAIT has
-    # passed since the failure; a contact who stopped marketing messages (131050, "opt_out")
-    # never.
+    # One rule, two forms that must agree: `retryable_at()` for one row (the delivery modal,
+    # the API) and `retryable_filter(now)` for many (the retry of a campaign's failures), both
+    # driven by the error code's action in ERROR_ACTIONS (see providers.base.ErrorAction):
+    # - never retried: not failed (`unknown` may have been sent), an opted-out or erased
+    #   contact, "opt_out" (131050) and "never" codes (131026, Evolution's not_on_whatsapp,
+    #   and its legacy NOT_ON_WHATSAPP_TEXT), "never_free_text" (131047) in a free-text campaign;
+    # - "wait" (131049, Meta's per-user marketing cap): RETRY_WAIT after the failure;
+    # - any other failure: at once.
 
     RETRY_WAIT = timedelta(hours=24)
+    # How Evolution described a number not on WhatsApp before it had the `not_on_whatsapp`
+    # code (providers/evolution.py): those rows are never retried either.
+    NOT_ON_WHATSAPP_TEXT = "number is not on WhatsApp"
 
     # Error code -> Sense's action on it, over every provider ("opt_out", "wait", ...): filled
     # from the provider registry when the app is ready (the models never import providers).
     ERROR_ACTIONS: ClassVar[dict[str, frozenset[str]]] = {}
 
     @classmethod
-    def _codes(cls, action: str) -> frozenset[str]:
-        return cls.ERROR_ACTIONS.get(action, frozenset())
+    def _codes(cls, *actions: str) -> list[str]:
+        return sorted(code for action in actions for code in cls.ERROR_ACTIONS.get(action, ()))
+
+    def not_retryable_reason(self) -> str:
+        """Why a retry never sends this delivery again, for a person; "" when it may (at
+        `retryable_at()`). Reads the contact and the campaign (select_related them)."""
+        if self.status == self.Status.UNKNOWN:
+            return gettext("Its outcome is unknown: it may have been sent.")
+        if self.status != self.Status.FAILED:
+            return gettext("It has not failed.")
+        if self.contact is None:
+            return gettext("The contact was erased.")
+        if self.contact.opted_out:
+            return gettext("The contact opted out.")
+        if self.error_code in self._codes("opt_out"):
+            return gettext("The contact stopped marketing messages.")
+        if self.error_code in self._codes("never") or self.error_message.startswith(self.NOT_ON_WHATSAPP_TEXT):
+            return gettext("The number cannot receive it: sending it again fails the same way.")
+        if self.error_code in self._codes("never_free_text") and self.campaign.template_id is None:
+            return gettext("Free text outside the 24-hour window: only a template can reach the contact.")
+        return ""
 
     def retryable_at(self) -> datetime | None:
-        """When this delivery may be sent again by a retry: its failure time for most
-        failures, RETRY_WAIT after it for a "wait" error code, None when it never may (not
-        failed, or an "opt_out" code)."""
-        if self.status != self.Status.FAILED:
-            return None
-        if self.error_code in self._codes("opt_out"):
+        """When a retry may send this delivery again: its failure time for most failures,
+        RETRY_WAIT after it for a "wait" code, None when never (`not_retryable_reason()`)."""
+        if self.not_retryable_reason():
             return None
         failed_at = self.failed_at or self.updated_at or timezone.now()
         if self.error_code in self._codes("wait"):
@@ -904,15 +907,20 @@ class Delivery(TenantOwned):
         return failed_at
 
     @classmethod
-    def retryable(cls, now: datetime | None = None) -> Q:
-        """`retryable_at() <= NOW` as a filter, for a retry of many failed deliveries at once
-        (`Delivery.objects.filter(Delivery.retryable(), campaign=...)`)."""
-        now = now or timezone.now()
-        waited = Q(failed_at__isnull=False, failed_at__lte=now - cls.RETRY_WAIT)
+    def retryable_filter(cls, now: datetime) -> Q:
+        """`retryable_at() <= NOW` as a filter, the same rule clause by clause, for a retry
+        of many deliveries at once (`DeliveryQuerySet.retryable`)."""
+
+        def failed_by(cutoff: datetime) -> Q:  # the failure time retryable_at() starts from
+            return Q(failed_at__lte=cutoff) | Q(failed_at__isnull=True, updated_at__lte=cutoff)
+
+        wait = cls._codes("wait")
         return (
-            Q(status=cls.Status.FAILED)
-            & ~Q(error_code__in=sorted(cls._codes("opt_out")))
-            & (~Q(error_code__in=sorted(cls._codes("wait"))) | waited)
+            Q(status=cls.Status.FAILED, contact__opted_out=False)  # the inner join drops erased contacts
+            & ~Q(error_code__in=cls._codes("opt_out", "never"))
+            & ~Q(error_message__startswith=cls.NOT_ON_WHATSAPP_TEXT)
+            & ~Q(error_code__in=cls._codes("never_free_text"), campaign__template__isnull=True)
+            & ((~Q(error_code__in=wait) & failed_by(now)) | (Q(error_code__in=wait) & failed_by(now - cls.RETRY_WAIT)))
         )
 
     @classmethod

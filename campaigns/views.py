@@ -217,7 +217,8 @@ def campaign_deliveries(request: TenantHttpRequest, campaign_id: UUID) -> HttpRe
 @login_required
 @tenant_required
 def delivery_modal(request: TenantHttpRequest, delivery_id: int) -> HttpResponse:
-    delivery = get_for_tenant(Delivery.objects.select_related("campaign__connection"), request.tenant, pk=delivery_id)
+    deliveries = Delivery.objects.select_related("campaign__connection", "contact")  # what retryable_at reads
+    delivery = get_for_tenant(deliveries, request.tenant, pk=delivery_id)
     events = DeliveryEvent.objects.filter(tenant=request.tenant, delivery=delivery).order_by("occurred_at", "id")
     context = {"delivery": delivery, "events": events, "nav": "campaigns"}
     return render_htmx(request, "campaigns/delivery_page.html", "campaigns/delivery_modal.html", context)

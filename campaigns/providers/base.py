@@ -48,8 +48,14 @@ ErrorKind = Literal["transient", "permanent", "ambiguous"]
 # - retry: the provider had a problem: sent again later, like a 5xx;
 # - wait: it fails and may be retried only after RETRY_WAIT (Meta's per-user marketing cap);
 # - opt_out: it fails and the contact is opted out (never retried);
+# - never: it fails and is never retried: the number cannot receive it, so the same message
+#   fails the same way (not on WhatsApp, undeliverable);
+# - never_free_text: it fails; retried only by a template campaign (free text outside the
+#   customer service window is refused again, a template is not);
 # - template: it fails and counts towards the campaign's run of template errors.
-ErrorAction = Literal["fail", "throttle", "retry", "wait", "opt_out", "template"]
+# The retry rule (`Delivery.retryable_at`, `DeliveryQuerySet.retryable`) reads the last five
+# from `Delivery.ERROR_ACTIONS`; the sender reads throttle, opt_out and template.
+ErrorAction = Literal["fail", "throttle", "retry", "wait", "opt_out", "never", "never_free_text", "template"]
 
 # Delivery statuses a provider event can report (values of Delivery.Status).
 PENDING, SENT, DELIVERED, READ, FAILED = "pending", "sent", "delivered", "read", "failed"

@@ -44,12 +44,12 @@ _TABLE: dict[int, tuple[str, object, ErrorAction]] = {
     131026: (
         "Message undeliverable",
         _("The number is not on WhatsApp, has not accepted Meta's terms, or runs an old app: check the number."),
-        "fail",
+        "never",
     ),
     131047: (
         "Re-engagement message",
         _("Outside the 24-hour window: use a template."),
-        "fail",
+        "never_free_text",
     ),
     131049: (
         "Not delivered to maintain healthy ecosystem engagement",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
+from django.utils.translation import gettext_lazy
 
 from campaigns.providers.base import (
     DELIVERED,
@@ -39,6 +40,8 @@ from campaigns.providers.base import (
     SENT,
     ConnectionState,
     Credential,
+    ErrorAction,
+    ErrorInfo,
     InboundMedia,
     InboundUpdate,
     MediaSource,
@@ -119,8 +122,16 @@ CONNECTION_EVENT = "connection.update"
 CONNECTION_STATES = {"open", "connecting", "close", "refused"}
 
 JWT_LEEWAY_SECONDS = 30
-# How a send to a number that is not on WhatsApp is described (Delivery.NOT_ON_WHATSAPP_TEXT).
+# How a send to a number that is not on WhatsApp is described (Delivery.NOT_ON_WHATSAPP_TEXT:
+# the rows stored before it had a code of its own) and the stable code it gets, which a retry
+# of failed deliveries never sends again.
 NOT_ON_WHATSAPP = "number is not on WhatsApp"
+NOT_ON_WHATSAPP_INFO = ErrorInfo(
+    code="not_on_whatsapp",
+    title="Number not on WhatsApp",
+    guidance=gettext_lazy("The number has no WhatsApp account: check the number."),
+    action="never",
+)
 
 
 def normalize_event(name: str) -> str:
@@ -411,8 +422,16 @@ class EvolutionProvider(Provider):
             return SendResult(message_id=str(message_id), status_code=response.status_code)
         text = self._error_message(data, response)
         # Stable, so that a retry of failed deliveries can leave unknown numbers out.
-        code = "not_on_whatsapp" if text.startswith(NOT_ON_WHATSAPP) else str(response.status_code)
+        code = NOT_ON_WHATSAPP_INFO.code if text.startswith(NOT_ON_WHATSAPP) else str(response.status_code)
         raise classify(response, code, text)
+
+    @classmethod
+    def error_info(cls, code: str) -> ErrorInfo | None:
+        return NOT_ON_WHATSAPP_INFO if code == NOT_ON_WHATSAPP_INFO.code else None
+
+    @classmethod
+    def codes_with_action(cls, action: ErrorAction) -> frozenset[str]:
+        return frozenset({NOT_ON_WHATSAPP_INFO.code}) if action == NOT_ON_WHATSAPP_INFO.action else frozenset()
 
     @staticmethod
     def _error_message(data: Any, response: httpx.Response) -> str:

@@ -127,7 +127,7 @@ def test_the_api_reports_failures_billable_and_no_cost_without_a_table(
         "count": 3,
         "title": "Re-engagement message",
         "guidance": "Outside the 24-hour window: use a template.",
-        "action": "fail",
+        "action": "never_free_text",
     }
     assert body["billable"] == {"marketing": 4, "utility": 1}
     assert body["cost"] is None
@@ -140,7 +140,8 @@ def test_api_deliveries_carry_the_error_title_guidance_and_retry_time(api_alice:
     item = next(i for i in body["items"] if i["error_code"] == "131047")
     assert item["error_title"] == "Re-engagement message"
     assert item["error_guidance"] == "Outside the 24-hour window: use a template."
-    assert item["retryable_at"] is not None
+    # A free-text campaign's 131047 (and these deliveries' contacts are gone): never retried.
+    assert item["retryable_at"] is None and item["not_retryable_reason"]
 
 
 # --- Costs ----------------------------------------------------------------------------------------

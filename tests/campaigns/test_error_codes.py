@@ -111,8 +111,8 @@ def status_item(message_id: str, status: str, **extra: Any) -> dict[str, Any]:
     [
         ("131050", "opt_out"),
         ("131049", "wait"),
-        ("131047", "fail"),
-        ("131026", "fail"),
+        ("131047", "never_free_text"),
+        ("131026", "never"),
         ("130429", "throttle"),
         ("131056", "throttle"),
         ("80007", "throttle"),
@@ -144,6 +144,13 @@ def test_unknown_codes_and_other_providers_are_unexplained() -> None:
     assert error_info("cloud", "999999") is None
     assert error_info("cloud", "connect") is None
     assert error_info("evolution", "131050") is None
+
+
+def test_evolution_explains_its_number_not_on_whatsapp_as_never_retried() -> None:
+    info = error_info("evolution", "not_on_whatsapp")
+    assert info is not None and info.action == "never" and info.title == "Number not on WhatsApp"
+    assert "not_on_whatsapp" in Delivery.ERROR_ACTIONS["never"]
+    assert error_info("evolution", "400") is None
 
 
 # --- What the sender does ----------------------------------------------------------------------
@@ -189,26 +196,31 @@ def test_131050_opts_the_contact_out_with_a_consent_event(
     assert campaign.stat_sent == 2
 
 
-def test_131049_fails_is_not_retried_now_and_is_retryable_after_24_hours(
+def test_131049_is_retryable_after_24_hours_and_131026_never(
     sim: ProviderSimulator, cloud: Connection, make_contacts: Any
 ) -> None:
     contacts = make_contacts(3)
     sim.fail_number_cloud(contacts[0].phone, 131049)
     sim.fail_number_cloud(contacts[1].phone, 131026)
+    sim.fail_number_cloud(contacts[2].phone, 131051)
     campaign = run(running(cloud, contacts))
 
     capped = Delivery.objects.get(campaign=campaign, error_code="131049")
     undeliverable = Delivery.objects.get(campaign=campaign, error_code="131026")
+    unsupported = Delivery.objects.get(campaign=campaign, error_code="131051")
     assert capped.status == Delivery.Status.FAILED and capped.attempts == 1
     assert len([r for r in sim.requests if r["number"] == contacts[0].phone.lstrip("+")]) == 1
     assert capped.failed_at is not None
     assert capped.retryable_at() == capped.failed_at + timedelta(hours=24)
-    assert undeliverable.retryable_at() == undeliverable.failed_at
+    # Undeliverable: the same message fails the same way (it was "retryable" at once before
+    # the retry rule became one; the retry never requeued it).
+    assert undeliverable.retryable_at() is None and undeliverable.not_retryable_reason()
+    assert unsupported.retryable_at() == unsupported.failed_at
 
-    retryable = Delivery.objects.filter(Delivery.retryable(), campaign=campaign)
-    assert set(retryable) == {undeliverable}
+    deliveries = Delivery.objects.filter(campaign=campaign)
+    assert set(deliveries.retryable(timezone.now())) == {unsupported}
     tomorrow = timezone.now() + timedelta(hours=24, minutes=1)
-    assert set(Delivery.objects.filter(Delivery.retryable(tomorrow), campaign=campaign)) == {capped, undeliverable}
+    assert set(deliveries.retryable(tomorrow)) == {capped, unsupported}
 
 
 @pytest.mark.parametrize("code", [130429, 131056, 80007])
