@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import reverse
+from django.utils import translation
 from ninja import Field, File, Router, Schema
 from ninja.files import UploadedFile
 from ninja.responses import Status
@@ -36,6 +37,14 @@ from campaigns.views import contact_avatar_url, contact_import_errors_download, 
 from sense.errors import ServiceError
 from sense.pagination import PAGE_SIZE, paginate
 from sense.tenancy import TenantHttpRequest, get_for_tenant
+
+
+def _in_english(text: Any) -> str:
+    """TEXT (a lazy translation) in English, whatever the request's language: the API's
+    error guidance stays as stable as the Meta titles and error messages beside it; the pages
+    show it translated."""
+    with translation.override("en"):
+        return str(text)
 
 
 def _require_admin(request: TenantHttpRequest) -> None:
@@ -552,7 +561,7 @@ class CampaignDetailOut(CampaignOut):
                 "code": f.code,
                 "count": f.count,
                 "title": f.info.title if f.info else None,
-                "guidance": str(f.info.guidance) if f.info else None,
+                "guidance": _in_english(f.info.guidance) if f.info else None,
                 "action": f.info.action if f.info else None,
             }
             for f in reports.failures_by_code(obj)
@@ -643,7 +652,7 @@ class DeliveryOut(Schema):
     @staticmethod
     def resolve_error_guidance(obj: Delivery) -> str | None:
         info = error_info(obj.campaign.connection.provider, obj.error_code)
-        return str(info.guidance) if info else None
+        return _in_english(info.guidance) if info else None
 
     @staticmethod
     def resolve_retryable_at(obj: Delivery) -> datetime | None:

@@ -28,6 +28,7 @@ from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from sense.errors import Conflict
 from sense.models import TenantOwned, TenantQuerySet
@@ -1255,7 +1256,8 @@ class MessageTemplate(TenantOwned):
         APPROVED = "APPROVED", _("Approved")
         PENDING = "PENDING", _("Pending")
         REJECTED = "REJECTED", _("Rejected")
-        PAUSED = "PAUSED", _("Paused")
+        # A context: "Paused" of a campaign is feminine in Portuguese, of a template masculine.
+        PAUSED = "PAUSED", pgettext_lazy("message template", "Paused")
         DISABLED = "DISABLED", _("Disabled")
         IN_APPEAL = "IN_APPEAL", _("In appeal")
         ARCHIVED = "ARCHIVED", _("Archived")

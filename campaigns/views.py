@@ -954,7 +954,7 @@ def consent_settings(request: TenantHttpRequest) -> HttpResponse:
     current = ConsentSettings.for_tenant(request.tenant)
     if request.method == "POST":
         if not can_edit:
-            raise PermissionDenied("Only tenant admins may change the consent keywords.")
+            raise PermissionDenied(_("Only tenant admins may change the consent keywords."))
         form = ConsentSettingsForm(request.POST)
         if form.is_valid():
             try:

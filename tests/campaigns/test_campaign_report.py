@@ -55,7 +55,7 @@ def finished(cloud: Connection, make_campaign: Any) -> Campaign:
 
 
 def page(user: Any, path: str, **extra: Any) -> Any:
-    client = Client()
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
     client.force_login(user)
     return client.get(path, **extra)
 

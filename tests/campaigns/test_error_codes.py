@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from campaigns import sending, services, tracking
 from campaigns.models import (
@@ -132,7 +132,11 @@ def test_each_cloud_code_has_a_title_guidance_and_action(code: str, action: str)
 
 def test_the_guidance_of_131047_says_to_use_a_template() -> None:
     info = error_info("cloud", "131047")
-    assert info is not None and str(info.guidance) == "Outside the 24-hour window: use a template."
+    assert info is not None
+    with translation.override("en"):  # lazy: an earlier request may have left pt-BR active
+        assert str(info.guidance) == "Outside the 24-hour window: use a template."
+    with translation.override("pt-br"):
+        assert str(info.guidance) == "Fora da janela de 24 horas: use um modelo."
 
 
 def test_sandbox_connections_explain_the_cloud_codes_they_send() -> None:

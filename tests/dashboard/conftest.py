@@ -15,8 +15,10 @@ from sense.models import Tenant
 from tests.conftest import PASSWORD
 
 
-def login(username: str) -> Client:
-    client = Client()
+def login(username: str, language: str = "en") -> Client:
+    """A logged-in client. Pages speak pt-BR by default (LANGUAGE_CODE); tests ask for English
+    unless they check the translation (tests/dashboard/test_translation.py)."""
+    client = Client(HTTP_ACCEPT_LANGUAGE=language)
     assert client.login(username=username, password=PASSWORD)
     return client
 

@@ -225,7 +225,7 @@ def test_the_ops_page_shows_the_targets_green_or_red(alice_client: Client, acme:
     thumb_row = page[page.index("Average thumbnail") :][:400]
     assert "90%" in upload_row and "badge bad" in upload_row
     assert "8.3 KB" in thumb_row and "badge ok" in thumb_row
-    # Brazilian Portuguese (the default): translated labels and a decimal comma.
-    page_pt = alice_client.get("/ops/").content.decode()
+    # Brazilian Portuguese: translated labels and a decimal comma.
+    page_pt = alice_client.get("/ops/", headers={"Accept-Language": "pt-br"}).content.decode()
     assert "8,3 KB" in page_pt[page_pt.index("Miniatura média") :][:400]
     assert page.count('<svg class="spark"') >= 5  # 7-day charts
