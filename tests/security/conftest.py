@@ -95,13 +95,13 @@ PUBLIC = {
     "api/health/ready/": ("/api/health/ready/", "readiness probe: dependency status, no tenant data"),
     "api/health/probe.png": ("/api/health/probe.png", "a static image for the post-deploy check"),
     "metrics": ("/metrics", "Prometheus scrape: its own METRICS_TOKEN, 404 when unset"),
-    r"^api/webhooks/evolution/(?P<token>[\w-]+)$": ("/api/webhooks/evolution/nope", WEBHOOK),
+    r"api/webhooks/evolution/(?P<token>[\w-]+)$": ("/api/webhooks/evolution/nope", WEBHOOK),
     "api/webhooks/evolution/<str:token>/": ("/api/webhooks/evolution/nope/", WEBHOOK),
-    r"^api/webhooks/evolution/(?P<token>[\w-]+)/+(?P<event>[\w.-]+)/?$": (
+    r"api/webhooks/evolution/(?P<token>[\w-]+)/+(?P<event>[\w.-]+)/?$": (
         "/api/webhooks/evolution/nope/messages-update",
         WEBHOOK,
     ),
-    r"^api/webhooks/whatsapp/(?P<token>[\w-]+)$": ("/api/webhooks/whatsapp/nope", WEBHOOK),
+    r"api/webhooks/whatsapp/(?P<token>[\w-]+)$": ("/api/webhooks/whatsapp/nope", WEBHOOK),
     "api/webhooks/whatsapp/<str:token>/": ("/api/webhooks/whatsapp/nope/", WEBHOOK),
     "api/webhooks/sandbox/<str:token>/": ("/api/webhooks/sandbox/nope/", WEBHOOK),
 }
