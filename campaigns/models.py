@@ -26,9 +26,8 @@ from django.db import OperationalError, connections, models, transaction
 from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 from sense.errors import Conflict
 from sense.models import TenantOwned, TenantQuerySet
