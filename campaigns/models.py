@@ -1296,6 +1296,15 @@ class MessageTemplate(TenantOwned):
     def __str__(self) -> str:
         return f"{self.name} ({self.language})"
 
+    def status_label(self) -> str:
+        """The status as the page's status filter names it (`Status`, translated); a value Meta
+        sent that `Status` does not know, as sent (the field has no choices, so Django makes no
+        get_status_display for it)."""
+        try:
+            return str(self.Status(self.status).label)
+        except ValueError:
+            return self.status
+
     # --- Reading Meta's components ----------------------------------------------------------
     # components: [{"type": "HEADER", "format": "TEXT"|"IMAGE"|..., "text"}, {"type": "BODY",
     # "text"}, {"type": "FOOTER", "text"}, {"type": "BUTTONS", "buttons": [{"type": "URL",
