@@ -660,7 +660,8 @@ class DeliveryOut(Schema):
 
     @staticmethod
     def resolve_not_retryable_reason(obj: Delivery) -> str | None:
-        return obj.not_retryable_reason() or None
+        with translation.override("en"):  # in English, as the error guidance (`_in_english`)
+            return obj.not_retryable_reason() or None
 
 
 class DeliveryPage(Schema):

@@ -26,9 +26,8 @@ from django.db import OperationalError, connections, models, transaction
 from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 from sense.errors import Conflict
 from sense.models import TenantOwned, TenantQuerySet
@@ -1296,6 +1295,15 @@ class MessageTemplate(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.language})"
+
+    def status_label(self) -> str:
+        """The status as the page's status filter names it (`Status`, translated); a value Meta
+        sent that `Status` does not know, as sent (the field has no choices, so Django makes no
+        get_status_display for it)."""
+        try:
+            return str(self.Status(self.status).label)
+        except ValueError:
+            return self.status
 
     # --- Reading Meta's components ----------------------------------------------------------
     # components: [{"type": "HEADER", "format": "TEXT"|"IMAGE"|..., "text"}, {"type": "BODY",

@@ -22,6 +22,6 @@ def _skip_noop_cache_close() -> None:
     from django.core.cache.backends.base import BaseCache
     from django.utils.module_loading import import_string
 
-    backends = [import_string(cache["BACKEND"]) for cache in settings.CACHES.values()]
+    backends = [import_string(str(cache["BACKEND"])) for cache in settings.CACHES.values()]
     if all(backend.close is BaseCache.close for backend in backends):
         signals.request_finished.disconnect(close_caches)

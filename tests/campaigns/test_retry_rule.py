@@ -162,7 +162,7 @@ def test_the_modal_and_the_api_show_why_not_and_from_when(
 ) -> None:
     undeliverable = make_delivery(campaigns, CASES["131026 undeliverable"])
     capped = make_delivery(campaigns, CASES["131049 two hours ago"])
-    client = Client()
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")  # pages speak pt-BR by default
     client.force_login(alice)
 
     modal = client.get(reverse("campaigns:delivery", args=[undeliverable.id]), HTTP_HX_REQUEST="true").content.decode()

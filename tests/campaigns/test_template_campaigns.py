@@ -424,7 +424,8 @@ def test_a_template_paused_by_meta_pauses_its_running_campaign(
     other.refresh_from_db()
     assert other.status == Campaign.Status.RUNNING  # another template (none) is untouched
     page = login("alice").get(f"/campaigns/{campaign.pk}/").content.decode()
-    assert "Low engagement" in page and "welcome" in page and "PAUSED" in page
+    assert "Low engagement" in page and "welcome" in page
+    assert '<span class="badge template-paused">Paused</span>' in page  # the template's status label
     assert sending.dispatch(campaign.pk).sent == 0 and not [r for r in sim.sends if r.get("template")]
     with pytest.raises(ServiceError) as raised:
         services.campaign_resume(campaign=campaign)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -57,6 +58,48 @@ def test_the_templates_page_lists_each_cloud_connections_templates(
     assert 'href="/templates/"' in page  # the nav link
     filtered = login("alice").get("/templates/?status=REJECTED").content.decode()
     assert "rejected_one" in filtered and "order_update" not in filtered
+
+
+def badges(page: str) -> dict[str, str]:
+    """Each template row's name and the text of its status badge."""
+    rows = re.findall(r"<strong>(\w+)</strong>.*?<span class=\"badge template-[^>]*>([^<]*)</span>", page, re.S)
+    return dict(rows)
+
+
+def test_the_status_badge_shows_the_filters_label_in_english_and_portuguese(
+    alice: Any, templates: dict[str, MessageTemplate], waba_cloud: Connection
+) -> None:
+    for name, status in (("paused_one", "PAUSED"), ("new_one", "SOMETHING_NEW")):
+        MessageTemplate.objects.create(
+            tenant=waba_cloud.tenant, connection=waba_cloud, name=name, language="en_US", status=status
+        )
+
+    english = badges(login("alice").get("/templates/").content.decode())
+    assert english == {
+        "new_one": "SOMETHING_NEW",  # a status Sense has no label for, as Meta sent it
+        "order_update": "Approved",
+        "paused_one": "Paused",
+        "rejected_one": "Rejected",
+        "spring_sale": "Approved",
+    }
+    portuguese = badges(login("alice", "pt-br").get("/templates/").content.decode())
+    assert portuguese == {
+        "new_one": "SOMETHING_NEW",
+        "order_update": "Aprovado",
+        "paused_one": "Pausado",  # the template's, not the campaign's "Pausada"
+        "rejected_one": "Rejeitado",
+        "spring_sale": "Aprovado",
+    }
+
+
+def test_the_campaign_page_shows_its_templates_status_label(
+    alice: Any, acme: Any, templates: dict[str, MessageTemplate], waba_cloud: Connection
+) -> None:
+    campaign = Campaign.objects.create(
+        tenant=acme, name="Promo", connection=waba_cloud, template=templates["order_update"]
+    )
+    page = login("alice", "pt-br").get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert '<span class="badge template-approved">Aprovado</span>' in page
 
 
 def test_the_sync_button_syncs_for_admins_only(

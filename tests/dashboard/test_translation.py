@@ -154,5 +154,33 @@ def test_the_api_keeps_the_error_guidance_in_english(api_alice: ApiClient, acme:
     path = f"/api/campaigns/{campaign.pk}/deliveries/?status=failed"
     (item,) = api_alice.get_json(path, HTTP_ACCEPT_LANGUAGE="pt-br").json()["items"]
     assert item["error_guidance"] == "Outside the 24-hour window: use a template."
+    assert item["not_retryable_reason"] == (
+        "Free text outside the 24-hour window: only a template can reach the contact."
+    )
     report = api_alice.get_json(f"/api/campaigns/{campaign.pk}/", HTTP_ACCEPT_LANGUAGE="pt-br").json()
     assert report["failures"][0]["guidance"] == "Outside the 24-hour window: use a template."
+
+
+def test_the_connections_pages_speak_portuguese(alice: object, acme: Tenant) -> None:
+    connection = Connection.objects.create(
+        tenant=acme, name="Loja", provider=Connection.Provider.EVOLUTION, base_url="http://127.0.0.1:9", credentials={}
+    )
+    client = login("alice", "pt-br")
+
+    listing = client.get("/connections/").content.decode()
+    assert "<h1>Conexões</h1>" in listing and "Enviadas hoje" in listing and "Último webhook" in listing
+    assert "nenhum na última hora" in listing and "(sem limite diário)" in listing
+    page = client.get(f"/connections/{connection.pk}/").content.decode()
+    assert "URL do webhook" in page and "Na Evolution, defina esta como a URL de webhook" in page
+    assert "Mensagens por dia" in page and "Uma conexão inativa não envia nada" in page
+    assert "Nenhuma campanha usa esta conexão." in page
+
+
+def test_the_delivery_says_in_portuguese_why_it_is_not_retried(alice: object, acme: Tenant) -> None:
+    campaign = make_campaign(acme, status="finished", deliveries=1)
+    Connection.objects.filter(pk=campaign.connection_id).update(provider=Connection.Provider.CLOUD)
+    delivery = Delivery.objects.get(campaign=campaign)
+    Delivery.objects.filter(pk=delivery.pk).update(status="failed", error_code="131026", error_message="x")
+
+    page = login("alice", "pt-br").get(f"/deliveries/{delivery.pk}/").content.decode()
+    assert "Não deve ser reenviada. O número não pode recebê-la: enviá-la de novo falha do mesmo jeito." in page
