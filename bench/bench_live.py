@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from bench.bench_http import open_loop
 from bench.bench_webhooks import _env, _vhost, seed
@@ -45,14 +46,21 @@ print("SEED", conn.webhook_token, campaign.pk, tenant.pk, raw)
 class LiveResult:
     latencies: list[float]  # seconds, one per webhook answered 200
     rate: float  # webhooks answered per second
-    max_frames: int  # most frames for the campaign in one second
+    max_frames: int  # most frames made for the campaign in one second (by their sent_at)
+    max_arrivals: int  # most frames arriving in one second at the client
     final: int  # the delivered counter of the last frame
+
+
+def _busiest(times: list[float]) -> int:
+    """The most of TIMES in any one-second window (sliding, from each of them)."""
+    return max((sum(1 for u in times if t <= u < t + 1.0) for t in times), default=0)
 
 
 async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_token: str) -> LiveResult:
     from websockets.asyncio.client import connect
 
     frames: list[tuple[float, int]] = []  # (arrival, delivered, less the warm-up's)
+    made: list[float] = []  # each frame's sent_at (the server's clock, epoch seconds)
     offset = [0]
     answered: list[float] = []
     url = f"{base}/api/webhooks/evolution/{token}/"
@@ -73,6 +81,7 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
                 frame = json.loads(raw)
                 if frame.get("type") == "campaign.stats" and frame.get("campaign_id") == campaign_id:
                     frames.append((time.monotonic(), int(frame["stats"]["delivered"]) - offset[0]))
+                    made.append(datetime.fromisoformat(frame["sent_at"]).timestamp())
 
     listener = threading.Thread(target=lambda: asyncio.run(listen()), daemon=True)
     listener.start()
@@ -88,6 +97,7 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
     await asyncio.sleep(1.0)  # the last warm-up frame is out; the next one is measured
     offset[0] = WARMUP
     frames.clear()
+    made.clear()
     await open_loop(port, path, RATE, EVENTS / RATE, 0, status="DELIVERY_ACK", answered=answered)
     deadline = time.monotonic() + 30
     while (not frames or frames[-1][1] < EVENTS) and time.monotonic() < deadline:
@@ -105,13 +115,12 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
         if seen is not None:
             latencies.append(seen - at)
     arrivals = [t for t, _ in frames]
-    # The most frames in any one-second window (sliding, from each frame's arrival).
-    busiest = max((sum(1 for u in arrivals if t <= u < t + 1.0) for t in arrivals), default=0)
     return LiveResult(
         latencies=latencies,
         # open_loop opens its connections for 0.5 s before the first request is due.
         rate=(len(answered) - 1) / (answered[-1] - answered[0]) if len(answered) > 1 else 0.0,
-        max_frames=busiest,
+        max_frames=_busiest(made),
+        max_arrivals=_busiest(arrivals),
         final=frames[-1][1] if frames else 0,
     )
 
@@ -152,5 +161,7 @@ def run() -> list[Figure]:
             unit="frames/s",
             goal="<= 4",
             met=result.max_frames <= 4,
+            notes=f"by the time each frame was made (its sent_at); as they arrived at the client: "
+            f"at most {result.max_arrivals} in one second (network and load move frames closer or apart)",
         ),
     ]

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from campaigns.models import Campaign
 from sense import realtime
@@ -46,6 +47,7 @@ def _publish_stats(campaign_ids: set[Any]) -> None:
     except Exception as exc:  # a live update must never fail the work that triggered it
         log.warning("[CAMPAIGN] stats broadcast skipped: %s", exc.__class__.__name__)
         return
+    sent_at = timezone.now().isoformat()
     for campaign in campaigns:
         realtime.broadcast(
             campaign.tenant_id,
@@ -59,6 +61,9 @@ def _publish_stats(campaign_ids: set[Any]) -> None:
                 # Why a running campaign does not send now, and when it expects to go on.
                 "waiting_reason": campaign.waiting_reason or None,
                 "next_send_at": campaign.next_send_at.isoformat() if campaign.next_send_at else None,
+                # When the frame was made: what the at-most-4-a-second rule is kept by (a
+                # frame may reach a browser later than the next one, by network and load).
+                "sent_at": sent_at,
             },
         )
 

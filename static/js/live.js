@@ -1,5 +1,5 @@
 // Live updates for every page: one WebSocket per tab to /ws/tenant/<id>/.
-// Frames: {"type": "campaign.stats", campaign_id, status, stats, preparation} and
+// Frames: {"type": "campaign.stats", campaign_id, status, stats, preparation, sent_at} and
 //         {"type": "media.updated", id, status, thumbnail_url}.
 // Elements opt in with data attributes; after a dropped connection the socket reconnects
 // with backoff and every [data-live-refresh] fragment is fetched again (htmx).

@@ -107,10 +107,15 @@ def test_a_cancelled_delivery_is_not_moved(campaign: Campaign) -> None:
 def test_every_change_is_broadcast_after_commit(transactional_db: Any, campaign: Campaign, monkeypatch: Any) -> None:
     from sense import realtime
 
+    from datetime import datetime
+
+    from django.utils import timezone
+
     sent: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(realtime, "broadcast", lambda tenant_id, message: sent.append((tenant_id, message)))
     [delivery] = make_deliveries(campaign, 1)
 
+    before = timezone.now()
     apply(delivery, "delivered", at=BASE)  # commits: the frame follows from the coalescer thread
     live._stats_coalescer.drain()
 
@@ -119,6 +124,7 @@ def test_every_change_is_broadcast_after_commit(transactional_db: Any, campaign:
     assert message["type"] == "campaign.stats"
     assert message["campaign_id"] == str(campaign.pk) and message["status"] == "running"
     assert message["stats"]["delivered"] == 1
+    assert before <= datetime.fromisoformat(message["sent_at"]) <= timezone.now()  # when it was made
 
 
 # --- The property: order and duplicates never matter -------------------------------------------
