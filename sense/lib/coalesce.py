@@ -18,8 +18,8 @@ log = logging.getLogger("sense.coalesce")
 
 class Coalescer:
     """Calls `flush(keys)` from one background thread per process with every key marked since
-    the previous call, at most once per `interval` (from one flush's start to the next's),
-    leading edge: a mark after a quiet interval is flushed at once; marks while the thread
+    the previous call, at most once per `interval` (from the end of one flush to the start of
+    the next), leading edge: a mark after a quiet interval is flushed at once; marks while the thread
     waits out the interval are flushed together when it ends. A storm of marks of one key
     then costs one flush per interval instead of one per mark (e.g. one stats query and one
     publish), and every mark is followed by a flush that starts after it, at most `interval`
@@ -53,7 +53,6 @@ class Coalescer:
         while True:
             self._wake.wait()
             self._wake.clear()
-            started = time.monotonic()
             with self._lock:
                 keys, self._keys = self._keys, set()
             if keys:
@@ -67,8 +66,9 @@ class Coalescer:
                             close_old_connections()
                         except Exception:  # never let it end the thread: the next mark needs it
                             log.warning("%s: could not close database connections", self.name)
-            # Flushes start at most once per interval; the flush's own time counts towards it.
-            time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+            # From the end of a flush: what it sent (a frame, after its query) is then at least
+            # `interval` apart from what the next one sends, however long either query took.
+            time.sleep(self.interval)
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until every marked key has been flushed (for tests and commands)."""

@@ -239,3 +239,27 @@ def test_a_session_socket_from_a_foreign_origin_is_refused_at_the_handshake(alic
     assert asyncio.run(refused(path, foreign))
     assert asyncio.run(refused(path, [(b"host", b"testserver"), session_cookie("alice")]))  # no Origin
     assert not asyncio.run(refused(path, [*HEADERS, session_cookie("alice")]))
+
+
+def test_what_two_flushes_send_is_an_interval_apart_however_long_each_takes() -> None:
+    """A frame is sent at the end of its flush (after the stats query): a slow flush followed
+    by a quick one must still send an interval apart, or five frames fit in one second."""
+    import time
+
+    from sense.lib.coalesce import Coalescer
+
+    sent: list[float] = []
+    durations = iter([0.06, 0.0] * 10)
+
+    def flush(keys: set[Any]) -> None:
+        time.sleep(next(durations, 0.0))  # the query, slow then quick
+        sent.append(time.monotonic())
+
+    coalescer = Coalescer(flush, interval=0.1, uses_db=False)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        coalescer.mark("campaign")
+        time.sleep(0.005)
+    coalescer.drain()
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    assert len(gaps) >= 5 and min(gaps) >= 0.1
