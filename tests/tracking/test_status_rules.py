@@ -105,11 +105,11 @@ def test_a_cancelled_delivery_is_not_moved(campaign: Campaign) -> None:
 
 
 def test_every_change_is_broadcast_after_commit(transactional_db: Any, campaign: Campaign, monkeypatch: Any) -> None:
-    from sense import realtime
-
     from datetime import datetime
 
     from django.utils import timezone
+
+    from sense import realtime
 
     sent: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(realtime, "broadcast", lambda tenant_id, message: sent.append((tenant_id, message)))
