@@ -61,7 +61,7 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
 
     frames: list[tuple[float, int]] = []  # (arrival, delivered, less the warm-up's)
     made: list[float] = []  # each frame's sent_at (the server's clock, epoch seconds)
-    offset = [0]
+    offset = 0  # read by the listener's closure, set once the warm-up is over
     answered: list[float] = []
     url = f"{base}/api/webhooks/evolution/{token}/"
     ws_url = base.replace("http", "ws", 1) + f"/ws/tenant/{tenant_id}/?token={api_token}"
@@ -80,7 +80,7 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
                     continue
                 frame = json.loads(raw)
                 if frame.get("type") == "campaign.stats" and frame.get("campaign_id") == campaign_id:
-                    frames.append((time.monotonic(), int(frame["stats"]["delivered"]) - offset[0]))
+                    frames.append((time.monotonic(), int(frame["stats"]["delivered"]) - offset))
                     made.append(datetime.fromisoformat(frame["sent_at"]).timestamp())
 
     listener = threading.Thread(target=lambda: asyncio.run(listen()), daemon=True)
@@ -95,7 +95,7 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
     while (not frames or frames[-1][1] < WARMUP) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)  # the last warm-up frame is out; the next one is measured
-    offset[0] = WARMUP
+    offset = WARMUP
     frames.clear()
     made.clear()
     await open_loop(port, path, RATE, EVENTS / RATE, 0, status="DELIVERY_ACK", answered=answered)
