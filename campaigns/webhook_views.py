@@ -118,11 +118,17 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
     # answer: a 200 means the raw body is durable. A thread waiting for another's INSERT must
     # not hold a pooled connection (the connection lookup above may have taken one) that the
     # writing thread may need.
-    if not transaction.get_connection().in_atomic_block:
+    in_transaction = transaction.get_connection().in_atomic_block
+    if not in_transaction:
         transaction.get_connection().close()
     _events.submit(event)
     if not ignored:
-        transaction.on_commit(_enqueue)
+        # Committed: wake a worker now. (on_commit outside a transaction would check out a
+        # pooled connection only to learn that it is in autocommit.)
+        if in_transaction:
+            transaction.on_commit(_enqueue)
+        else:
+            _enqueue()
     return event
 
 
