@@ -7,6 +7,7 @@ middleware stack (sense.serving.LEAN_MIDDLEWARE).
 """
 
 import os
+import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sense.settings")
 
@@ -22,6 +23,7 @@ from sense.routing import websocket_urlpatterns  # noqa: E402
 from sense.serving import ThreadPoolHttp  # noqa: E402
 from sense.worker import start_embedded_worker  # noqa: E402
 
+sys.setswitchinterval(settings.WEB_SWITCH_INTERVAL)  # the web process's threads (settings)
 http_app = ThreadPoolHttp(threads=settings.WEB_THREADS, lean_prefixes=("/api/webhooks/",))
 
 start_embedded_worker()

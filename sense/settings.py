@@ -219,6 +219,15 @@ ASGI_APPLICATION = "sense.asgi.application"
 # request waits for a free one. Webhook requests mostly wait for a group commit (no database
 # connection of their own); other requests beyond DATABASE_POOL_MAX wait for a connection.
 WEB_THREADS = _read("WEB_THREADS", _int(1), 32)
+# How long a web process's thread may run Python before another thread waiting for the GIL
+# forces a switch (sys.setswitchinterval; Python's default is 0.005). Requests release the
+# GIL whenever they wait on the database, Redis or the network, so this only bounds runs of
+# pure Python. With many request threads ready at once, a switch every 5 ms often preempts a
+# thread inside one of the locks Django takes several times per request (asgiref's Local),
+# and the others then queue behind it: 0.02 doubled the no-op view's throughput (bench/).
+WEB_SWITCH_INTERVAL = _read("WEB_SWITCH_INTERVAL", _float, 0.02)
+if not 0.0001 <= WEB_SWITCH_INTERVAL <= 1.0:
+    raise ImproperlyConfigured("WEB_SWITCH_INTERVAL: between 0.0001 and 1 (seconds)")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Django 6 makes https the default scheme of form URL fields; opt in now.
 FORMS_URLFIELD_ASSUME_HTTPS = True

@@ -19,6 +19,7 @@ from tests.helpers import clean_env, manage
         ("TIME_ZONE", "Mars/Olympus"),
         ("CSRF_TRUSTED_ORIGINS", "example.com"),
         ("LOG_LEVEL", "LOUD"),
+        ("WEB_SWITCH_INTERVAL", "0"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(tmp_path: object, variable: str, value: str) -> None:
@@ -67,3 +68,11 @@ def test_embedded_defaults_need_no_variables(tmp_path: object) -> None:
         "True",
         "America/Sao_Paulo",
     ]
+
+
+def test_the_web_process_sets_the_gil_switch_interval_and_other_processes_keep_pythons(tmp_path: object) -> None:
+    env = clean_env(DEBUG="true", SENSE_VAR_DIR=str(tmp_path), WEB_SWITCH_INTERVAL="0.03")
+    code = "import sys; before = sys.getswitchinterval(); import sense.asgi; print(before, sys.getswitchinterval())"
+    result = manage("shell", "--no-imports", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["0.005", "0.03"]
