@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -135,16 +137,41 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
 def _insert_events(events: list[WebhookEvent]) -> None:
     """EVENTS in one INSERT statement. In autocommit a statement commits on its own, so unlike
     bulk_create (which wraps it in BEGIN ... COMMIT) it costs one round trip for the batch."""
+    db = transaction.get_connection()
     opts = WebhookEvent._meta
     fields = [f for f in opts.concrete_fields if not f.generated and not isinstance(f, models.AutoField)]
-    returned = WebhookEvent.objects._insert(  # type: ignore[attr-defined]
-        events, fields=fields, returning_fields=opts.db_returning_fields
-    )
+    if db.vendor == "postgresql":
+        returned = _insert_bound(db, fields, events)
+    else:
+        returned = WebhookEvent.objects._insert(  # type: ignore[attr-defined]
+            events, fields=fields, returning_fields=opts.db_returning_fields
+        )
     for event, values in zip(events, returned, strict=True):
         for value, field in zip(values, opts.db_returning_fields, strict=True):
             setattr(event, field.attname, value)
         event._state.adding = False
         event._state.db = "default"
+
+
+def _insert_bound(db: Any, fields: list[Any], events: list[WebhookEvent]) -> list[tuple[Any, ...]]:
+    """The INSERT with its values bound by PostgreSQL (a psycopg server-side binding cursor)
+    instead of quoted into the SQL in Python, as Django's default cursor does: the raw bodies
+    are most of a batch's bytes, and escaping them was a tenth of a webhook's CPU."""
+    opts = WebhookEvent._meta
+    quote = db.ops.quote_name
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES {', '.join([row] * len(events))} "
+        f"RETURNING {', '.join(quote(f.column) for f in opts.db_returning_fields)}"
+    )
+    params = [f.get_db_prep_save(f.pre_save(event, True), db) for event in events for f in fields]
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        cursor = db._prepare_cursor(psycopg.Cursor(db.connection))  # Django's wrapper: query logging
+    with cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 _events: GroupCommit[WebhookEvent] = GroupCommit(

@@ -230,3 +230,37 @@ def test_both_ways_of_writing_a_batch_write_the_same_rows(
     with pytest.raises(OperationalError), transaction.atomic():
         Delivery.move_locked(stale)
     assert Delivery.objects.get(pk=rows[1].pk).error_code == "" and stats(campaign) == recount(campaign)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_webhooks_share_inserts_and_each_raw_body_is_stored_byte_for_byte(
+    acme: Any, monkeypatch: Any
+) -> None:
+    connection_ = make_connection(acme, Connection.Provider.EVOLUTION)
+    inserts: list[int] = []
+    write = webhook_views._events.write
+
+    def counting(events: list[WebhookEvent]) -> None:
+        inserts.append(len(events))
+        time.sleep(0.05)  # hold the writers so that later requests gather into a batch
+        write(events)
+
+    monkeypatch.setattr(webhook_views._events, "write", counting)
+    # What the server-side bound INSERT must not mangle: quotes, backslashes, placeholders
+    # of both styles, a percent sign, an escaped NUL and text outside the BMP.
+    tricky = "O'Brien \\\"quoted\\\" %s %(x)s $1 100% \\u0000 \\ud83d\\ude00 ação"
+    bodies = [
+        ('{"event": "contacts.update", "instance": "acme-main", "data": [{"pushName": "%s %d"}]}' % (tricky, n))
+        for n in range(12)
+    ]
+    counter = iter(range(len(bodies)))
+
+    def send() -> int:
+        body = bodies[next(counter)]
+        return int(post_evolution(connection_, body).status_code)
+
+    assert at_once(send, threads=len(bodies)) == [200] * len(bodies)
+    assert sum(inserts) == len(bodies) and len(inserts) < len(bodies)  # rows shared INSERTs
+    stored = set(WebhookEvent.objects.values_list("body", flat=True))
+    assert stored == set(bodies)
+    assert WebhookEvent.objects.filter(tenant=acme, connection=connection_, status="ignored").count() == len(bodies)
