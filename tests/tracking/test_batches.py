@@ -248,9 +248,9 @@ def test_concurrent_webhooks_share_inserts_and_each_raw_body_is_stored_byte_for_
     monkeypatch.setattr(webhook_views._events, "write", counting)
     # What the server-side bound INSERT must not mangle: quotes, backslashes, placeholders
     # of both styles, a percent sign, an escaped NUL and text outside the BMP.
-    tricky = "O'Brien \\\"quoted\\\" %s %(x)s $1 100% \\u0000 \\ud83d\\ude00 ação"
+    tricky = 'O\'Brien \\"quoted\\" %s %(x)s $1 100% \\u0000 \\ud83d\\ude00 ação'
     bodies = [
-        ('{"event": "contacts.update", "instance": "acme-main", "data": [{"pushName": "%s %d"}]}' % (tricky, n))
+        '{"event": "contacts.update", "instance": "acme-main", "data": [{"pushName": "' + f'{tricky} {n}"' + "}]}"
         for n in range(12)
     ]
     counter = iter(range(len(bodies)))
