@@ -197,10 +197,18 @@ def check(campaign_id: str) -> tuple[bool, str]:
     import psycopg
 
     with psycopg.connect(f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", autocommit=True) as conn:
+        # Requests wrk still had in flight when it stopped are answered (and their events
+        # stored) after it returns: wait until nothing is pending and no event has been
+        # stored for a second.
         deadline = time.monotonic() + 120
+        last, still_since = None, time.monotonic()
         while time.monotonic() < deadline:
-            pending = conn.execute("SELECT count(*) FROM campaigns_webhookevent WHERE status = 'pending'").fetchone()
-            if pending == (0,):
+            total, pending = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM campaigns_webhookevent"
+            ).fetchone()  # type: ignore[misc]
+            if total != last:
+                last, still_since = total, time.monotonic()
+            elif pending == 0 and time.monotonic() - still_since >= 1.0:
                 break
             time.sleep(0.05)
         stats = conn.execute(
