@@ -130,3 +130,34 @@ def test_every_row_is_written_exactly_once_under_contention(writers: int) -> Non
     for thread in threads:
         thread.join(10)
     assert sorted(written) == sorted(k * 100 + i for k in range(16) for i in range(50))
+
+
+def test_queued_batches_use_every_free_writer_when_writes_end_together() -> None:
+    hold = threading.Event()
+    both = threading.Barrier(2, timeout=3)  # the two queued batches must be in flight at once
+    held = threading.Barrier(3, timeout=3)  # the two first writes have started (and this thread)
+    written: list[list[int]] = []
+
+    def write(rows: list[int]) -> None:
+        if rows[0] < 2:
+            held.wait()
+            hold.wait(5)
+        else:
+            both.wait()
+        written.append(sorted(rows))
+
+    group = GroupCommit(write, writers=2, max_rows=2)
+    first = [threading.Thread(target=group.submit, args=(n,)) for n in (0, 1)]
+    for thread in first:
+        thread.start()
+    held.wait()
+    queued = [threading.Thread(target=group.submit, args=(n,)) for n in range(2, 6)]
+    for thread in queued:
+        thread.start()
+    time.sleep(0.2)  # rows 2-5 form two full batches behind the two writes
+    hold.set()
+    for thread in [*first, *queued]:
+        thread.join(5)
+    assert not both.broken
+    assert sorted(n for rows in written for n in rows) == list(range(6))
+    assert sorted(len(rows) for rows in written) == [1, 1, 2, 2]
