@@ -134,17 +134,22 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
     return event
 
 
+# The columns an event INSERT writes (every concrete field but the id), derived once.
+_INSERT_FIELDS = [
+    f for f in WebhookEvent._meta.concrete_fields if not f.generated and not isinstance(f, models.AutoField)
+]
+
+
 def _insert_events(events: list[WebhookEvent]) -> None:
     """EVENTS in one INSERT statement. In autocommit a statement commits on its own, so unlike
     bulk_create (which wraps it in BEGIN ... COMMIT) it costs one round trip for the batch."""
     db = transaction.get_connection()
     opts = WebhookEvent._meta
-    fields = [f for f in opts.concrete_fields if not f.generated and not isinstance(f, models.AutoField)]
     if db.vendor == "postgresql":
-        returned = _insert_bound(db, fields, events)
+        returned = _insert_bound(db, events)
     else:
         returned = WebhookEvent.objects._insert(  # type: ignore[attr-defined]
-            events, fields=fields, returning_fields=opts.db_returning_fields
+            events, fields=_INSERT_FIELDS, returning_fields=opts.db_returning_fields
         )
     for event, values in zip(events, returned, strict=True):
         for value, field in zip(values, opts.db_returning_fields, strict=True):
@@ -153,12 +158,12 @@ def _insert_events(events: list[WebhookEvent]) -> None:
         event._state.db = "default"
 
 
-def _insert_bound(db: Any, fields: list[Any], events: list[WebhookEvent]) -> list[tuple[Any, ...]]:
+def _insert_bound(db: Any, events: list[WebhookEvent]) -> list[tuple[Any, ...]]:
     """The INSERT with its values bound by PostgreSQL (a psycopg server-side binding cursor)
     instead of quoted into the SQL in Python, as Django's default cursor does: the raw bodies
     are most of a batch's bytes, and escaping them was a tenth of a webhook's CPU."""
     opts = WebhookEvent._meta
-    quote = db.ops.quote_name
+    quote, fields = db.ops.quote_name, _INSERT_FIELDS
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
         f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
