@@ -2,8 +2,8 @@
 
 One public port serves pages, the API, webhooks and `/ws/` (a PaaS gives one port). Plain
 HTTP runs Django's sync handler on WEB_THREADS long-lived threads (sense.serving): Django's
-own ASGI handler would create a thread for every request. Webhook routes run a shorter
-middleware stack (sense.serving.LEAN_MIDDLEWARE).
+own ASGI handler would create a thread for every request. Webhook routes skip the
+middleware: their view is called straight (sense.serving.DirectHandler).
 """
 
 import os
@@ -24,7 +24,7 @@ from sense.serving import ThreadPoolHttp  # noqa: E402
 from sense.worker import start_embedded_worker  # noqa: E402
 
 sys.setswitchinterval(settings.WEB_SWITCH_INTERVAL)  # the web process's threads (settings)
-http_app = ThreadPoolHttp(threads=settings.WEB_THREADS, lean_prefixes=("/api/webhooks/",))
+http_app = ThreadPoolHttp(threads=settings.WEB_THREADS, direct_prefixes=("/api/webhooks/",))
 
 start_embedded_worker()
 

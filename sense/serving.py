@@ -8,9 +8,13 @@ uvicorn (one public port for pages, API, webhooks and `/ws/`) but hands each HTT
 one of a fixed set of long-lived threads, exactly as a threaded WSGI server would: one hop
 in, one back, no thread created per request.
 
-Requests whose path starts with one of `lean_prefixes` (provider webhooks) go through a
-second handler whose middleware omits what does nothing for them: sessions, locale, CSRF,
-authentication, tenancy, messages and the rest of the page stack (LEAN_MIDDLEWARE).
+Requests whose path starts with one of `direct_prefixes` (provider webhooks) skip Django's
+handler and its middleware altogether (`DirectHandler`): sessions, locale, CSRF, users,
+tenants, messages and the rest of the page stack do nothing for a provider, which
+authenticates with the token in the path and a signature. Their view is called straight,
+with what the stack did that still matters kept: the host checked against ALLOWED_HOSTS,
+errors answered as Django answers them, the request counted and timed for /metrics, and
+database connections handed back when the response closes.
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ import asyncio
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
 from django.core import signals
+from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest, get_script_name
 from django.http import HttpResponseBase
-from django.urls import set_script_prefix
+from django.urls import resolve, set_script_prefix
+
+from sense.lib.metrics import RequestMetricsMiddleware
 
 log = logging.getLogger("sense.serving")
 
@@ -35,34 +43,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# The middleware a webhook request runs (in settings.MIDDLEWARE's order): metrics and the
-# transport-level checks. Providers authenticate with the token in the path and a signature,
-# so sessions, CSRF, users, tenants, messages, locale and HTMX add nothing to them.
-LEAN_MIDDLEWARE = (
-    "sense.lib.metrics.RequestMetricsMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.middleware.common.CommonMiddleware",
-)
-
 
 class _Handler(WSGIHandler):
-    """Django's WSGI handler with a middleware list of its own (None: settings.MIDDLEWARE)."""
-
-    def __init__(self, middleware: list[str] | None = None) -> None:
-        self._middleware = middleware
-        super().__init__()
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        if self._middleware is None:
-            super().load_middleware(is_async)
-            return
-        # BaseHandler reads settings.MIDDLEWARE; this runs once, at start-up.
-        saved = settings.MIDDLEWARE
-        settings.MIDDLEWARE = self._middleware
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = saved
+    """Django's WSGI handler, answering an environ with a response object."""
 
     def respond(self, environ: dict[str, Any]) -> HttpResponseBase:
         """The response to ENVIRON (what WSGIHandler.__call__ does, minus start_response)."""
@@ -74,13 +57,36 @@ class _Handler(WSGIHandler):
         return response
 
 
+class DirectHandler:
+    """The view of the request's URL, called without Django's handler or any middleware (for
+    webhooks: each request's CPU is what limits a storm). What the handler and the stack did
+    that still matters here is done here: ALLOWED_HOSTS (DisallowedHost answers 400),
+    exceptions turned into Django's own error responses (logged, got_request_exception sent),
+    the request counted and timed by route (sense.lib.metrics), and request_finished sent when
+    the response closes, which hands the database connections back."""
+
+    def respond(self, environ: dict[str, Any]) -> HttpResponseBase:
+        started = time.perf_counter()
+        request = WSGIRequest(environ)
+        try:
+            request.get_host()
+            match = request.resolver_match = resolve(request.path_info)
+            response = match.func(request, *match.args, **match.kwargs)
+        except Exception as exc:
+            response = response_for_exception(request, exc)
+        response._resource_closers.append(request.close)  # type: ignore[attr-defined]
+        response._handler_class = WSGIHandler  # type: ignore[attr-defined]
+        RequestMetricsMiddleware.observe(request, response, started)
+        return response
+
+
 def _headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
     headers = [(k.encode("latin1"), v.encode("latin1")) for k, v in response.items()]
     headers += [(b"set-cookie", c.output(header="").strip().encode("latin1")) for c in response.cookies.values()]
     return headers
 
 
-def _complete(handler: _Handler, environ: dict[str, Any]) -> tuple[HttpResponseBase, bytes | None]:
+def _complete(handler: _Handler | DirectHandler, environ: dict[str, Any]) -> tuple[HttpResponseBase, bytes | None]:
     """In a pool thread: the response and, unless it streams, its body, the response closed
     (request_finished: database connections go back)."""
     response = handler.respond(environ)
@@ -103,15 +109,15 @@ def _next_chunk(chunks: Iterator[bytes]) -> object:
 class ThreadPoolHttp:
     """An ASGI app for `http` scopes that runs Django's sync handler on THREADS threads."""
 
-    def __init__(self, *, threads: int, lean_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(self, *, threads: int, direct_prefixes: tuple[str, ...] = ()) -> None:
         self.threads = threads
         self.handler = _Handler()
-        self.lean_prefixes = lean_prefixes
-        self.lean_handler = _Handler(list(m for m in settings.MIDDLEWARE if m in LEAN_MIDDLEWARE))
+        self.direct_prefixes = direct_prefixes
+        self.direct_handler = DirectHandler()
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sense-http")
 
-    def handler_for(self, path: str) -> _Handler:
-        return self.lean_handler if path.startswith(self.lean_prefixes) else self.handler
+    def handler_for(self, path: str) -> _Handler | DirectHandler:
+        return self.direct_handler if path.startswith(self.direct_prefixes) else self.handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -82,17 +82,17 @@ class RequestMetricsMiddleware:
             return self.__acall__(request)
         started = time.perf_counter()
         response: HttpResponse = self.get_response(request)
-        self._observe(request, response, started)
+        self.observe(request, response, started)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response: HttpResponse = await self.get_response(request)
-        self._observe(request, response, started)
+        self.observe(request, response, started)
         return response
 
     @staticmethod
-    def _observe(request: HttpRequest, response: HttpResponse, started: float) -> None:
+    def observe(request: HttpRequest, response: HttpResponse, started: float) -> None:
         match = getattr(request, "resolver_match", None)
         route = match.route if match is not None and match.route else "unmatched"
         REQUESTS.labels(request.method or "", route, str(response.status_code)).inc()
