@@ -248,9 +248,9 @@ def test_concurrent_webhooks_share_inserts_and_each_raw_body_is_stored_byte_for_
     monkeypatch.setattr(webhook_views._events, "write", counting)
     # What the server-side bound INSERT must not mangle: quotes, backslashes, placeholders
     # of both styles, a percent sign, an escaped NUL and text outside the BMP.
-    tricky = 'O\'Brien \\"quoted\\" %s %(x)s $1 100% \\u0000 \\ud83d\\ude00 ação'
+    tricky = 'O\'Brien \\"quoted\\" %s %(x)s $1 100% \\u0000 \\ud83d\\ude00 ação 😀 \\\\ \\n'
     bodies = [
-        '{"event": "contacts.update", "instance": "acme-main", "data": [{"pushName": "' + f'{tricky} {n}"' + "}]}"
+        '{"event": "contacts.update",\r\n\t"instance": "acme-main", "data": [{"pushName": "' + f'{tricky} {n}"' + "}]}"
         for n in range(12)
     ]
     counter = iter(range(len(bodies)))
@@ -264,3 +264,50 @@ def test_concurrent_webhooks_share_inserts_and_each_raw_body_is_stored_byte_for_
     stored = set(WebhookEvent.objects.values_list("body", flat=True))
     assert stored == set(bodies)
     assert WebhookEvent.objects.filter(tenant=acme, connection=connection_, status="ignored").count() == len(bodies)
+
+
+@pytest.mark.parametrize("path", ["bound", "orm"])
+def test_the_event_insert_writes_exactly_what_the_orm_would(acme: Any, path: str, monkeypatch: Any) -> None:
+    """PostgreSQL writes a batch of events as one JSON parameter, other databases through the
+    ORM: every column lands as given (microseconds, NULLs, text outside the BMP), the ids come
+    back in the batch's order, and an over-long value is refused, not cut short."""
+    from datetime import timedelta
+
+    from django.db import DataError, transaction
+    from django.db import connection as db
+    from django.utils import timezone
+
+    if path == "bound" and db.vendor != "postgresql":
+        pytest.skip("PostgreSQL's INSERT")
+    if path == "orm":
+        monkeypatch.setattr(db, "vendor", "sqlite")  # what the embedded default runs
+    connection_ = make_connection(acme, Connection.Provider.EVOLUTION)
+    at = timezone.now().replace(microsecond=123456) - timedelta(days=1)
+    events = [
+        WebhookEvent(
+            tenant_id=acme.pk,
+            connection_id=connection_.pk,
+            provider="evolution",
+            event_type=f"messages.update.{n}",
+            body='{"a": "l\'été \\"x\\" 😀 \\u0000", "n": ' + f"{n}}}",
+            status="ignored" if n % 2 else "pending",
+            error="" if n % 2 else "was: 😀",
+            attempts=n,
+            received_at=at + timedelta(microseconds=n),
+            processed_at=at if n % 2 else None,
+        )
+        for n in range(5)
+    ]
+    webhook_views._insert_events(events)
+
+    assert [e.pk for e in events] == sorted(e.pk for e in events) and all(not e._state.adding for e in events)
+    fields = [f.attname for f in webhook_views._INSERT_FIELDS]
+    for event in events:
+        stored = WebhookEvent.objects.get(pk=event.pk)
+        assert {f: getattr(stored, f) for f in fields} == {f: getattr(event, f) for f in fields}
+    too_long = WebhookEvent(
+        tenant_id=acme.pk, connection_id=connection_.pk, provider="evolution", event_type="x" * 65, body="{}"
+    )
+    with pytest.raises(DataError), transaction.atomic():
+        webhook_views._insert_events([too_long])
+    assert WebhookEvent.objects.count() == len(events)
