@@ -135,7 +135,11 @@ class ThreadPoolHttp:
             handler = self.handler_for(scope["path"])
             loop = asyncio.get_running_loop()
             response, content = await loop.run_in_executor(self.executor, _complete, handler, environ)
-            await send({"type": "http.response.start", "status": response.status_code, "headers": _headers(response)})
+            headers = _headers(response)
+            if content is not None and not response.has_header("Content-Length"):
+                # What CommonMiddleware adds, for the routes without it: no chunked encoding.
+                headers.append((b"content-length", str(len(content)).encode("latin1")))
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             if content is not None:
                 await send({"type": "http.response.body", "body": content})
                 return

@@ -114,6 +114,7 @@ def test_webhooks_answer_the_same_through_the_direct_door_as_through_django(acme
         ), name
         assert stored_directly == stored_by_django, name
         assert "set-cookie" not in direct.headers, name
+        assert direct.headers["content-length"] == str(len(direct.content)), name  # not chunked
     statuses = {name: asyncio.run(_through_asgi(m, p, b, h)).status_code for name, m, p, b, h in _webhook_cases("x")}
     assert statuses["unknown token"] == 404 and statuses["disallowed host"] == 400 and statuses["get"] == 405
 
