@@ -44,6 +44,7 @@ from campaigns.models import (
 )
 from campaigns.providers import StatusUpdate, TemplateUpdate, provider_class
 from campaigns.providers.base import ConnectionState
+from sense.lib import bulk
 
 log = logging.getLogger("sense.webhooks")
 
@@ -109,7 +110,7 @@ class Writes:
                 ]
             )
         if self.history:
-            DeliveryEvent.objects.bulk_create(self.history)
+            bulk.insert(self.history)  # one JSON parameter: bulk_create's arrays cost more Python
         if self.early:
             PendingStatus.objects.bulk_create(self.early)
             # The send may record the id between our lookup and our commit; its own

@@ -13,15 +13,11 @@ WebhookRejection); 404 unknown token; 413 body over WEBHOOK_MAX_BODY_BYTES.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import time
-from typing import Any
 
-import psycopg
 from django.conf import settings
-from django.db import connections, models, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -31,6 +27,7 @@ from campaigns.models import Connection, WebhookEvent, WebhookRejection
 from campaigns.providers import ParsedWebhook, PayloadError, Provider, Rejected, provider_class, provider_for
 from campaigns.tasks import process_webhook_events
 from sense.errors import json_error
+from sense.lib import bulk
 from sense.lib.broker import send_nowait
 from sense.lib.coalesce import Coalescer
 from sense.lib.groupcommit import GroupCommit
@@ -136,63 +133,8 @@ def _store(connection: Connection, parsed: ParsedWebhook, body: bytes) -> Webhoo
     return event
 
 
-# The columns an event INSERT writes (every concrete field but the id), derived once.
-_INSERT_FIELDS = [
-    f for f in WebhookEvent._meta.concrete_fields if not f.generated and not isinstance(f, models.AutoField)
-]
-
-
-def _insert_events(events: list[WebhookEvent]) -> None:
-    """EVENTS in one INSERT statement. In autocommit a statement commits on its own, so unlike
-    bulk_create (which wraps it in BEGIN ... COMMIT) it costs one round trip for the batch."""
-    db = transaction.get_connection()
-    opts = WebhookEvent._meta
-    if db.vendor == "postgresql":
-        returned = _insert_bound(db, events)
-    else:
-        returned = WebhookEvent.objects._insert(  # type: ignore[attr-defined]
-            events, fields=_INSERT_FIELDS, returning_fields=opts.db_returning_fields
-        )
-    for event, values in zip(events, returned, strict=True):
-        for value, field in zip(values, opts.db_returning_fields, strict=True):
-            setattr(event, field.attname, value)
-        event._state.adding = False
-        event._state.db = "default"
-
-
-def _insert_bound(db: Any, events: list[WebhookEvent]) -> list[tuple[Any, ...]]:
-    """The INSERT on PostgreSQL: the batch as one JSON parameter, made into rows by
-    `json_to_recordset`. The statement's text is the same whatever the batch size (psycopg
-    converts it once, PostgreSQL prepares it once), and json.dumps encodes the raw bodies,
-    most of a batch's bytes, in C: quoting them into the SQL in Python, as Django's cursor
-    does, was a tenth of a webhook's CPU, and psycopg's per-element array dumpers (UNNEST)
-    cost more still. Values go as Django prepares them for the column; UUIDs and datetimes
-    as their text, which PostgreSQL casts back exactly."""
-    rows = [{f.column: f.get_db_prep_save(f.pre_save(event, True), db) for f in _INSERT_FIELDS} for event in events]
-    payload = json.dumps(rows, ensure_ascii=False, default=str, check_circular=False)
-    db.ensure_connection()
-    with db.wrap_database_errors:
-        cursor = db._prepare_cursor(psycopg.Cursor(db.connection))  # Django's wrapper: query logging
-    with cursor:
-        cursor.execute(_insert_sql(db.alias), [payload])
-        return cursor.fetchall()
-
-
-@functools.cache
-def _insert_sql(alias: str) -> str:
-    db: Any = connections[alias]
-    opts, quote = WebhookEvent._meta, db.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
-    types = ", ".join(f"{quote(f.column)} {f.db_type(db)}" for f in _INSERT_FIELDS)  # over-long: an error
-    return (
-        f"INSERT INTO {quote(opts.db_table)} ({columns}) "
-        f"SELECT {columns} FROM json_to_recordset(%s::json) AS r({types}) "
-        f"RETURNING {', '.join(quote(f.column) for f in opts.db_returning_fields)}"
-    )
-
-
 _events: GroupCommit[WebhookEvent] = GroupCommit(
-    _insert_events, writers=settings.WEBHOOK_INSERT_WRITERS, max_rows=settings.WEBHOOK_INSERT_BATCH
+    bulk.insert, writers=settings.WEBHOOK_INSERT_WRITERS, max_rows=settings.WEBHOOK_INSERT_BATCH
 )
 
 

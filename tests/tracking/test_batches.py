@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from campaigns import tracking, webhook_views
 from campaigns.models import Campaign, Connection, DeliveryEvent, WebhookEvent
+from sense.lib import bulk
 from sense.lib.broker import RabbitmqBroker
 from tests.helpers import at_once, wait_for
 from tests.tracking.conftest import make_campaign, make_connection, make_deliveries, post_evolution, recount, stats
@@ -268,9 +269,10 @@ def test_concurrent_webhooks_share_inserts_and_each_raw_body_is_stored_byte_for_
 
 @pytest.mark.parametrize("path", ["bound", "orm"])
 def test_the_event_insert_writes_exactly_what_the_orm_would(acme: Any, path: str, monkeypatch: Any) -> None:
-    """PostgreSQL writes a batch of events as one JSON parameter, other databases through the
-    ORM: every column lands as given (microseconds, NULLs, text outside the BMP), the ids come
-    back in the batch's order, and an over-long value is refused, not cut short."""
+    """PostgreSQL writes a batch of webhook events as one JSON parameter (sense.lib.bulk),
+    other databases through the ORM: every column lands as given (microseconds, NULLs, text
+    outside the BMP), the ids come back in the batch's order, and an over-long value is
+    refused, not cut short."""
     from datetime import timedelta
 
     from django.db import DataError, transaction
@@ -298,10 +300,10 @@ def test_the_event_insert_writes_exactly_what_the_orm_would(acme: Any, path: str
         )
         for n in range(5)
     ]
-    webhook_views._insert_events(events)
+    bulk.insert(events)
 
     assert [e.pk for e in events] == sorted(e.pk for e in events) and all(not e._state.adding for e in events)
-    fields = [f.attname for f in webhook_views._INSERT_FIELDS]
+    fields = [f.attname for f in bulk._fields(WebhookEvent)]
     for event in events:
         stored = WebhookEvent.objects.get(pk=event.pk)
         assert {f: getattr(stored, f) for f in fields} == {f: getattr(event, f) for f in fields}
@@ -309,5 +311,5 @@ def test_the_event_insert_writes_exactly_what_the_orm_would(acme: Any, path: str
         tenant_id=acme.pk, connection_id=connection_.pk, provider="evolution", event_type="x" * 65, body="{}"
     )
     with pytest.raises(DataError), transaction.atomic():
-        webhook_views._insert_events([too_long])
+        bulk.insert([too_long])
     assert WebhookEvent.objects.count() == len(events)
