@@ -317,9 +317,9 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sense"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 # Live frames (campaigns.live): a campaign's first change goes out at once, later ones at
-# most this often per web or worker process, the latest state always last (0.26 s: 4 a
-# second with 40 ms to spare for frames bunched on their way to the browser).
-LIVE_FRAME_INTERVAL_SECONDS = _read("LIVE_FRAME_INTERVAL_SECONDS", _float, 0.26)
+# most this often per web or worker process (counted from when the previous frame was
+# made), the latest state always last (0.252 s: 4 a second, with 2 ms for clock error).
+LIVE_FRAME_INTERVAL_SECONDS = _read("LIVE_FRAME_INTERVAL_SECONDS", _float, 0.252)
 
 # --- Files ----------------------------------------------------------------------------
 

@@ -18,15 +18,24 @@ log = logging.getLogger("sense.coalesce")
 
 class Coalescer:
     """Calls `flush(keys)` from one background thread per process with every key marked since
-    the previous call, at most once per `interval` (from the end of one flush to the start of
-    the next), leading edge: a mark after a quiet interval is flushed at once; marks while the thread
-    waits out the interval are flushed together when it ends. A storm of marks of one key
-    then costs one flush per interval instead of one per mark (e.g. one stats query and one
-    publish), and every mark is followed by a flush that starts after it, at most `interval`
-    later."""
+    the previous call, at most once per `interval`, leading edge: a mark after a quiet interval
+    is flushed at once; marks while the thread waits out the interval are flushed together
+    when it ends. A storm of marks of one key then costs one flush per interval instead of one
+    per mark (e.g. one stats query and one publish), and every mark is followed by a flush
+    that starts after it, at most `interval` later.
+
+    The interval runs from the time a flush returns (a `time.monotonic()` reading) as the
+    moment its output went out, or from its end if it returns None. A flush that queries then
+    sends returns when it sent: the time it takes after that is not added to every interval,
+    and what two flushes send is still `interval` apart."""
 
     def __init__(
-        self, flush: Callable[[set[Any]], None], interval: float = 0.1, *, name: str = "live", uses_db: bool = True
+        self,
+        flush: Callable[[set[Any]], float | None],
+        interval: float = 0.1,
+        *,
+        name: str = "live",
+        uses_db: bool = True,
     ) -> None:
         self.flush = flush
         self.interval = interval
@@ -55,9 +64,10 @@ class Coalescer:
             self._wake.clear()
             with self._lock:
                 keys, self._keys = self._keys, set()
+            sent = None
             if keys:
                 try:
-                    self.flush(keys)
+                    sent = self.flush(keys)
                 except Exception:
                     log.exception("%s flush failed", self.name)
                 finally:
@@ -66,9 +76,10 @@ class Coalescer:
                             close_old_connections()
                         except Exception:  # never let it end the thread: the next mark needs it
                             log.warning("%s: could not close database connections", self.name)
-            # From the end of a flush: what it sent (a frame, after its query) is then at least
-            # `interval` apart from what the next one sends, however long either query took.
-            time.sleep(self.interval)
+            # From when the flush sent (else its end): what it sent is then at least `interval`
+            # apart from what the next one sends, however long either one's query took.
+            start = sent if sent is not None else time.monotonic()
+            time.sleep(max(0.0, start + self.interval - time.monotonic()))
 
     def drain(self, timeout: float = 5.0) -> None:
         """Wait until every marked key has been flushed (for tests and commands)."""

@@ -263,3 +263,31 @@ def test_what_two_flushes_send_is_an_interval_apart_however_long_each_takes() ->
     coalescer.drain()
     gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
     assert len(gaps) >= 5 and min(gaps) >= 0.1
+
+
+def test_the_interval_runs_from_when_a_flush_sent_not_from_when_it_ended() -> None:
+    """A flush that queries, sends, then takes a while to finish: the next one is paced from
+    the send, so its time after sending is not added to every interval, and what two flushes
+    send is still at least an interval apart."""
+    import statistics
+
+    from sense.lib.coalesce import Coalescer
+
+    sends: list[float] = []
+
+    def flush(keys: set[Any]) -> float:
+        time.sleep(0.02)  # its query
+        sent = time.monotonic()
+        sends.append(sent)
+        time.sleep(0.08)  # what it does after sending
+        return sent
+
+    coalescer = Coalescer(flush, interval=0.25, uses_db=False)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.6:
+        coalescer.mark("c")
+        time.sleep(0.005)
+    coalescer.drain()
+    gaps = [b - a for a, b in zip(sends, sends[1:], strict=False)]
+    assert len(gaps) >= 4 and min(gaps) >= 0.25
+    assert statistics.median(gaps) < 0.32  # 0.25 + its query, not + the 80 ms after sending
