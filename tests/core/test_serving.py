@@ -17,7 +17,7 @@ from django.test import Client
 
 from campaigns import webhook_views
 from campaigns.models import Connection, WebhookEvent
-from sense import asgi
+from sense import asgi, serving
 from sense.lib.metrics import registry
 from sense.serving import DirectHandler
 from tests.tracking.conftest import make_connection
@@ -152,7 +152,7 @@ def test_a_direct_webhook_hands_its_database_connection_back(acme: Any) -> None:
         stats = db.pool.get_stats()  # type: ignore[attr-defined]
         return stats["pool_size"] - stats["pool_available"]
 
-    before = checked_out()
+    before, hits = checked_out(), serving._resolve.cache_info().hits
     for n in range(3):
         update = json.dumps(evolution_update(f"3EB0POOL{n}", "READ")).encode()
         response = asyncio.run(
@@ -161,6 +161,7 @@ def test_a_direct_webhook_hands_its_database_connection_back(acme: Any) -> None:
         assert response.status_code == 200
     assert WebhookEvent.objects.count() == 3
     assert checked_out() == before
+    assert serving._resolve.cache_info().hits >= hits + 2  # the same URL is resolved once
 
 
 def test_a_webhook_answer_sets_no_cookie_and_varies_on_nothing(acme: Any) -> None:
