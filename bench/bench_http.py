@@ -30,7 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_webhooks import _env, _event, _vhost, seed
-from bench.common import ROOT, Figure, manage, percentile, recreate_database, stop, wait_port, worker
+from bench.common import (
+    ROOT,
+    Figure,
+    cpu_per,
+    cpu_seconds,
+    manage,
+    percentile,
+    recreate_database,
+    stop,
+    wait_port,
+    worker,
+)
 from tests.helpers import free_port
 
 DB_NAME = "sense_bench_http"
@@ -239,8 +250,10 @@ def measure(env: dict[str, str], tmp: str, token: str, campaign_id: str, *, befo
         wrk(f"{base}/api/health/", 2)  # warm-up: connections, pools, the broker channel
         bare = wrk(f"{base}/bench/bare/", SECONDS) if not before else None
         noop = wrk(f"{base}/api/health/", SECONDS)
+        used = cpu_seconds()
         hooks = wrk(f"{base}{hook}", SECONDS, lua, tmp)
-        result: dict[str, Any] = {"bare": bare, "noop": noop, "hooks": hooks}
+        hooks_cpu = cpu_per(used, cpu_seconds(), hooks["rps"] * SECONDS)
+        result: dict[str, Any] = {"bare": bare, "noop": noop, "hooks": hooks, "hooks_cpu": hooks_cpu}
         if not before:
             sent = int(hooks["rps"] * SECONDS)
             time.sleep(2)  # let the worker catch up before the latency run
@@ -306,8 +319,9 @@ def run() -> list[Figure]:
             reference_label="no-op view, same server",
             ratio=round(ratio, 2),
             notes=f"Evolution status webhooks; p50 {hooks['p50']:.1f} ms, p99 {hooks['p99']:.1f} ms; "
-            f"non-2xx/timeouts {hooks['errors']:.0f}; before (Django's ASGI handler) "
-            f"{before['hooks']['rps']:.0f}/s",
+            f"non-2xx/timeouts {hooks['errors']:.0f}; "
+            f"CPU per event by process (wrk not counted): {result['hooks_cpu']}; "
+            f"before (Django's ASGI handler) {before['hooks']['rps']:.0f}/s",
         ),
         Figure(
             name="webhook p99, open loop at half capacity",
