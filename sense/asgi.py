@@ -19,10 +19,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from sense.lib.logs import redact_server_logs  # noqa: E402
 from sense.routing import websocket_urlpatterns  # noqa: E402
 from sense.serving import ThreadPoolHttp  # noqa: E402
 from sense.worker import start_embedded_worker  # noqa: E402
 
+redact_server_logs()  # the access log shows paths, and a webhook's path holds its token
 sys.setswitchinterval(settings.WEB_SWITCH_INTERVAL)  # the web process's threads (settings)
 http_app = ThreadPoolHttp(threads=settings.WEB_THREADS, direct_prefixes=("/api/webhooks/",))
 

@@ -18,6 +18,8 @@ _SECRET_PATTERNS = [
     re.compile(r"(postgres(?:ql)?://[^:/\s]+:)[^@\s]+(@)"),
     re.compile(r"(X-Amz-Signature=)[0-9a-f]+"),
     re.compile(r"\bsense_[A-Za-z0-9_\-]{20,}"),
+    # A connection's webhook token is the secret part of its webhook URL (access logs).
+    re.compile(r"(/webhooks/[a-z]+/)[\w-]{8,}"),
 ]
 
 
@@ -32,6 +34,16 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_server_logs() -> None:
+    """Mask secrets in the lines the ASGI server logs itself (uvicorn configures its own
+    handlers, outside Django's LOGGING): its access log shows each request's path, and a
+    webhook's path holds its connection's token."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecretsFilter) for f in logger.filters):
+            logger.addFilter(RedactSecretsFilter())
+
+
 class RedactSecretsFilter(logging.Filter):
     """Rewrite each record's message with secrets masked (tokens, keys, URL passwords)."""
 
@@ -41,6 +53,17 @@ class RedactSecretsFilter(logging.Filter):
         except Exception:  # a bad format string must not kill logging
             return True
         cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        if cleaned == message:
+            return True
+        if isinstance(record.args, tuple):
+            # Masked argument by argument where that is enough: formatters that read the
+            # arguments themselves (uvicorn's access log) still find them in place.
+            args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            try:
+                if record.msg % args == cleaned:
+                    record.args = args
+                    return True
+            except Exception:
+                pass
+        record.msg, record.args = cleaned, None
         return True
