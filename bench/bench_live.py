@@ -49,6 +49,7 @@ class LiveResult:
     max_frames: int  # most frames made for the campaign in one second (by their sent_at)
     max_arrivals: int  # most frames arriving in one second at the client
     final: int  # the delivered counter of the last frame
+    transit: list[float]  # seconds from each frame's sent_at to its arrival (same host clock)
 
 
 def _busiest(times: list[float]) -> int:
@@ -63,6 +64,7 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
     made: list[float] = []  # each frame's sent_at (the server's clock, epoch seconds)
     offset = 0  # read by the listener's closure, set once the warm-up is over
     answered: list[float] = []
+    transit: list[float] = []
     url = f"{base}/api/webhooks/evolution/{token}/"
     ws_url = base.replace("http", "ws", 1) + f"/ws/tenant/{tenant_id}/?token={api_token}"
     # The listener has its own thread and event loop: the load generator below keeps this
@@ -82,6 +84,7 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
                 if frame.get("type") == "campaign.stats" and frame.get("campaign_id") == campaign_id:
                     frames.append((time.monotonic(), int(frame["stats"]["delivered"]) - offset))
                     made.append(datetime.fromisoformat(frame["sent_at"]).timestamp())
+                    transit.append(time.time() - made[-1])
 
     listener = threading.Thread(target=lambda: asyncio.run(listen()), daemon=True)
     listener.start()
@@ -98,6 +101,7 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
     offset = WARMUP
     frames.clear()
     made.clear()
+    transit.clear()
     await open_loop(port, path, RATE, EVENTS / RATE, 0, status="DELIVERY_ACK", answered=answered)
     deadline = time.monotonic() + 30
     while (not frames or frames[-1][1] < EVENTS) and time.monotonic() < deadline:
@@ -122,7 +126,22 @@ async def _measure(base: str, token: str, campaign_id: str, tenant_id: str, api_
         max_frames=_busiest(made),
         max_arrivals=_busiest(arrivals),
         final=frames[-1][1] if frames else 0,
+        transit=list(transit),
     )
+
+
+def _claim_lag(events: int) -> list[float]:
+    """Milliseconds from each of the last EVENTS webhook events' commit (received_at) to its
+    claim by a worker (processed_at)."""
+    import psycopg
+
+    with psycopg.connect(f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM processed_at - received_at) * 1000 FROM campaigns_webhookevent"
+            " WHERE processed_at IS NOT NULL ORDER BY id DESC LIMIT %s",
+            [events],
+        ).fetchall()
+    return [float(ms) for (ms,) in rows]
 
 
 def run() -> list[Figure]:
@@ -139,6 +158,12 @@ def run() -> list[Figure]:
         shutil.rmtree(tmp, ignore_errors=True)
     p50 = percentile(latencies, 50) if latencies else float("nan")
     p95 = percentile(latencies, 95) if latencies else float("nan")
+    lag = _claim_lag(EVENTS)
+    transit = [x * 1000 for x in result.transit]
+
+    def spread(values: list[float]) -> str:
+        return f"p50 {percentile(values, 50):.0f}, p95 {percentile(values, 95):.0f} ms" if values else "-"
+
     note = (
         f"{EVENTS:,} Evolution DELIVERY_ACK webhooks offered at {RATE:.0f}/s after a warm-up of {WARMUP:,}; "
         f"the server answered "
@@ -154,6 +179,8 @@ def run() -> list[Figure]:
             unit="ms",
             goal="<= 300 ms",
             met=complete and p95 <= 300,
+            notes=f"of which: stored -> claimed by the worker {spread(lag)}; "
+            f"frame made -> in the browser {spread(transit)}; the rest is waiting for the next frame",
         ),
         Figure(
             name="live frames per second per campaign (max)",
