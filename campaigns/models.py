@@ -30,7 +30,7 @@ from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from sense.errors import Conflict
-from sense.models import TenantOwned, TenantQuerySet
+from sense.models import Tenant, TenantOwned, TenantQuerySet
 
 log = logging.getLogger("sense.campaigns")
 
@@ -757,7 +757,9 @@ class Delivery(TenantOwned):
         Status.UNKNOWN: ("unknown",),
     }
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: three indexes below start with campaign_id (every status
+    # change rewrites each index of the row, so an index that adds nothing costs every event).
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries")
     phone = models.CharField(max_length=20)
     text = models.TextField()
@@ -1092,6 +1094,9 @@ class WebhookEvent(TenantOwned):
         IGNORED = "ignored", _("Ignored")
         FAILED = "failed", _("Failed")
 
+    # Indexed by webhook_tenant_received (tenant_id first), not again on its own: every
+    # webhook inserts a row and its claim rewrites it.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, verbose_name=_("tenant"), db_index=False)
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="webhook_events")
     provider = models.CharField(max_length=16, choices=Connection.Provider.choices)
     event_type = models.CharField(max_length=64)
@@ -1118,7 +1123,8 @@ class WebhookEvent(TenantOwned):
 class DeliveryEvent(TenantOwned):
     """One status event received for a delivery (the delivery-log modal's rows)."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    # Indexed by deliveryevent_delivery_time (delivery_id first), not again on its own.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events", db_index=False)
     webhook_event = models.ForeignKey(
         WebhookEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="delivery_events"
     )
