@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
+from sense.lib import groupcommit
 from sense.lib.groupcommit import GroupCommit
 
 
@@ -161,3 +163,36 @@ def test_queued_batches_use_every_free_writer_when_writes_end_together() -> None
     assert not both.broken
     assert sorted(n for rows in written for n in rows) == list(range(6))
     assert sorted(len(rows) for rows in written) == [1, 1, 2, 2]
+
+
+def test_a_finished_write_wakes_its_own_rows_and_the_next_batch_not_every_waiting_thread(monkeypatch: Any) -> None:
+    wakeups = 0
+
+    class Counting(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            nonlocal wakeups
+            woke = super().wait(timeout)
+            wakeups += 1
+            return woke
+
+    monkeypatch.setattr(groupcommit.threading, "Condition", Counting)
+    gate = threading.Event()
+    written: list[int] = []
+
+    def write(rows: list[int]) -> None:
+        gate.wait(5)
+        time.sleep(0.005)  # a round trip: the woken threads are waiting again before it ends
+        written.extend(rows)
+
+    group = GroupCommit(write, writers=1, max_rows=2)
+    threads = [threading.Thread(target=group.submit, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # one write held, 39 rows waiting in batches of 2 behind it
+    gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(written) == list(range(40))
+    # About two wake-ups per row (its batch taken, its batch done) where waking every
+    # waiting thread after each write made it about 20 per row.
+    assert wakeups <= 3 * 40
