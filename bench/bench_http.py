@@ -37,7 +37,6 @@ from bench.common import (
     cpu_seconds,
     manage,
     percentile,
-    quiet_database,
     recreate_database,
     stop,
     wait_port,
@@ -277,7 +276,6 @@ def run() -> list[Figure]:
     recreate_database(DB_NAME)
     manage(env, "migrate", "--noinput", "-v", "0")
     token, campaign_id = manage(env, "shell", "-c", SEED).split("SEED ", 1)[1].split()
-    quiet_database()  # the 1M-row benches before leave autovacuum running
     before = measure(env, tmp, token, campaign_id, before=True)
     result = measure(env, tmp, token, campaign_id)
     bare, noop, hooks = result["bare"], result["noop"], result["hooks"]

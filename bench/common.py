@@ -85,26 +85,6 @@ def bench_env(db_name: str, tmp: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def quiet_database(timeout: float = 180.0) -> float:
-    """Flush PostgreSQL's dirty buffers (CHECKPOINT) and wait until no autovacuum worker and
-    no other client is active: the benches before may leave millions of fresh rows to vacuum,
-    which would take the CPU from the one being measured. Returns the seconds it waited."""
-    import psycopg
-
-    started = time.monotonic()
-    with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
-        while time.monotonic() - started < timeout:
-            busy = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-                " AND (backend_type = 'autovacuum worker' OR (backend_type = 'client backend' AND state = 'active'))"
-            ).fetchone()
-            if not busy or busy[0] == 0:
-                break
-            time.sleep(1.0)
-    return time.monotonic() - started
-
-
 def recreate_database(name: str) -> None:
     """Drop the PostgreSQL database NAME (ending its sessions) and create it empty."""
     import psycopg
