@@ -18,7 +18,9 @@ django.setup(set_prefix=False)
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
+from sense.lib.heap import freeze_startup_heap  # noqa: E402
 from sense.lib.logs import redact_server_logs  # noqa: E402
 from sense.routing import websocket_urlpatterns  # noqa: E402
 from sense.serving import ThreadPoolHttp  # noqa: E402
@@ -37,3 +39,7 @@ application = ProtocolTypeRouter(
         "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )
+# Everything loaded (the URLconf, and with it every view, would load at the first request):
+# later full GC passes skip it (sense.lib.heap).
+get_resolver().url_patterns  # noqa: B018
+freeze_startup_heap()

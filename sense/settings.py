@@ -392,6 +392,7 @@ _dramatiq_middleware = [
     "dramatiq.middleware.Retries",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
     "sense.scheduler.Periodic",
+    "sense.lib.heap.FreezeHeap",
 ]
 # Sweepers and due-campaign checks run in each worker (sense.scheduler); off in tests that
 # drive them by hand.
