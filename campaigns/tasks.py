@@ -17,9 +17,11 @@ from sense.scheduler import periodic
 
 @dramatiq.actor(queue_name="webhooks", max_retries=5, min_backoff=500, max_backoff=30_000)
 def process_webhook_events() -> None:
-    """Apply every pending webhook event, in batches. The webhook views send this as a
-    wake-up, coalesced per process; several workers woken at once split the work."""
-    tracking.process_all_pending()
+    """Apply pending webhook events in batches while they keep coming (one thread per worker
+    process, `tracking.drain_pending`). The webhook views send this as a wake-up, coalesced
+    per process; several worker processes woken at once split the work."""
+    if tracking.drain_pending():  # stopped at its budget with events still coming
+        process_webhook_events.send()
 
 
 @periodic(settings.WEBHOOK_SWEEP_SECONDS)

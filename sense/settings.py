@@ -509,8 +509,11 @@ WEBHOOK_INSERT_BATCH = _read("WEBHOOK_INSERT_BATCH", _int(1), 200)
 # A stored event whose processing keeps failing is marked failed after this many attempts.
 WEBHOOK_MAX_ATTEMPTS = _read("WEBHOOK_MAX_ATTEMPTS", _int(1), 5)
 # Each web process wakes the workers for new events at once, then at most once per this
-# interval while more arrive (workers apply everything pending in batches).
-WEBHOOK_WAKE_INTERVAL_SECONDS = _read("WEBHOOK_WAKE_INTERVAL_SECONDS", _float, 0.02)
+# interval while more arrive. A woken worker process applies pending events with one thread
+# while they keep coming, at most one batch per WEBHOOK_BATCH_INTERVAL_SECONDS (a full batch
+# waiting goes at once); wake-ups meanwhile only make it look again (tracking.drain_pending).
+WEBHOOK_WAKE_INTERVAL_SECONDS = _read("WEBHOOK_WAKE_INTERVAL_SECONDS", _float, 0.05)
+WEBHOOK_BATCH_INTERVAL_SECONDS = _read("WEBHOOK_BATCH_INTERVAL_SECONDS", _float, 0.02)
 # The sweeper's interval, and how old a stored event must be before it takes it over
 # from the actor (events are normally processed within milliseconds).
 WEBHOOK_SWEEP_SECONDS = _read("WEBHOOK_SWEEP_SECONDS", _float, 10.0)
