@@ -364,8 +364,10 @@ def process_pending(*, limit: int = 200) -> int:
 
 
 def process_all_pending(*, limit: int = 200, budget: float = 10.0) -> int:
-    """`process_pending` until nothing is pending or BUDGET seconds have passed (the actor
-    then ends, and the next wake-up or the sweeper carries on). Returns how many."""
+    """`process_pending` in this thread until nothing is pending or BUDGET seconds have
+    passed; returns how many. Unlike `drain_pending` (what a wake-up runs, one thread per
+    process) it does not defer to a drain already running, so a caller that needs every
+    stored event applied before it goes on (a test, a shell) gets that."""
     deadline = time.monotonic() + budget
     total = 0
     while True:
