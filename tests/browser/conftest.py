@@ -73,3 +73,10 @@ def page(browser: Any, live_stack: Stack) -> Iterator[Any]:
 def screenshot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def htmx_settled(page: Any) -> None:
+    """Wait until no htmx request is in flight and no swap is settling. htmx wires up swapped-in
+    content only when it settles (20 ms after the swap): a choice made on an element in that
+    window fires no request, as a person never could but a test can."""
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from campaigns import services
 from campaigns.models import Campaign, Connection, Contact
 from sense.models import Tenant
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import htmx_settled, screenshot
 from tests.browser.test_dashboard_live import log_in
 from tests.campaigns.template_fixtures import ORDER_UPDATE, WABA
 from tests.helpers import wait_for
@@ -51,6 +51,7 @@ def test_an_operator_composes_and_sends_a_template_campaign(
         page.fill("input[name=name]", "Pedidos")
         page.select_option("select[name=connection]", str(connection.id))
         expect(page.locator("#template-section")).to_contain_text("24 hours")
+        htmx_settled(page)  # the section is swapped twice: the select's load, then its change
         page.select_option("select[name=template]", label="order_update (en_US, utility)")
         for key in ("header.1", "2", "button.0"):
             page.fill(f"input[name='param:{key}']", "{{order}}")
